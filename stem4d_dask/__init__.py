@@ -1,0 +1,29 @@
+"""stem4d_dask: lazy, out-of-core 4D-STEM processing on Dask, xarray and zarr.
+
+A datacube is an ``xarray.DataArray`` with dims ``(Rx, Ry, Qx, Qy)`` over a dask array; see
+:func:`from_array` and :func:`read`. Importing the package registers the ``.stem4d`` accessor.
+"""
+
+from . import accessor as _accessor  # noqa: F401  (registers .stem4d)
+from .calibration import (
+    electron_wavelength_angstrom,
+    inv_angstrom_to_mrad,
+    mrad_to_inv_angstrom,
+)
+from .datacube import DIMS, as_datacube, describe, from_array, with_calibration, with_q_units
+from .io import read, read_npy, read_raw, to_zarr, write
+
+__version__ = "0.1.0"
+
+
+def to_h5(dc, path, **options):
+    """Write ``dc`` as a py4DSTEM EMD 1.0 ``.h5`` file (see :mod:`stem4d_dask.io.emd`)."""
+    from .io.emd import to_h5 as _to_h5
+    return _to_h5(dc, path, **options)
+
+
+__all__ = [
+    "DIMS", "from_array", "as_datacube", "describe", "with_calibration", "with_q_units",
+    "read", "read_npy", "read_raw", "to_zarr", "to_h5", "write",
+    "electron_wavelength_angstrom", "mrad_to_inv_angstrom", "inv_angstrom_to_mrad",
+]

@@ -1,0 +1,97 @@
+"""Lazy arrays whose every chunk is read by its own task.
+
+The graph holds only small, picklable loader objects (a path, a dtype, a shape, an offset), never
+an open file or a memory map of the whole file, so it ships cleanly to process-based and remote
+dask workers. Each task opens the file, reads its block and closes it.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from dataclasses import dataclass
+
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+
+
+def lazy_from_loader(loader, shape, dtype, chunks, name: str):
+    """Dask array of ``shape``/``dtype``/``chunks`` whose block at ``slices`` is ``loader(slices)``.
+
+    ``loader`` is a picklable callable taking a tuple of slices and returning a numpy array of
+    that block's shape. No data is read here.
+    """
+    token = tokenize(loader, shape, np.dtype(dtype).str, chunks)
+    return da.map_blocks(
+        _load_block,
+        loader=loader,
+        chunks=chunks,
+        dtype=dtype,
+        name=f"{name}-{token}",
+        meta=np.empty((0,) * len(shape), dtype=dtype),
+    )
+
+
+def _load_block(loader, block_info=None):
+    location = block_info[None]["array-location"]
+    return loader(tuple(slice(start, stop) for start, stop in location))
+
+
+@dataclass(frozen=True)
+class RawFileLoader:
+    """Read a block of a C- or Fortran-ordered binary array stored at ``offset`` in ``path``."""
+
+    path: str
+    dtype: str
+    shape: tuple
+    offset: int = 0
+    order: str = "C"
+    mtime_ns: int = 0  # part of the token: a rewritten file gives a new graph
+
+    def __call__(self, slices):
+        mm = np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset,
+                       shape=self.shape, order=self.order)
+        try:
+            return np.array(mm[slices])
+        finally:
+            del mm
+
+
+def raw_file_loader(path, dtype, shape, offset=0, order="C") -> RawFileLoader:
+    """Check that ``path`` holds ``shape``×``dtype`` bytes after ``offset``; return its loader."""
+    path = os.fspath(path)
+    dtype = np.dtype(dtype)
+    shape = tuple(int(s) for s in shape)
+    if int(offset) < 0:
+        raise ValueError(f"offset must be >= 0 bytes, got {offset!r}")
+    needed = int(offset) + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    size = os.path.getsize(path)
+    if size < needed:
+        raise ValueError(
+            f"shape: {path} holds {size} bytes but shape={shape}, dtype={dtype}, "
+            f"offset={offset} needs {needed}"
+        )
+    return RawFileLoader(path, dtype.str, shape, int(offset), order, os.stat(path).st_mtime_ns)
+
+
+def memmap_loader(arr: np.memmap) -> RawFileLoader | None:
+    """Loader for a contiguous ``np.memmap`` (or a contiguous view of one), else ``None``.
+
+    The byte offset of ``arr`` in its file is recovered from the address of its first element
+    relative to the start of the mapped region, so views such as ``mm[2:]`` work too.
+    """
+    mapped = getattr(arr, "_mmap", None)
+    filename = getattr(arr, "filename", None)
+    if mapped is None or filename is None or arr.size == 0:
+        return None
+    if arr.flags.c_contiguous:
+        order = "C"
+    elif arr.flags.f_contiguous:
+        order = "F"
+    else:
+        return None
+    region_start = arr.offset - arr.offset % mmap.ALLOCATIONGRANULARITY
+    base_address = np.frombuffer(mapped, dtype=np.uint8).ctypes.data
+    offset = region_start + (arr.ctypes.data - base_address)
+    return raw_file_loader(filename, arr.dtype, arr.shape, offset, order)

@@ -1,0 +1,203 @@
+"""Zarr v3 stores: sharded, compressed, readable with plain ``xarray.open_zarr``.
+
+Layout of a store written by :func:`to_zarr`::
+
+    out.zarr/
+      zarr.json            group metadata (consolidated)
+      datacube/            (Rx, Ry, Qx, Qy) array; one shard = one dask chunk (32-128 MiB),
+                           inner chunks of a few frames (1-4 MiB) so single patterns read fast
+      Rx/ Ry/ Qx/ Qy/      calibrated coords with attrs["units"]
+
+Writes go to ``out.zarr.partial`` and are renamed to ``out.zarr`` only when every shard is
+written, so a store at the final name is always complete. Each finished shard leaves a marker in
+``out.zarr.partial/.stem4d-progress``; ``resume=True`` skips marked shards and rewrites the rest
+(every shard is written whole, so a shard cut short by a crash is simply written again).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import dask
+import numpy as np
+import xarray as xr
+import zarr
+from zarr.codecs import BloscCodec
+
+from ..datacube import (
+    DIMS,
+    NAME,
+    as_datacube,
+    auto_chunks,
+    check_datacube,
+    normalize_chunks,
+    pick_variable,
+)
+from ..progress import compute
+
+PROGRESS_DIR = ".stem4d-progress"
+INNER_CHUNK_BYTES = 4 * 2**20
+COMPRESSORS = ("zstd", "lz4", "none")
+
+
+def compressor_codecs(compressor: str = "zstd", clevel: int = 5):
+    """Zarr v3 compressor codecs: blosc ``zstd`` or ``lz4`` with bitshuffle, or ``none``."""
+    if compressor not in COMPRESSORS:
+        raise ValueError(f"compressor must be one of {list(COMPRESSORS)}, got {compressor!r}")
+    if not (isinstance(clevel, int | np.integer) and 0 <= clevel <= 9):
+        raise ValueError(f"clevel must be an int in 0..9, got {clevel!r}")
+    if compressor == "none":
+        return ()
+    return (BloscCodec(cname=compressor, clevel=int(clevel), shuffle="bitshuffle"),)
+
+
+def _regular_chunks(dc, chunks):
+    """Shard shape ``(cRx, cRy, Qx, Qy)`` for writing: the datacube's own chunks when they are
+    regular and hold whole frames, else ``chunks`` (``None`` meaning the default policy)."""
+    if chunks is None:
+        own = dc.data.chunks
+        regular = all(len(set(c[:-1])) <= 1 and c[-1] <= c[0] for c in own)
+        if regular and len(own[2]) == 1 and len(own[3]) == 1:
+            return tuple(c[0] for c in own)
+        chunks = "auto"
+    norm = normalize_chunks(chunks, dc.shape, dc.dtype)
+    return tuple(c[0] for c in norm)
+
+
+def _inner_chunks(shard, itemsize):
+    """Largest run of frames along Ry that divides the shard and fits INNER_CHUNK_BYTES."""
+    _, cy, qx, qy = shard
+    per = max(INNER_CHUNK_BYTES // (qx * qy * itemsize), 1)
+    ci = max(d for d in range(1, cy + 1) if cy % d == 0 and d <= per)
+    return (1, ci, qx, qy)
+
+
+def to_zarr(
+    dc,
+    path,
+    *,
+    chunks=None,
+    compressor: str = "zstd",
+    clevel: int = 5,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+):
+    """Write datacube ``dc`` to a zarr v3 store at ``path`` (a local directory).
+
+    Parameters
+    ----------
+    chunks : shard (= task) shape: None keeps ``dc``'s chunks when regular, else ``"auto"``,
+        ``{dim: size}`` or a 2-/4-tuple as in :func:`stem4d_dask.from_array`.
+    compressor, clevel : blosc ``"zstd"`` (default) or ``"lz4"`` with bitshuffle, or ``"none"``.
+    resume : continue an interrupted write of the same data and settings at ``path + ".partial"``,
+        skipping shards already complete. The finished store is byte-identical to an
+        uninterrupted write.
+    overwrite : replace an existing store at ``path``.
+    progress : show a progress bar.
+
+    Returns the final ``Path``.
+    """
+    check_datacube(dc, parameter="dc")
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"path: {path} already exists (pass overwrite=True to replace it)")
+    tmp = path.with_name(path.name + ".partial")
+    shard = _regular_chunks(dc, chunks)
+    inner = _inner_chunks(shard, dc.dtype.itemsize)
+    encoding = {
+        NAME: {"chunks": inner, "shards": shard, "compressors": compressor_codecs(compressor, clevel)}
+    }
+    settings = {"shape": list(dc.shape), "dtype": dc.dtype.str, "shards": list(shard),
+                "chunks": list(inner), "compressor": compressor, "clevel": int(clevel)}
+    markers = tmp / PROGRESS_DIR
+    if resume and markers.is_dir():
+        _check_resumable(markers, settings)
+    else:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        _write_metadata(dc, tmp, encoding)
+        markers.mkdir()
+        (markers / "settings.json").write_text(json.dumps(settings, sort_keys=True))
+
+    data = dc.data.rechunk(normalize_chunks(shard, dc.shape, dc.dtype))
+    tasks = []
+    for index, block in np.ndenumerate(data.to_delayed()):
+        marker = markers / "-".join(map(str, index))
+        if marker.exists():
+            continue
+        region = tuple(slice(sum(c[:i]), sum(c[:i]) + c[i])
+                       for c, i in zip(data.chunks, index, strict=True))
+        tasks.append(dask.delayed(_write_shard)(block, str(tmp / NAME), region, str(marker)))
+    if tasks:
+        compute(*tasks, progress=progress)
+    shutil.rmtree(markers)
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    return path
+
+
+def _write_metadata(dc, tmp, encoding):
+    ds = dc.to_dataset(name=NAME)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        ds.to_zarr(tmp, mode="w", compute=False, zarr_format=3, encoding=encoding,
+                   consolidated=True)
+
+
+def _check_resumable(markers, settings):
+    started = json.loads((markers / "settings.json").read_text())
+    if started != settings:
+        diff = {k: (started.get(k), v) for k, v in settings.items() if started.get(k) != v}
+        raise ValueError(
+            f"resume: the partial store at {markers.parent} was started with other settings "
+            f"(was, now): {diff}; remove it or pass resume=False"
+        )
+
+
+def _write_shard(block, array_path, region, marker):
+    zarr.open_array(array_path, mode="r+")[region] = block
+    Path(marker).touch()
+
+
+def is_zarr(path) -> bool:
+    """True when ``path`` is a directory holding zarr v3 or v2 metadata."""
+    path = Path(path)
+    return path.is_dir() and any((path / f).exists() for f in ("zarr.json", ".zgroup", ".zarray"))
+
+
+def read_zarr(path, *, name=None, chunks="auto"):
+    """Open a zarr store (ours, or any xarray store with dims Rx, Ry, Qx, Qy) as a datacube.
+
+    ``chunks="auto"`` reads one shard per task when the array is sharded, else storage chunks
+    grouped into 32-128 MiB whole-frame blocks. Reads no pixel data.
+    """
+    path = Path(path)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=RuntimeWarning, message=".*consolidated")
+        ds = xr.open_zarr(path, chunks=None)
+    var = pick_variable(ds, name).name
+    arr = zarr.open_array(path / var, mode="r")
+    dims = ds[var].dims
+    if chunks == "auto":
+        chunks = _read_chunks(arr, dims)
+    ds = xr.open_zarr(path, chunks=chunks if isinstance(chunks, dict) else dict(zip(DIMS, chunks)))
+    return as_datacube(ds, name=var)
+
+
+def _read_chunks(arr, dims):
+    """Chunks per dim name: shards if present, else storage chunks grouped to the target size."""
+    shape = dict(zip(dims, arr.shape, strict=True))
+    store = dict(zip(dims, arr.shards or arr.chunks, strict=True))
+    if arr.shards:
+        return {d: store[d] if d in ("Rx", "Ry") else shape[d] for d in DIMS}
+    want = dict(zip(DIMS, auto_chunks([shape[d] for d in DIMS], arr.dtype.itemsize), strict=True))
+    out = {d: shape[d] for d in ("Qx", "Qy")}
+    for d in ("Rx", "Ry"):
+        out[d] = min(max(want[d] // store[d], 1) * store[d], shape[d])
+    return out
