@@ -85,18 +85,18 @@ def _to_dask(data, chunks):
                 stacklevel=3,
             )
         return data.rechunk(normalize_chunks(chunks, data.shape, data.dtype))
-    if isinstance(data, np.memmap) and data.ndim == 4:
-        from .io.blocks import lazy_from_loader, memmap_loader  # io imports this module
+    from .io.blocks import from_memory, lazy_from_loader, memmap_loader  # io imports us
 
-        loader = memmap_loader(data)
-        if loader is not None:
-            norm = normalize_chunks("auto" if chunks is None else chunks, data.shape, data.dtype)
-            return lazy_from_loader(loader, data.shape, data.dtype, norm, "memmap")
     if not hasattr(data, "shape") or not hasattr(data, "dtype"):
         data = np.asarray(data)
     if data.ndim != 4:
         raise ValueError(f"data must be 4D (Rx, Ry, Qx, Qy), got shape {tuple(data.shape)}")
     norm = normalize_chunks("auto" if chunks is None else chunks, data.shape, data.dtype)
+    loader = memmap_loader(data) if isinstance(data, np.memmap) else None
+    if loader is not None:
+        return lazy_from_loader(loader, data.shape, data.dtype, norm, "memmap")
+    if isinstance(data, np.ndarray):
+        return from_memory(data, norm)
     return da.from_array(data, chunks=norm, asarray=False)
 
 
@@ -230,7 +230,7 @@ def _spacing(obj, dim) -> float:
 def pick_variable(ds: xr.Dataset, name):
     if name is not None:
         if name not in ds.data_vars:
-            raise ValueError(f"name: no variable {name!r} in the store; it has {list(ds.data_vars)}")
+            raise ValueError(f"name: no variable {name!r}; the store has {list(ds.data_vars)}")
         return ds[name]
     candidates = [v for v in ds.data_vars if set(ds[v].dims) == set(DIMS)]
     if NAME in candidates:

@@ -8,11 +8,14 @@ dask workers. Each task opens the file, reads its block and closes it.
 from __future__ import annotations
 
 import mmap
+import operator
 import os
+import uuid
 from dataclasses import dataclass
 
 import dask.array as da
 import numpy as np
+from dask.array.core import slices_from_chunks
 from dask.base import tokenize
 
 
@@ -95,3 +98,20 @@ def memmap_loader(arr: np.memmap) -> RawFileLoader | None:
     base_address = np.frombuffer(mapped, dtype=np.uint8).ctypes.data
     offset = region_start + (arr.ctypes.data - base_address)
     return raw_file_loader(filename, arr.dtype, arr.shape, offset, order)
+
+
+def from_memory(array, chunks, name: str = "array"):
+    """Dask array over an in-memory ``array`` whose blocks are views of it (no copy).
+
+    The array is one key of the graph, shared by every block task, so it is shipped to a
+    worker once rather than once per task. Tokenised by identity (hashing the content would
+    read all of it).
+    """
+    base = f"{name}-source-{uuid.uuid4().hex}"
+    out = f"{name}-{uuid.uuid4().hex}"
+    graph = {base: array}
+    for index, slices in zip(np.ndindex(*(len(c) for c in chunks)),
+                             slices_from_chunks(chunks), strict=True):
+        graph[(out, *index)] = (operator.getitem, base, slices)
+    return da.Array(graph, out, chunks, dtype=array.dtype,
+                    meta=np.empty((0,) * array.ndim, dtype=array.dtype))

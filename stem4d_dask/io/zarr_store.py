@@ -109,9 +109,9 @@ def to_zarr(
     tmp = path.with_name(path.name + ".partial")
     shard = _regular_chunks(dc, chunks)
     inner = _inner_chunks(shard, dc.dtype.itemsize)
-    encoding = {
-        NAME: {"chunks": inner, "shards": shard, "compressors": compressor_codecs(compressor, clevel)}
-    }
+    codecs = compressor_codecs(compressor, clevel)
+    encoding = {NAME: {"chunks": inner, "shards": shard, "compressors": codecs}}
+    dc = dc.copy(data=dc.data.rechunk(normalize_chunks(shard, dc.shape, dc.dtype)))
     settings = {"shape": list(dc.shape), "dtype": dc.dtype.str, "shards": list(shard),
                 "chunks": list(inner), "compressor": compressor, "clevel": int(clevel)}
     markers = tmp / PROGRESS_DIR
@@ -124,7 +124,7 @@ def to_zarr(
         markers.mkdir()
         (markers / "settings.json").write_text(json.dumps(settings, sort_keys=True))
 
-    data = dc.data.rechunk(normalize_chunks(shard, dc.shape, dc.dtype))
+    data = dc.data
     tasks = []
     for index, block in np.ndenumerate(data.to_delayed()):
         marker = markers / "-".join(map(str, index))
@@ -186,7 +186,9 @@ def read_zarr(path, *, name=None, chunks="auto"):
     dims = ds[var].dims
     if chunks == "auto":
         chunks = _read_chunks(arr, dims)
-    ds = xr.open_zarr(path, chunks=chunks if isinstance(chunks, dict) else dict(zip(DIMS, chunks)))
+    if not isinstance(chunks, dict):
+        chunks = dict(zip(DIMS, chunks, strict=True))
+    ds = xr.open_zarr(path, chunks=chunks)
     return as_datacube(ds, name=var)
 
 

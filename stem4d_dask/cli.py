@@ -1,0 +1,164 @@
+"""The ``stem4d`` command: ``info``, ``convert`` and ``demo``. Each command only parses its
+arguments and calls the library; errors exit non-zero with a one-line reason."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+import dask
+
+
+def _size_on_disk(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _human(nbytes: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if nbytes < 1024 or unit == "TiB":
+            return f"{nbytes:.1f} {unit}" if unit != "B" else f"{int(nbytes)} B"
+        nbytes /= 1024
+    return f"{nbytes:.1f} TiB"
+
+
+def _ints(text: str, parameter: str) -> tuple:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"{parameter}: expected comma-separated integers, got {text!r}") from None
+
+
+def _read_options(args) -> dict:
+    opts = {}
+    if args.shape:
+        opts["shape"] = _ints(args.shape, "--shape")
+        opts["dtype"] = args.dtype or "uint16"
+        opts["offset"] = args.offset
+    elif args.dtype:
+        raise ValueError("--dtype: only meaningful for raw files, together with --shape")
+    if args.scan_shape:
+        opts["scan_shape"] = _ints(args.scan_shape, "--scan-shape")
+    return opts
+
+
+def _add_read_arguments(p):
+    p.add_argument("--shape", help="raw files: Rx,Ry,Qx,Qy (or N,Qx,Qy with --scan-shape)")
+    p.add_argument("--dtype", help="raw files: numpy dtype, e.g. uint16 or >u2 (default uint16)")
+    p.add_argument("--offset", type=int, default=0, help="raw files: header bytes to skip")
+    p.add_argument("--scan-shape", help="Rx,Ry for a 3D stack of frames")
+
+
+def cmd_info(args) -> int:
+    from . import describe, read
+
+    path = Path(args.path)
+    dc = read(path, **_read_options(args))
+    d = describe(dc)
+    energy = f"{d['energy']:g} eV" if d["energy"] else "unknown"
+    print(f"path         {path}")
+    print(f"shape        {d['shape']}  (Rx, Ry, Qx, Qy)")
+    print(f"dtype        {d['dtype']}")
+    print(f"chunks       {d['chunks']}  ({d['n_chunks']} chunks of {d['chunk_MiB']} MiB)")
+    print(f"scan step    {d['r_pixel_size']:g} {d['r_units']}")
+    print(f"detector px  {d['q_pixel_size']:g} {d['q_units']}")
+    print(f"beam energy  {energy}")
+    print(f"size         {_human(d['nbytes'])} uncompressed, {_human(_size_on_disk(path))} on disk")
+    return 0
+
+
+@contextlib.contextmanager
+def _scheduler(address):
+    """Run inside a distributed Client at ``address``, or a local dask scheduler by name."""
+    if address is None:
+        yield
+    elif address in ("threads", "processes", "synchronous"):
+        with dask.config.set(scheduler=address):
+            yield
+    else:
+        from distributed import Client
+        with Client(address):
+            yield
+
+
+def cmd_convert(args) -> int:
+    from . import read, write
+
+    dc = read(args.input, **_read_options(args))
+    out = Path(args.output)
+    options = {"overwrite": args.overwrite}
+    if out.suffix.lower() in (".h5", ".hdf5", ".emd"):
+        for flag in ("chunks", "compressor", "resume"):
+            if getattr(args, flag):
+                raise ValueError(f"--{flag}: applies to zarr output only, not {out.suffix} files")
+    else:
+        options["resume"] = args.resume
+        if args.compressor:
+            options["compressor"] = args.compressor
+        if args.chunks:
+            options["chunks"] = "auto" if args.chunks == "auto" else _ints(args.chunks, "--chunks")
+    with _scheduler(args.scheduler):
+        write(dc, out, **options)
+    print(f"wrote {out} ({_human(_size_on_disk(out))} on disk, "
+          f"{_human(dc.nbytes)} uncompressed)")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.out), seed=args.seed, scan_shape=_ints(args.scan, "--scan"),
+             detector_shape=_ints(args.detector, "--detector"))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stem4d", description="Lazy 4D-STEM processing.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="shape, dtype, chunks, calibration and size of a dataset")
+    p.add_argument("path")
+    _add_read_arguments(p)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("convert", help="convert any readable dataset to zarr (or .h5)")
+    p.add_argument("input")
+    p.add_argument("output", help="output path: a zarr store, or .h5 for py4DSTEM's EMD layout")
+    p.add_argument("--chunks", help="scan chunk Rx,Ry (frames are never split), or 'auto'")
+    p.add_argument("--compressor", choices=["zstd", "lz4", "none"], help="default: zstd")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted conversion")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--scheduler", help="distributed scheduler address, or threads/processes")
+    _add_read_arguments(p)
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("demo", help="synthetic DPC scan -> zarr + PNG figures")
+    p.add_argument("--out", default="stem4d_demo", help="output folder (default: stem4d_demo)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scan", default="64,64", help="scan shape Rx,Ry (default 64,64)")
+    p.add_argument("--detector", default="64,64", help="detector shape Qx,Qy (default 64,64)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, OSError, KeyError) as exc:
+        if os.environ.get("STEM4D_DEBUG"):
+            raise
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"stem4d {args.command}: error: {reason}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"stem4d {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import stem4d_dask as s4
+
+
+def shared_data_dir() -> Path:
+    """``$STEM4D_SHARED_DATA`` or ``../shared/data`` beside the checkout."""
+    env = os.environ.get("STEM4D_SHARED_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data():
+    path = shared_data_dir()
+    if not path.is_dir():
+        pytest.skip(f"shared detector data folder not found at {path} (set STEM4D_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture
+def cube_u16():
+    """Non-square uint16 scan and detector with values spanning the full range."""
+    rng = np.random.default_rng(1)
+    return rng.integers(0, 2**16, size=(7, 9, 12, 10), dtype=np.uint16)
+
+
+@pytest.fixture
+def dc_u16(cube_u16):
+    return s4.from_array(cube_u16, r_pixel_size=1.5, r_units="A", q_pixel_size=0.25,
+                         q_units="mrad", energy=300e3, chunks=(3, 9))

@@ -1,0 +1,29 @@
+"""Readers ship to process-based workers: a distributed read equals the threaded one."""
+
+import numpy as np
+import pytest
+
+import stem4d_dask as s4
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as c:
+        yield c
+
+
+def test_distributed_reads_equal_threaded(tmp_path, client, cube_u16):
+    np.save(tmp_path / "c.npy", cube_u16)
+    dc = s4.read(tmp_path / "c.npy", chunks=(2, 9))
+    s4.to_zarr(dc, tmp_path / "c.zarr", progress=False)  # written by the cluster
+    for path in (tmp_path / "c.npy", tmp_path / "c.zarr"):
+        cube = s4.read(path, chunks=(2, 9)) if path.suffix == ".npy" else s4.read(path)
+        threaded = cube.sum(("Qx", "Qy")).compute(scheduler="threads")
+        on_cluster = client.compute(cube.sum(("Qx", "Qy"))).result()
+        np.testing.assert_array_equal(on_cluster.values, threaded.values)
+        np.testing.assert_array_equal(threaded.values, cube_u16.sum(axis=(2, 3)))
+    assert np.array_equal(s4.read(tmp_path / "c.zarr").values, cube_u16)

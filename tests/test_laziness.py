@@ -1,0 +1,82 @@
+"""Opening and building graphs reads no pixel data and allocates nothing scan-sized."""
+
+import tracemalloc
+
+import cloudpickle
+import numpy as np
+import pytest
+import zarr
+
+import stem4d_dask as s4
+from stem4d_dask.io.blocks import RawFileLoader
+from stem4d_dask.preprocess import set_scan_shape, swap_Qxy, swap_RQ, swap_Rxy
+
+HUGE = (512, 512, 256, 256)  # uint16: 32 GiB, far beyond what a test may allocate
+
+
+@pytest.fixture
+def no_reads(monkeypatch):
+    def refuse(self, slices):
+        raise AssertionError("pixel data was read while building a graph")
+    monkeypatch.setattr(RawFileLoader, "__call__", refuse)
+
+
+def huge_npy(tmp_path):
+    """A sparse .npy file of logical size 32 GiB occupying almost no disk."""
+    path = tmp_path / "huge.npy"
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": "<u2", "fortran_order": False, "shape": HUGE})
+        f.truncate(f.tell() + int(np.prod(HUGE)) * 2)
+    return path
+
+
+def test_open_huge_npy_reads_nothing(tmp_path, no_reads):
+    path = huge_npy(tmp_path)
+    tracemalloc.start()
+    dc = s4.read(path)
+    graph = [f(dc) for f in (swap_Rxy, swap_Qxy, lambda d: d.stem4d.with_calibration(
+        r_pixel_size=2.0))]
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert dc.shape == HUGE and len(graph) == 3
+    assert peak < 20 * 2**20, f"building allocated {peak / 2**20:.1f} MiB"
+    assert 256 <= dc.data.npartitions <= 1024  # 32-128 MiB chunks, not kilobytes
+
+
+def test_reshapes_of_huge_cube_stay_lazy(tmp_path, no_reads):
+    dc = s4.read(huge_npy(tmp_path))
+    tracemalloc.start()
+    out = set_scan_shape(dc, 1024, 256)
+    swapped = swap_RQ(dc)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert out.shape == (1024, 256, 256, 256) and swapped.shape == (256, 256, 512, 512)
+    assert peak < 100 * 2**20
+
+
+def test_graph_pickles_small(tmp_path):
+    dc = s4.read(huge_npy(tmp_path))
+    payload = cloudpickle.dumps(dict(dc.data.__dask_graph__()))
+    assert len(payload) < 2 * 2**20  # paths and slices, not data
+
+
+def test_open_huge_zarr_reads_nothing(tmp_path, monkeypatch):
+    path = tmp_path / "huge.zarr"
+    # a 32 GiB logical store with no chunks written: opening must not touch them
+    import dask.array as dask_array
+    import xarray as xr
+    lazy = s4.from_array(dask_array.zeros(HUGE, dtype="uint16", chunks=(16, 512, 256, 256)))
+    lazy.to_dataset(name="datacube").to_zarr(path, compute=False, zarr_format=3)
+    calls = []
+    original = zarr.core.array.Array.__getitem__
+    monkeypatch.setattr(zarr.core.array.Array, "__getitem__",
+                        lambda self, sel: calls.append(self.shape) or original(self, sel))
+    tracemalloc.start()
+    dc = s4.read(path)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert dc.shape == HUGE
+    assert all(len(shape) == 1 for shape in calls)  # only 1D coords were read
+    assert peak < 50 * 2**20
+    assert xr.open_zarr(path)["datacube"].shape == HUGE
