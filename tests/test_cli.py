@@ -1,0 +1,54 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import stem4d_dask as s4
+from stem4d_dask.cli import main
+
+
+def test_info_prints_shape_calibration_and_size(tmp_path, capsys, dc_u16):
+    s4.to_zarr(dc_u16, tmp_path / "c.zarr", progress=False)
+    assert main(["info", str(tmp_path / "c.zarr")]) == 0
+    out = capsys.readouterr().out
+    assert "(7, 9, 12, 10)" in out and "uint16" in out
+    assert "1.5 A" in out and "0.25 mrad" in out and "300000 eV" in out
+    assert "on disk" in out
+
+
+def test_convert_npy_to_zarr_with_chunks(tmp_path, capsys, cube_u16):
+    np.save(tmp_path / "c.npy", cube_u16)
+    out = tmp_path / "c.zarr"
+    assert main(["convert", str(tmp_path / "c.npy"), str(out), "--chunks", "2,9",
+                 "--compressor", "lz4"]) == 0
+    dc = s4.read(out)
+    assert dc.data.chunks[0] == (2, 2, 2, 1)
+    assert np.array_equal(dc.values, cube_u16)
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_convert_raw_with_shape(tmp_path, cube_u16):
+    (tmp_path / "r.bin").write_bytes(cube_u16.tobytes())
+    assert main(["convert", str(tmp_path / "r.bin"), str(tmp_path / "r.zarr"),
+                 "--shape", "63,12,10", "--scan-shape", "7,9", "--dtype", "uint16"]) == 0
+    assert np.array_equal(s4.read(tmp_path / "r.zarr").values, cube_u16)
+
+
+@pytest.mark.parametrize("args", [["info", "missing.npy"], ["convert", "notes.txt", "o.zarr"],
+                                  ["convert", "c.npy", "o.zarr", "--chunks", "a,b"]])
+def test_errors_exit_nonzero_with_one_line(tmp_path, capsys, monkeypatch, cube_u16, args):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("not a datacube")
+    np.save(tmp_path / "c.npy", cube_u16)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"stem4d {args[0]}: error:") and "\n" not in err
+    assert not (tmp_path / "o.zarr").exists()
+
+
+def test_console_script_entry_point(tmp_path, cube_u16):
+    np.save(tmp_path / "c.npy", cube_u16)
+    proc = subprocess.run([sys.executable, "-m", "stem4d_dask.cli", "info",
+                           str(tmp_path / "c.npy")], capture_output=True, text=True)
+    assert proc.returncode == 0 and "(7, 9, 12, 10)" in proc.stdout
