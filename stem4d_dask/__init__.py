@@ -11,15 +11,9 @@ from .calibration import (
     mrad_to_inv_angstrom,
 )
 from .datacube import DIMS, as_datacube, describe, from_array, with_calibration, with_q_units
-from .io import read, read_npy, read_raw, to_zarr, write
+from .io import read, read_npy, read_raw, to_h5, to_zarr, write
 
 __version__ = "0.1.0"
-
-
-def to_h5(dc, path, **options):
-    """Write ``dc`` as a py4DSTEM EMD 1.0 ``.h5`` file (see :mod:`stem4d_dask.io.emd`)."""
-    from .io.emd import to_h5 as _to_h5
-    return _to_h5(dc, path, **options)
 
 
 __all__ = [

@@ -44,5 +44,4 @@ class Stem4dAccessor:
         return _io.to_zarr(self._obj, path, **options)
 
     def to_h5(self, path, **options):
-        from .io.emd import to_h5
-        return to_h5(self._obj, path, **options)
+        return _io.to_h5(self._obj, path, **options)

@@ -27,22 +27,23 @@ MIN_CHUNK_BYTES = 32 * MiB
 MAX_CHUNK_BYTES = 128 * MiB
 
 
-def auto_chunks(shape, itemsize: int, target_bytes: int = TARGET_CHUNK_BYTES) -> tuple:
+def auto_chunks(shape, itemsize: int, target_bytes: int = TARGET_CHUNK_BYTES,
+                multiple_of=(1, 1)) -> tuple:
     """Default chunks for a 4D scan: whole frames, scan blocks of about ``target_bytes``.
 
     Whole scan rows are kept together when a row fits (each chunk is then one contiguous byte
-    range of a C-ordered file); otherwise a chunk is a run of frames within one row.
-    Returns ``(cRx, cRy, Qx, Qy)`` as ints.
+    range of a C-ordered file); otherwise a chunk is a run of frames within one row. Scan chunk
+    sizes are multiples of ``multiple_of`` = the file's own ``(Rx, Ry)`` chunk shape, so that
+    no stored chunk is read by two tasks. Returns ``(cRx, cRy, Qx, Qy)`` as ints.
     """
     rx, ry, qx, qy = (int(s) for s in shape)
-    frame = max(qx * qy * int(itemsize), 1)
-    frames = max(target_bytes // frame, 1)
-    if frames >= ry:
-        cy = max(ry, 1)
-        cx = min(max(frames // max(ry, 1), 1), max(rx, 1))
-    else:
-        cx, cy = 1, int(frames)
-    return (cx, cy, qx, qy)
+    hx, hy = min(int(multiple_of[0]), rx), min(int(multiple_of[1]), ry)
+    frames = max(target_bytes // max(qx * qy * int(itemsize), 1), 1)
+    blocks = max(frames // (hx * hy), 1)  # stored chunks per task
+    per_row = -(-ry // hy)
+    if blocks >= per_row:
+        return (min(max(blocks // per_row, 1) * hx, rx), ry, qx, qy)
+    return (hx, blocks * hy, qx, qy)
 
 
 def normalize_chunks(chunks, shape, dtype):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..datacube import with_calibration
+from .emd import is_hdf5, read_emd, to_h5
 from .raw import read_npy, read_raw
 from .zarr_store import is_zarr, read_zarr, to_zarr
 
@@ -15,18 +16,10 @@ SUPPORTED = (
     "raw binary (pass shape=, dtype= and optionally offset=)",
 )
 _CALIBRATION = ("r_pixel_size", "r_units", "q_pixel_size", "q_units", "energy")
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 class UnsupportedFormatError(ValueError):
     """The path is not in any format stem4d_dask reads."""
-
-
-def _is_hdf5(path: Path) -> bool:
-    if not path.is_file():
-        return False
-    with open(path, "rb") as f:
-        return f.read(8) == _HDF5_SIGNATURE
 
 
 def read(path, **options):
@@ -44,8 +37,7 @@ def read(path, **options):
     overrides = {k: options.pop(k) for k in _CALIBRATION if k in options}
     if is_zarr(path):
         dc = read_zarr(path, **options)
-    elif _is_hdf5(path):
-        from .emd import read_emd
+    elif is_hdf5(path):
         dc = read_emd(path, **options)
     elif "shape" in options or "dtype" in options:
         return read_raw(path, **options, **overrides)
@@ -62,10 +54,9 @@ def write(dc, path, **options):
     """Write ``dc`` to ``path``: ``.h5``/``.hdf5``/``.emd`` in py4DSTEM's EMD 1.0 layout,
     anything else as a zarr v3 store."""
     if Path(path).suffix.lower() in (".h5", ".hdf5", ".emd"):
-        from .emd import to_h5
         return to_h5(dc, path, **options)
     return to_zarr(dc, path, **options)
 
 
-__all__ = ["read", "write", "to_zarr", "read_zarr", "read_npy", "read_raw", "SUPPORTED",
-           "UnsupportedFormatError"]
+__all__ = ["read", "write", "to_zarr", "to_h5", "read_emd", "read_zarr", "read_npy",
+           "read_raw", "SUPPORTED", "UnsupportedFormatError"]

@@ -193,13 +193,12 @@ def read_zarr(path, *, name=None, chunks="auto"):
 
 
 def _read_chunks(arr, dims):
-    """Chunks per dim name: shards if present, else storage chunks grouped to the target size."""
+    """Chunks per dim name: one shard per task when sharded, else whole-frame blocks of the
+    default size made of whole storage chunks."""
     shape = dict(zip(dims, arr.shape, strict=True))
     store = dict(zip(dims, arr.shards or arr.chunks, strict=True))
     if arr.shards:
         return {d: store[d] if d in ("Rx", "Ry") else shape[d] for d in DIMS}
-    want = dict(zip(DIMS, auto_chunks([shape[d] for d in DIMS], arr.dtype.itemsize), strict=True))
-    out = {d: shape[d] for d in ("Qx", "Qy")}
-    for d in ("Rx", "Ry"):
-        out[d] = min(max(want[d] // store[d], 1) * store[d], shape[d])
-    return out
+    chunks = auto_chunks([shape[d] for d in DIMS], arr.dtype.itemsize,
+                         multiple_of=(store["Rx"], store["Ry"]))
+    return dict(zip(DIMS, chunks, strict=True))

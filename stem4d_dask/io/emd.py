@@ -1,0 +1,355 @@
+"""py4DSTEM (0.14+) / EMD 1.0 HDF5 files: lazy reader and streaming writer.
+
+Layout that py4DSTEM 0.14.18 (through emdfile) writes for a DataCube called ``datacube``, and
+that :func:`to_h5` writes too::
+
+    /                                 attrs emd_group_type='file', version_major=1,
+                                      version_minor=0, UUID, authoring_program, authoring_user
+    /datacube_root                    group: emd_group_type='root', python_class='Root'
+      datacube/                       group: emd_group_type='array', python_class='DataCube'
+        data                          (Rx, Ry, Qx, Qy) dataset, attrs units='pixel intensity'
+        dim0 .. dim3                  float64 [start, step], attrs name='Rx'.., units
+      metadatabundle/                 group: emd_group_type='metadatabundle'
+        calibration/                  group: emd_group_type='metadata', python_class='Calibration'
+          R_pixel_size, Q_pixel_size  float64 scalars, attrs type=b'number'
+          R_pixel_units, Q_pixel_units  variable-length *bytes* scalars, attrs type=b'string'
+          QR_flip                     bool scalar (HDF5 enum), attrs type=b'bool'
+          _root_treepath              b'', type=b'string'
+          _target_paths/              group, attrs type=b'list_of_strings', length=1
+            0                         b'/datacube'
+
+Group attrs are variable-length UTF-8 strings; the ``type`` attrs of calibration items are
+variable-length ASCII (emdfile writes them as bytes). py4DSTEM takes the DataCube's pixel sizes
+and units from the calibration, not from the dim vectors. It has no beam-energy field; we store
+``energy`` (eV) as an extra calibration number, which py4DSTEM reads as ``calibration['energy']``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask.array as da
+import h5py
+import numpy as np
+
+from ..calibration import Q_UNITS, R_UNITS, canonical_units, check_pixel_size
+from ..datacube import (
+    DIMS,
+    auto_chunks,
+    check_datacube,
+    from_array,
+    normalize_chunks,
+)
+from ..progress import active_client, compute
+from .blocks import lazy_from_loader
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+DATA_UNITS = "pixel intensity"
+LEGACY_GROUP = "4DSTEM_experiment"
+
+
+@dataclass(frozen=True)
+class H5DatasetLoader:
+    """Read the block ``slices`` of dataset ``dataset_path`` in HDF5 file ``path``.
+
+    The file is opened and closed inside each call, so the loader pickles to any worker.
+    """
+
+    path: str
+    dataset_path: str
+    dtype: str
+    mtime_ns: int = 0  # part of the token: a rewritten file gives a new graph
+
+    def __call__(self, slices):
+        with h5py.File(self.path, "r") as f:
+            return np.asarray(f[self.dataset_path][slices], dtype=self.dtype)
+
+
+@dataclass(frozen=True)
+class H5DatasetWriter:
+    """``writer[region] = block`` writes into dataset ``dataset_path`` of ``path`` (opened per
+    call), so :func:`dask.array.store` can target it from any worker sharing the filesystem."""
+
+    path: str
+    dataset_path: str
+
+    def __setitem__(self, region, block):
+        with h5py.File(self.path, "r+") as f:
+            f[self.dataset_path][region] = block
+
+
+def is_hdf5(path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(8) == HDF5_SIGNATURE
+    except OSError:
+        return False
+
+
+def _text(value):
+    """An attribute or scalar dataset value as str (bytes decoded) or a Python scalar."""
+    if isinstance(value, h5py.Dataset):
+        value = value[()]
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def is_emd(path) -> bool:
+    """True when ``path`` is an HDF5 file with an EMD 1.0 header (root attr
+    ``emd_group_type='file'``) or a top-level EMD group (py4DSTEM <= 0.13). Reads attrs only."""
+    if not (Path(path).is_file() and is_hdf5(path)):
+        return False
+    try:
+        with h5py.File(path, "r") as f:
+            if _text(f.attrs.get("emd_group_type")) == "file":
+                return True
+            return any("emd_group_type" in g.attrs for g in f.values()
+                       if isinstance(g, h5py.Group))
+    except OSError:
+        return False
+
+
+def _datacube_groups(f) -> list[str]:
+    found = []
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Group) and _text(obj.attrs.get("python_class")) == "DataCube":
+            found.append("/" + name)
+
+    f.visititems(visit)
+    return found
+
+
+def _pick_datacube(f, name, path):
+    groups = _datacube_groups(f)
+    if not groups:
+        legacy = [k for k, g in f.items() if isinstance(g, h5py.Group)
+                  and (k == LEGACY_GROUP or "version_major" in g.attrs)]
+        if legacy:
+            g = f[legacy[0]]
+            version = f"{_text(g.attrs.get('version_major', 0))}." \
+                      f"{_text(g.attrs.get('version_minor', '?'))}"
+            raise ValueError(
+                f"path: {path} is a legacy py4DSTEM file (group {legacy[0]!r}, version "
+                f"{version}); py4DSTEM <= 0.13 files are not supported. Convert it with "
+                "py4DSTEM 0.14: py4DSTEM.save(new_path, py4DSTEM.read(old_path))"
+            )
+        raise ValueError(
+            f"path: {path} holds no py4DSTEM DataCube (a group with python_class='DataCube'); "
+            f"top-level entries: {list(f.keys())}"
+        )
+    if name is not None:
+        hits = [g for g in groups if g.rsplit("/", 1)[-1] == name or g == "/" + name.strip("/")]
+        if len(hits) != 1:
+            raise ValueError(f"name: {name!r} matches {len(hits)} DataCube groups; the file "
+                             f"{path} has {groups}")
+        return f[hits[0]]
+    if len(groups) > 1:
+        raise ValueError(f"name: {path} holds several DataCubes {groups}; pass name= "
+                         "(a group name or path)")
+    return f[groups[0]]
+
+
+def _find_calibration(group):
+    """The ``metadatabundle/calibration`` group of ``group`` or its nearest ancestor."""
+    while True:
+        if "metadatabundle/calibration" in group:
+            return group["metadatabundle/calibration"]
+        if group.name == "/":
+            return None
+        group = group.parent
+
+
+def _checked(size, units, allowed, space, where):
+    """(size, units) canonicalised, or (1.0, 'pixels') with a warning when unusable."""
+    try:
+        return (check_pixel_size(size, parameter=f"{space}_pixel_size"),
+                canonical_units(units, parameter=f"{space}_units", allowed=allowed))
+    except (TypeError, ValueError) as err:
+        warnings.warn(f"{where}: unusable {space.upper()} calibration ({err}); using pixels",
+                      stacklevel=4)
+        return 1.0, "pixels"
+
+
+def _read_calibration(group) -> dict:
+    """R/Q pixel sizes and units (+ energy) from the calibration metadata, else from the dim
+    vectors' spacing and units, else pixels."""
+    cal = _find_calibration(group)
+    out = {}
+    spaces = (("r", R_UNITS, ("dim0", "dim1")), ("q", Q_UNITS, ("dim2", "dim3")))
+    for space, allowed, dims in spaces:
+        key = space.upper()
+        if cal is not None and f"{key}_pixel_size" in cal:
+            size = _text(cal[f"{key}_pixel_size"])
+            units = _text(cal[f"{key}_pixel_units"]) if f"{key}_pixel_units" in cal else "pixels"
+            where = cal.name
+        elif dims[0] in group:
+            vec = group[dims[0]][()]
+            size = float(vec[1] - vec[0]) if vec.size > 1 else 1.0
+            units = _text(group[dims[0]].attrs.get("units", "pixels"))
+            where = group[dims[0]].name
+        else:
+            size, units, where = 1.0, "pixels", group.name
+        out[f"{space}_pixel_size"], out[f"{space}_units"] = _checked(size, units, allowed, space,
+                                                                      where)
+    energy = _text(cal["energy"]) if cal is not None and "energy" in cal else None
+    if isinstance(energy, int | float) and energy > 0:
+        out["energy"] = float(energy)
+    elif energy not in (None, "_None"):  # emdfile stores None as b"_None"
+        warnings.warn(f"{cal.name}/energy: not a positive number of eV ({energy!r}); ignored",
+                      stacklevel=3)
+    return out
+
+
+def read_emd(path, *, name=None, chunks="auto"):
+    """Open the py4DSTEM DataCube in an EMD 1.0 ``.h5`` file lazily as a datacube.
+
+    Parameters
+    ----------
+    path : an HDF5 file written by py4DSTEM >= 0.14 (emdfile) or by :func:`to_h5`.
+    name : which DataCube (group name or HDF5 path) when the file holds several.
+    chunks : ``"auto"``: whole frames and scan blocks of about 64 MiB, made of whole HDF5
+        chunks when the dataset is chunked; or ``{dim: size}`` / a 2- or 4-tuple as in
+        :func:`stem4d_dask.from_array`.
+
+    Returns a ``(Rx, Ry, Qx, Qy)`` DataArray calibrated from the file's ``Calibration``
+    (``R_pixel_size``/``R_pixel_units``: 'A', 'nm' or 'pixels'; ``Q_pixel_size``/
+    ``Q_pixel_units``: 'A^-1', 'mrad' or 'pixels'), falling back on the dim vectors, then on
+    pixels. Only metadata are read here; each dask task opens the file and reads its block.
+    """
+    path = os.path.abspath(os.fspath(path))  # tasks may run in another working directory
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"path: {path} does not exist or is not a file")
+    if not is_hdf5(path):
+        raise ValueError(f"path: {path} is not an HDF5 file (no HDF5 signature)")
+    with h5py.File(path, "r") as f:
+        group = _pick_datacube(f, name, path)
+        if "data" not in group or not isinstance(group["data"], h5py.Dataset):
+            raise ValueError(f"path: DataCube group {group.name} in {path} has no 'data' dataset")
+        dset = group["data"]
+        shape, dtype, store_chunks = tuple(dset.shape), dset.dtype, dset.chunks
+        if len(shape) != 4 or dtype.kind not in "biufc":
+            raise ValueError(f"path: {dset.name} in {path} is {shape} {dtype}; expected a 4D "
+                             "numeric (Rx, Ry, Qx, Qy) array")
+        calibration = _read_calibration(group)
+        dataset_path = dset.name
+    dtype = dtype.newbyteorder("=")
+    if isinstance(chunks, str) and chunks == "auto":
+        chunks = auto_chunks(shape, dtype.itemsize, multiple_of=store_chunks or (1, 1))
+    norm = normalize_chunks(chunks, shape, dtype)
+    loader = H5DatasetLoader(path, dataset_path, dtype.str, os.stat(path).st_mtime_ns)
+    data = lazy_from_loader(loader, shape, dtype, norm, f"emd-{Path(path).name}")
+    return from_array(data, chunks=None, **calibration)
+
+
+def _write_metadata_item(group, key, value):
+    """One calibration item, typed exactly as emdfile's ``Metadata._save_item`` does."""
+    if isinstance(value, str):
+        ds, kind = group.create_dataset(key, data=value.encode("utf-8")), "string"
+    elif isinstance(value, bool):
+        ds, kind = group.create_dataset(key, data=value, dtype=bool), "bool"
+    else:
+        ds, kind = group.create_dataset(key, data=float(value), dtype=np.float64), "number"
+    ds.attrs["type"] = kind.encode("utf-8")
+
+
+def _write_layout(f, name, shape, dtype, attrs, chunks=None):
+    """Write the EMD 1.0 / py4DSTEM tree for a DataCube ``name`` into the open file ``f``,
+    with an empty ``data`` dataset of ``shape``/``dtype`` (HDF5 ``chunks``: None = contiguous,
+    as py4DSTEM writes). ``attrs``: the datacube calibration attrs. Returns the data dataset."""
+    header = dict(emd_group_type="file", version_major=1, version_minor=0, UUID=str(uuid.uuid4()),
+                  authoring_program="stem4d_dask", authoring_user="")
+    for key, value in header.items():
+        f.attrs.create(key, value)
+    root = f.create_group(f"{name}_root")
+    root.attrs.create("emd_group_type", "root")
+    root.attrs.create("python_class", "Root")
+    node = root.create_group(name)
+    node.attrs.create("emd_group_type", "array")
+    node.attrs.create("python_class", "DataCube")
+    data = node.create_dataset("data", shape=shape, dtype=dtype, chunks=chunks)
+    data.attrs.create("units", DATA_UNITS)
+    for i, dim in enumerate(DIMS):
+        space = "r" if i < 2 else "q"
+        dset = node.create_dataset(f"dim{i}", data=np.array([0.0, attrs[f"{space}_pixel_size"]]))
+        dset.attrs.create("name", dim)
+        dset.attrs.create("units", attrs[f"{space}_units"])
+    bundle = root.create_group("metadatabundle")
+    bundle.attrs.create("emd_group_type", "metadatabundle")
+    cal = bundle.create_group("calibration")
+    cal.attrs.create("emd_group_type", "metadata")
+    cal.attrs.create("python_class", "Calibration")
+    items = {"Q_pixel_size": attrs["q_pixel_size"], "R_pixel_size": attrs["r_pixel_size"],
+             "Q_pixel_units": attrs["q_units"], "R_pixel_units": attrs["r_units"],
+             "QR_flip": False, "_root_treepath": ""}
+    if attrs.get("energy") is not None:
+        items["energy"] = attrs["energy"]
+    for key, value in items.items():
+        _write_metadata_item(cal, key, value)
+    targets = cal.create_group("_target_paths")
+    targets.attrs["type"] = b"list_of_strings"
+    targets.attrs["length"] = 1
+    targets.create_dataset("0", data=f"/{name}".encode())
+    return data
+
+
+def _store_lock():
+    """A lock that serialises block writes: a ``distributed.Lock`` under a client (workers
+    may be separate processes), else dask's picklable thread lock (``lock=True``)."""
+    if active_client() is not None:
+        from distributed import Lock
+        return Lock(f"stem4d-h5-{uuid.uuid4().hex}")
+    return True
+
+
+def to_h5(dc, path, *, name="datacube", overwrite=False, progress=True):
+    """Write datacube ``dc`` ``(Rx, Ry, Qx, Qy)`` to ``path`` in py4DSTEM's EMD 1.0 layout.
+
+    ``py4DSTEM.read(path)`` (0.14.18) returns a DataCube with the same data and calibration
+    (``R_pixel_size``/``R_pixel_units``, ``Q_pixel_size``/``Q_pixel_units``); ``energy`` (eV),
+    when set, is stored as an extra calibration number. The data are streamed block by block
+    (memory bounded by the chunk size x workers) into ``path + ".partial"``, which is renamed
+    to ``path`` only when complete (and removed on failure). Under a ``distributed`` client the
+    workers write the file themselves, so they must share its filesystem.
+
+    Parameters
+    ----------
+    name : DataCube group name (the root group is ``name + "_root"``).
+    overwrite : replace an existing ``path``; otherwise ``FileExistsError``.
+    progress : show a progress bar.
+
+    Returns the final ``Path``.
+    """
+    check_datacube(dc, parameter="dc")
+    if not isinstance(name, str) or not name or "/" in name or name == ".":
+        raise ValueError(f"name must be a non-empty HDF5 group name without '/', got {name!r}")
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"path: {path} already exists (pass overwrite=True to replace it)")
+    if path.is_dir():
+        raise IsADirectoryError(f"path: {path} is a directory, not an .h5 file")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"path: the folder {path.parent} does not exist")
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        with h5py.File(tmp, "w") as f:
+            dataset_path = _write_layout(f, name, dc.shape, dc.dtype, dc.attrs).name
+        data = dc.data if isinstance(dc.data, da.Array) else da.from_array(dc.data)
+        writer = H5DatasetWriter(str(tmp.absolute()), dataset_path)
+        stored = da.store(data, writer, lock=_store_lock(), compute=False)
+        compute(stored, progress=progress)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+    return path
+
+
+__all__ = ["is_emd", "read_emd", "to_h5", "H5DatasetLoader", "H5DatasetWriter"]
