@@ -44,7 +44,7 @@ INNER_CHUNK_BYTES = 4 * 2**20
 COMPRESSORS = ("zstd", "lz4", "none")
 
 
-def compressor_codecs(compressor: str = "zstd", clevel: int = 5):
+def compressor_codecs(compressor: str = "zstd", clevel: int = 3):
     """Zarr v3 compressor codecs: blosc ``zstd`` or ``lz4`` with bitshuffle, or ``none``."""
     if compressor not in COMPRESSORS:
         raise ValueError(f"compressor must be one of {list(COMPRESSORS)}, got {compressor!r}")
@@ -82,7 +82,7 @@ def to_zarr(
     *,
     chunks=None,
     compressor: str = "zstd",
-    clevel: int = 5,
+    clevel: int = 3,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
@@ -94,6 +94,8 @@ def to_zarr(
     chunks : shard (= task) shape: None keeps ``dc``'s chunks when regular, else ``"auto"``,
         ``{dim: size}`` or a 2-/4-tuple as in :func:`stem4d_dask.from_array`.
     compressor, clevel : blosc ``"zstd"`` (default) or ``"lz4"`` with bitshuffle, or ``"none"``.
+        Level 3 encodes about twice as fast as 5 for ~2% less compression on detector data;
+        decoding runs at ~1 GB/s per core either way (``lz4``: ~2 GB/s, ~15% larger).
     resume : continue an interrupted write of the same data and settings at ``path + ".partial"``,
         skipping shards already complete. The finished store is byte-identical to an
         uninterrupted write.
