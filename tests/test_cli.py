@@ -52,3 +52,36 @@ def test_console_script_entry_point(tmp_path, cube_u16):
     proc = subprocess.run([sys.executable, "-m", "stem4d_dask.cli", "info",
                            str(tmp_path / "c.npy")], capture_output=True, text=True)
     assert proc.returncode == 0 and "(7, 9, 12, 10)" in proc.stdout
+
+
+def test_info_on_real_py4dstem_file(shared_data, capsys):
+    assert main(["info", str(shared_data / "py4dstem" / "py4DSTEM_size2x3x4x5.h5")]) == 0
+    out = capsys.readouterr().out
+    assert "(2, 3, 4, 5)" in out and "float32" in out and "nm" in out and "A^-1" in out
+
+
+def test_convert_to_h5_and_back(tmp_path, dc_u16, cube_u16):
+    s4.to_zarr(dc_u16, tmp_path / "c.zarr", progress=False)
+    assert main(["convert", str(tmp_path / "c.zarr"), str(tmp_path / "c.h5")]) == 0
+    back = s4.read(tmp_path / "c.h5")
+    assert np.array_equal(back.values, cube_u16) and back.attrs == dc_u16.attrs
+    assert main(["convert", str(tmp_path / "c.zarr"), str(tmp_path / "d.h5"), "--resume"]) == 2
+
+
+def test_convert_resume_finishes_partial_store(tmp_path, cube_u16):
+    np.save(tmp_path / "c.npy", cube_u16)
+    out = tmp_path / "o.zarr"
+
+    def fail_on_third_block(block, block_info=None):
+        if block_info[0]["chunk-location"][0] == 2:
+            raise OSError("detector server went away")
+        return block
+    dc = s4.read(tmp_path / "c.npy", chunks=(2, 9))
+    broken = dc.copy(data=dc.data.map_blocks(fail_on_third_block, dtype=dc.dtype))
+    with pytest.raises(OSError, match="went away"):
+        s4.to_zarr(broken, out, progress=False)
+    assert not out.exists()
+    assert main(["convert", str(tmp_path / "c.npy"), str(out), "--chunks", "2,9",
+                 "--resume"]) == 0
+    assert not (tmp_path / "o.zarr.partial").exists()
+    assert np.array_equal(s4.read(out).values, cube_u16)
