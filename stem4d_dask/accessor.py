@@ -6,6 +6,7 @@ import xarray as xr
 
 from . import datacube as _dc
 from . import io as _io
+from . import virtual as _virtual
 from .preprocess import preprocess as _pp
 
 
@@ -38,6 +39,13 @@ class Stem4dAccessor:
 
     def swap_Qxy(self):
         return _pp.swap_Qxy(self._obj)
+
+    # reductions
+    def mean_diffraction_pattern(self):
+        return _virtual.mean_diffraction_pattern(self._obj)
+
+    def virtual_image(self, mask):
+        return _virtual.virtual_image(self._obj, mask)
 
     # output
     def to_zarr(self, path, **options):
