@@ -27,3 +27,12 @@ def test_distributed_reads_equal_threaded(tmp_path, client, cube_u16):
         np.testing.assert_array_equal(on_cluster.values, threaded.values)
         np.testing.assert_array_equal(threaded.values, cube_u16.sum(axis=(2, 3)))
     assert np.array_equal(s4.read(tmp_path / "c.zarr").values, cube_u16)
+
+
+def test_cli_convert_on_a_scheduler_address(tmp_path, client, cube_u16):
+    from stem4d_dask.cli import main
+    np.save(tmp_path / "c.npy", cube_u16)
+    address = client.scheduler.address
+    assert main(["convert", str(tmp_path / "c.npy"), str(tmp_path / "c.zarr"),
+                 "--chunks", "3,9", "--scheduler", address]) == 0
+    assert np.array_equal(s4.read(tmp_path / "c.zarr").values, cube_u16)
