@@ -32,6 +32,10 @@ def _discard(dc):
                          chunks=(1,) * 4).sum()
 
 
+def _ratio(ctx, store) -> float:
+    return ctx.nbytes / sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
+
+
 def rows(ctx: Context) -> list[Row]:
     dc = s4.from_array(ctx.cube)
     store = ctx.workdir / "bench.zarr"
@@ -46,13 +50,19 @@ def rows(ctx: Context) -> list[Row]:
                ctx.nbytes)]
     clear()
     s4.to_zarr(dc, store, progress=False)
-    ratio = ctx.nbytes / sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
+    ratio = _ratio(ctx, store)
     out.append(Row("zarr read (decompress, discard)",
                    median_time(lambda: _discard(s4.read(store)).compute(), ctx.repeats),
                    ctx.nbytes, f"compression {ratio:.1f}x"))
     out.append(Row("zarr read + sum",
                    median_time(lambda: s4.read(store).data.sum(dtype="uint64").compute(),
                                ctx.repeats), ctx.nbytes))
+    clear()
+    s4.to_zarr(dc, store, compressor="lz4", progress=False)
+    ratio = _ratio(ctx, store)
+    out.append(Row("zarr read, lz4+bitshuffle (decompress, discard)",
+                   median_time(lambda: _discard(s4.read(store)).compute(), ctx.repeats),
+                   ctx.nbytes, f"compression {ratio:.1f}x"))
     np.save(npy, ctx.cube)
     out.append(Row("npy -> zarr conversion",
                    median_time(lambda: s4.to_zarr(s4.read(npy), store, progress=False),
