@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import xarray as xr
 
 from . import datacube as _dc
@@ -39,6 +40,39 @@ class Stem4dAccessor:
 
     def swap_Qxy(self):
         return _pp.swap_Qxy(self._obj)
+
+    def bin_data_diffraction(self, bin_factor, dtype=None):
+        return _pp.bin_data_diffraction(self._obj, bin_factor, dtype)
+
+    def bin_data_mmap(self, bin_factor, dtype=np.float32):
+        return _pp.bin_data_mmap(self._obj, bin_factor, dtype)
+
+    def bin_data_real(self, bin_factor):
+        return _pp.bin_data_real(self._obj, bin_factor)
+
+    def thin_data_real(self, thinning_factor):
+        return _pp.thin_data_real(self._obj, thinning_factor)
+
+    def resample_data_diffraction(self, resampling_factor=None, output_size=None,
+                                  method="bilinear", conserve_array_sums=False):
+        return _pp.resample_data_diffraction(self._obj, resampling_factor, output_size, method,
+                                             conserve_array_sums)
+
+    def pad_data_diffraction(self, pad_factor=None, output_size=None):
+        return _pp.pad_data_diffraction(self._obj, pad_factor, output_size)
+
+    def datacube_diffraction_shift(self, xshifts, yshifts, periodic=True, bilinear=False):
+        return _pp.datacube_diffraction_shift(self._obj, xshifts, yshifts, periodic, bilinear)
+
+    def center_patterns(self, qx0, qy0, center=None, periodic=True, bilinear=False):
+        return _pp.center_patterns(self._obj, qx0, qy0, center, periodic, bilinear)
+
+    # py4DSTEM's DataCube method names for the same operations
+    bin_Q = bin_data_diffraction
+    bin_R = bin_data_real
+    thin_R = thin_data_real
+    resample_Q = resample_data_diffraction
+    pad_Q = pad_data_diffraction
 
     # reductions
     def mean_diffraction_pattern(self):

@@ -1,5 +1,25 @@
 """py4DSTEM-named preprocessing functions (``py4DSTEM.preprocess``) on lazy datacubes."""
 
-from .preprocess import set_scan_shape, swap_Qxy, swap_RQ, swap_Rxy
+from .preprocess import (
+    bin_data_diffraction,
+    bin_data_mmap,
+    bin_data_real,
+    center_patterns,
+    datacube_diffraction_shift,
+    pad_data_diffraction,
+    resample_data_diffraction,
+    set_scan_shape,
+    swap_Qxy,
+    swap_RQ,
+    swap_Rxy,
+    thin_data_real,
+)
+from .utils import bin2D, get_shifted_ar, linear_interpolation_2D, make_Fourier_coords2D
 
-__all__ = ["set_scan_shape", "swap_RQ", "swap_Rxy", "swap_Qxy"]
+__all__ = [
+    "set_scan_shape", "swap_RQ", "swap_Rxy", "swap_Qxy",
+    "bin_data_diffraction", "bin_data_mmap", "bin_data_real", "thin_data_real",
+    "resample_data_diffraction", "pad_data_diffraction",
+    "datacube_diffraction_shift", "center_patterns",
+    "bin2D", "make_Fourier_coords2D", "get_shifted_ar", "linear_interpolation_2D",
+]

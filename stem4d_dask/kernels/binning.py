@@ -1,0 +1,107 @@
+"""Binning kernels: sum ``factor x factor`` blocks of the detector or of the scan.
+
+Integers are accumulated in a dtype wide enough for the worst case (``accumulator_dtype``), so
+a sum never wraps; narrowing to a requested integer dtype is checked (``narrow``).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from . import array_module
+
+
+def accumulator_dtype(dtype, n_summed: int) -> np.dtype:
+    """The smallest dtype that holds a sum of ``n_summed`` values of ``dtype`` exactly.
+
+    bool and unsigned -> the smallest of uint8/16/32/64 holding ``max * n``; signed -> the
+    smallest of int8/16/32/64 holding ``min * n`` and ``max * n``; float16 -> float32; other
+    floats and complex are kept.
+    """
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_:
+        dtype = np.dtype(np.uint8)
+        hi, lo = n_summed, 0
+    elif dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        hi, lo = int(info.max) * n_summed, int(info.min) * n_summed
+    elif dtype == np.float16:
+        return np.dtype(np.float32)
+    else:
+        return dtype
+    for candidate in ((np.uint8, np.uint16, np.uint32, np.uint64) if dtype.kind == "u"
+                      else (np.int8, np.int16, np.int32, np.int64)):
+        info = np.iinfo(candidate)
+        if info.min <= lo and hi <= info.max:
+            return np.dtype(candidate)
+    return np.dtype(np.uint64 if dtype.kind == "u" else np.int64)
+
+
+def narrow(result, dtype):
+    """``result.astype(dtype)``; raises ``OverflowError`` if an integer value does not fit."""
+    xp = array_module(result)
+    dtype = np.dtype(dtype)
+    if dtype.kind in "ui" and result.size and result.dtype != dtype:
+        info = np.iinfo(dtype)
+        lo, hi = result.min(), result.max()
+        if lo < info.min or hi > info.max:
+            raise OverflowError(f"binned values span [{lo}, {hi}], outside {dtype} "
+                                f"[{info.min}, {info.max}]; choose a wider dtype")
+    return result.astype(dtype, copy=False) if xp is np else result.astype(dtype)
+
+
+def bin_frames(block, factor: int, dtype=None):
+    """Sum ``factor x factor`` pixel blocks of the last two axes.
+
+    block: ``(..., Qx, Qy)``; returns ``(..., Qx // factor, Qy // factor)`` (trailing remainder
+    rows/columns cropped). Accumulates in ``accumulator_dtype(block.dtype, factor**2)`` (or in
+    ``dtype`` if that is a float), then narrows to ``dtype`` (default: the accumulator).
+    """
+    factor = int(factor)
+    acc = accumulator_dtype(block.dtype, factor * factor)
+    if dtype is not None and np.dtype(dtype).kind in "fc":
+        acc = np.dtype(dtype)  # py4DSTEM's bin2D casts first and accumulates in the float dtype
+    *lead, qx, qy = block.shape
+    ox, oy = qx // factor, qy // factor
+    xp = array_module(block)
+    if xp is np and block.dtype != np.bool_:
+        frames = np.ascontiguousarray(block).reshape(-1, qx, qy)
+        out = np.empty((frames.shape[0], ox, oy), dtype=acc)
+        _bin_frames_loop(frames, factor, out)
+    else:
+        frames = block[..., : ox * factor, : oy * factor].reshape(-1, ox, factor, oy, factor)
+        out = frames.sum(axis=(2, 4), dtype=acc)
+    out = out.reshape(*lead, ox, oy)
+    return out if dtype is None else narrow(out, dtype)
+
+
+@numba.njit(nogil=True, cache=True)
+def _bin_frames_loop(frames, factor, out):  # pragma: no cover - compiled
+    n, ox, oy = out.shape
+    for i in range(n):
+        for x in range(ox):
+            orow = out[i, x]
+            orow[:] = 0
+            for dx in range(factor):
+                row = frames[i, x * factor + dx]
+                for dy in range(factor):
+                    for y in range(oy):
+                        orow[y] += row[y * factor + dy]
+
+
+def bin_scan(block, factor: int, dtype=None):
+    """Sum ``factor x factor`` blocks of scan positions (the first two axes).
+
+    block: ``(Rx, Ry, ...)`` with ``Rx`` and ``Ry`` multiples of ``factor``; returns
+    ``(Rx // factor, Ry // factor, ...)``, accumulated as in ``bin_frames``.
+    """
+    factor = int(factor)
+    acc = accumulator_dtype(block.dtype, factor * factor)
+    xp = array_module(block)
+    out = xp.array(block[0::factor, 0::factor], dtype=acc)
+    for dx in range(factor):
+        for dy in range(factor):
+            if dx or dy:
+                out += block[dx::factor, dy::factor]
+    return out if dtype is None else narrow(out, dtype)

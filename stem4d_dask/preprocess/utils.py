@@ -1,0 +1,77 @@
+"""py4DSTEM ``preprocess.utils`` functions on plain arrays (numpy or cupy).
+
+Same semantics as py4DSTEM 0.14.18, except that ``bin2D`` with an integer ``dtype`` accumulates
+wide and raises ``OverflowError`` instead of wrapping.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from ..kernels import array_module
+from ..kernels.binning import bin_frames
+from ..kernels.shift import shift_frames
+from ._common import positive_int
+
+
+def bin2D(array, factor, dtype=np.float64):
+    """Sum ``factor x factor`` blocks of a 2D array: ``(Nx, Ny)`` -> ``(Nx // f, Ny // f)``
+    (trailing remainder cropped), accumulated in ``dtype`` (float) or wide (integer)."""
+    factor = positive_int(factor, "factor")
+    if np.ndim(array) != 2:
+        raise ValueError(f"array must be 2D, got shape {np.shape(array)}")
+    if factor > min(array.shape):
+        raise ValueError(f"factor {factor} is larger than the array {array.shape}")
+    return bin_frames(array, factor, np.dtype(dtype))
+
+
+def make_Fourier_coords2D(Nx, Ny, pixelSize=1):
+    """Spatial frequencies ``qx, qy`` ``(Nx, Ny)`` (ij indexing, unshifted FFT order) of an
+    ``Nx x Ny`` grid with pixel size ``pixelSize`` (a number or ``(px, py)``); cycles per unit
+    of ``pixelSize``."""
+    Nx, Ny = positive_int(Nx, "Nx"), positive_int(Ny, "Ny")
+    px, py = (pixelSize, pixelSize) if np.ndim(pixelSize) == 0 else tuple(pixelSize)
+    return np.meshgrid(np.fft.fftfreq(Nx, px), np.fft.fftfreq(Ny, py), indexing="ij")
+
+
+def get_shifted_ar(ar, xshift, yshift, periodic=True, bilinear=False, device="cpu"):
+    """``ar`` shifted by ``(xshift, yshift)`` pixels (positive moves content to higher
+    indices), Fourier (default) or bilinear, periodic or with the wrapped rows/columns zeroed.
+    Returns float64 on ``device`` (``'cpu'``: numpy, ``'gpu'``: cupy; without cupy a warning
+    and numpy, as py4DSTEM falls back)."""
+    if device not in ("cpu", "gpu"):
+        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+    xp = array_module(ar)
+    if device == "gpu" and xp is np:
+        try:
+            import cupy as xp
+        except ImportError:
+            warnings.warn("get_shifted_ar: device='gpu' but cupy is not installed; "
+                          "computing on the CPU", stacklevel=2)
+    elif device == "cpu" and xp is not np:
+        ar = ar.get()
+        xp = np
+    ar = xp.asarray(ar)
+    if ar.ndim != 2:
+        raise ValueError(f"ar must be 2D, got shape {ar.shape}")
+    for name, value in (("xshift", xshift), ("yshift", yshift)):
+        if np.ndim(value) != 0 or not np.isfinite(float(value)):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return shift_frames(ar, float(xshift), float(yshift), periodic=periodic,
+                        bilinear=bilinear, dtype=np.float64)
+
+
+def linear_interpolation_2D(ar, x, y):
+    """Bilinear interpolation of ``ar`` at ``(x, y)`` (numbers or arrays) from the
+    ``floor``/``ceil`` neighbours; exact at integer coordinates; no bounds checks (negative
+    indices wrap, as in py4DSTEM)."""
+    xp = array_module(ar)
+    x, y = xp.asarray(x, dtype=xp.float64), xp.asarray(y, dtype=xp.float64)
+    x0, x1 = xp.floor(x).astype(xp.int64), xp.ceil(x).astype(xp.int64)
+    y0, y1 = xp.floor(y).astype(xp.int64), xp.ceil(y).astype(xp.int64)
+    dx, dy = x - x0, y - y0
+    value = ((1 - dx) * (1 - dy) * ar[x0, y0] + (1 - dx) * dy * ar[x0, y1]
+             + dx * (1 - dy) * ar[x1, y0] + dx * dy * ar[x1, y1])
+    return value[()] if value.ndim == 0 else value
