@@ -85,10 +85,23 @@ def _scheduler(address):
             yield
 
 
+def _reduce(dc, args):
+    """Apply ``--thin-r``, ``--bin-r`` and ``--bin-q`` (in that order) to a datacube."""
+    from .preprocess import bin_data_diffraction, bin_data_real, thin_data_real
+
+    if args.thin_r is not None:
+        dc = thin_data_real(dc, args.thin_r)
+    if args.bin_r is not None:
+        dc = bin_data_real(dc, args.bin_r)
+    if args.bin_q is not None:
+        dc = bin_data_diffraction(dc, args.bin_q)
+    return dc
+
+
 def cmd_convert(args) -> int:
     from . import read, write
 
-    dc = read(args.input, **_read_options(args))
+    dc = _reduce(read(args.input, **_read_options(args)), args)
     out = Path(args.output)
     options = {"overwrite": args.overwrite}
     if out.suffix.lower() in (".h5", ".hdf5", ".emd"):
@@ -133,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted conversion")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--scheduler", help="distributed scheduler address, or threads/processes")
+    p.add_argument("--bin-q", type=int, metavar="N", help="sum N x N detector pixels")
+    p.add_argument("--bin-r", type=int, metavar="N", help="sum N x N scan positions")
+    p.add_argument("--thin-r", type=int, metavar="N", help="keep every N-th scan position")
     _add_read_arguments(p)
     p.set_defaults(func=cmd_convert)
 

@@ -35,8 +35,23 @@ def test_convert_raw_with_shape(tmp_path, cube_u16):
     assert np.array_equal(s4.read(tmp_path / "r.zarr").values, cube_u16)
 
 
+def test_convert_with_binning_matches_the_functions(tmp_path, cube_u16):
+    from stem4d_dask.preprocess import bin_data_diffraction, bin_data_real, thin_data_real
+
+    np.save(tmp_path / "c.npy", cube_u16)
+    assert main(["convert", str(tmp_path / "c.npy"), str(tmp_path / "b.zarr"), "--bin-q", "2",
+                 "--bin-r", "2", "--thin-r", "1"]) == 0
+    out = s4.read(tmp_path / "b.zarr")
+    ref = bin_data_diffraction(bin_data_real(thin_data_real(s4.read(tmp_path / "c.npy"), 1), 2),
+                               2)
+    assert out.shape == (3, 4, 6, 5) and out.dtype == np.uint64  # worst case of 16 x 65535
+    np.testing.assert_array_equal(out.values, ref.values)
+    assert out.attrs["q_pixel_size"] == 2 and out.attrs["r_pixel_size"] == 2
+
+
 @pytest.mark.parametrize("args", [["info", "missing.npy"], ["convert", "notes.txt", "o.zarr"],
-                                  ["convert", "c.npy", "o.zarr", "--chunks", "a,b"]])
+                                  ["convert", "c.npy", "o.zarr", "--chunks", "a,b"],
+                                  ["convert", "c.npy", "o.zarr", "--bin-q", "0"]])
 def test_errors_exit_nonzero_with_one_line(tmp_path, capsys, monkeypatch, cube_u16, args):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "notes.txt").write_text("not a datacube")

@@ -80,3 +80,47 @@ def test_open_huge_zarr_reads_nothing(tmp_path, monkeypatch):
     assert all(len(shape) == 1 for shape in calls)  # only 1D coords were read
     assert peak < 50 * 2**20
     assert xr.open_zarr(path)["datacube"].shape == HUGE
+
+
+def _n_tasks(arr) -> int:
+    return len(dict(arr.__dask_graph__()))
+
+
+def test_preprocess_graphs_are_lazy_and_one_task_per_chunk(tmp_path, no_reads):
+    """Binning, thinning, resampling, padding and shifting a 32 GiB scan: nothing read, nothing
+    scan-sized allocated, one task per input chunk (plus a constant), Q never rechunked."""
+    import dask.array as dask_array
+    import xarray as xr
+
+    from stem4d_dask import preprocess as pp
+
+    dc = s4.read(huge_npy(tmp_path), chunks=(2, 256))  # chunks aligned for bin_data_real(2)
+    n_in, n_chunks = _n_tasks(dc.data), dc.data.npartitions
+    rng = np.random.default_rng(0)
+    shifts = rng.uniform(-2, 2, HUGE[:2])  # whole-scan arrays: one graph key each
+    lazy = xr.DataArray(dask_array.from_array(shifts, chunks=dc.data.chunks[:2]),
+                        dims=("Rx", "Ry"))
+    builders = {
+        "bin_Q": lambda: pp.bin_data_diffraction(dc, 2),
+        "bin_mmap": lambda: pp.bin_data_mmap(dc, 4),
+        "bin_R": lambda: pp.bin_data_real(dc, 2),
+        "thin_R": lambda: pp.thin_data_real(dc, 2),
+        "resample_bilinear": lambda: pp.resample_data_diffraction(dc, 0.5),
+        "resample_fourier": lambda: pp.resample_data_diffraction(dc, output_size=(300, 300),
+                                                                 method="fourier"),
+        "pad": lambda: pp.pad_data_diffraction(dc, 2),
+        "shift_scalar": lambda: pp.datacube_diffraction_shift(dc, 0.5, -1.2),
+        "shift_numpy": lambda: pp.datacube_diffraction_shift(dc, shifts, shifts, bilinear=True),
+        "center": lambda: pp.center_patterns(dc, shifts, shifts, periodic=False),
+    }
+    tracemalloc.start()
+    outs = {name: build() for name, build in builders.items()}
+    lazy_shift = pp.datacube_diffraction_shift(dc, lazy, 0.0)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 40 * 2**20, f"building allocated {peak / 2**20:.1f} MiB"
+    for name, out in outs.items():
+        assert out.data.numblocks[2:] == (1, 1), name
+        assert out.data.npartitions == n_chunks, name
+        assert _n_tasks(out.data) <= n_in + n_chunks + 3, (name, _n_tasks(out.data) - n_in)
+    assert _n_tasks(lazy_shift.data) <= n_in + 2 * n_chunks + 3
