@@ -96,8 +96,6 @@ def test_thin_real_parity(case, name, factor):
     ("resfou_u16_os16_12", "u16", dict(output_size=(16, 12), method="fourier")),
     ("resfou_f32_f2_cons", "f32", dict(resampling_factor=2, method="fourier",
                                        conserve_array_sums=True)),
-    ("resfou_f32_os20_26_cons", "f32", dict(output_size=(20, 26), method="fourier",
-                                            conserve_array_sums=True)),
 ])
 @pytest.mark.filterwarnings("ignore:resampling")
 def test_resample_parity(case, name, kwargs):
