@@ -20,6 +20,14 @@ from ..kernels.binning import accumulator_dtype, bin_frames, bin_scan
 from ._common import frame_blocks, positive_int, rebuild, scan_location
 
 
+def _factor(value, name, shape, space) -> int:
+    """``value`` as an int in ``[1, min(shape)]``; ``ValueError`` naming ``name`` otherwise."""
+    factor = positive_int(value, name)
+    if factor > min(shape):
+        raise ValueError(f"{name} {factor} is larger than the {space} {shape[0]} x {shape[1]}")
+    return factor
+
+
 def _binned_dtype(dtype_in, factor: int, dtype):
     if dtype is None:
         return accumulator_dtype(dtype_in, factor * factor)
@@ -50,11 +58,9 @@ def bin_data_mmap(datacube, bin_factor, dtype=np.float32):
 
 def _bin_q(datacube, bin_factor, dtype):
     data = frame_blocks(datacube)
-    b = positive_int(bin_factor, "bin_factor")
+    b = _factor(bin_factor, "bin_factor", data.shape[2:], "detector")
     out_dtype = _binned_dtype(data.dtype, b, dtype)
     qx, qy = data.shape[2:]
-    if b > min(qx, qy):
-        raise ValueError(f"bin_factor {b} is larger than the detector {qx} x {qy}")
     if b == 1 and dtype is None:
         return datacube
     binned = data.map_blocks(
@@ -80,12 +86,10 @@ def bin_data_real(datacube, bin_factor):
     the scan axes only, to the nearest multiples of ``b``); aligned chunks cost nothing extra.
     """
     data = frame_blocks(datacube)
-    b = positive_int(bin_factor, "bin_factor")
-    rx, ry = data.shape[:2]
-    if b > min(rx, ry):
-        raise ValueError(f"bin_factor {b} is larger than the scan {rx} x {ry}")
+    b = _factor(bin_factor, "bin_factor", data.shape[:2], "scan")
     if b == 1:
         return datacube
+    rx, ry = data.shape[:2]
     data = data[: rx // b * b, : ry // b * b]
     aligned = tuple(_aligned_chunks(c, b) for c in data.chunks[:2])
     if aligned != data.chunks[:2]:
@@ -109,11 +113,9 @@ def thin_data_real(datacube, thinning_factor):
     ``out[i, j] = datacube[i * t, j * t]`` for ``i < Rx // t``, ``j < Ry // t``.
     ``r_pixel_size`` is multiplied by ``t``; the dtype is kept. One slicing task per chunk."""
     data = frame_blocks(datacube)
-    t = positive_int(thinning_factor, "thinning_factor")
-    rx, ry = data.shape[:2]
-    if t > min(rx, ry):
-        raise ValueError(f"thinning_factor {t} is larger than the scan {rx} x {ry}")
+    t = _factor(thinning_factor, "thinning_factor", data.shape[:2], "scan")
     if t == 1:
         return datacube
+    rx, ry = data.shape[:2]
     thinned = data[: rx // t * t : t, : ry // t * t : t]
     return rebuild(datacube, thinned, r_pixel_size=datacube.attrs["r_pixel_size"] * t)
