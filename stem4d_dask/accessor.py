@@ -8,6 +8,7 @@ import xarray as xr
 from . import datacube as _dc
 from . import io as _io
 from . import virtual as _virtual
+from .preprocess import darkreference as _dark
 from .preprocess import preprocess as _pp
 
 
@@ -66,6 +67,27 @@ class Stem4dAccessor:
 
     def center_patterns(self, qx0, qy0, center=None, periodic=True, bilinear=False):
         return _pp.center_patterns(self._obj, qx0, qy0, center, periodic, bilinear)
+
+    def filter_hot_pixels(self, thresh, ind_compare=1, return_mask=False):
+        return _pp.filter_hot_pixels(self._obj, thresh, ind_compare, return_mask)
+
+    def median_filter_masked_pixels(self, mask, kernel_width=3):
+        return _pp.median_filter_masked_pixels(self._obj, mask, kernel_width)
+
+    # dark references
+    def get_darkreference(self, N_frames, width_x=0, width_y=0, side_x="end", side_y="end",
+                          seed=None):
+        return _dark.get_darkreference(self._obj, N_frames, width_x, width_y, side_x, side_y,
+                                       seed)
+
+    def get_background_streaks(self, N_frames, width, side="end", direction="x", seed=None):
+        return _dark.get_background_streaks(self._obj, N_frames, width, side, direction, seed)
+
+    def get_bksbtr_DP(self, darkref, Rx, Ry):
+        return _dark.get_bksbtr_DP(self._obj, darkref, Rx, Ry)
+
+    def subtract_dark(self, darkref):
+        return _dark.subtract_dark(self._obj, darkref)
 
     # py4DSTEM's DataCube method names for the same operations
     bin_Q = bin_data_diffraction

@@ -1,11 +1,21 @@
 """py4DSTEM-named preprocessing functions (``py4DSTEM.preprocess``) on lazy datacubes."""
 
+from .darkreference import (
+    get_background_streaks,
+    get_background_streaks_x,
+    get_background_streaks_y,
+    get_bksbtr_DP,
+    get_darkreference,
+    subtract_dark,
+)
 from .preprocess import (
     bin_data_diffraction,
     bin_data_mmap,
     bin_data_real,
     center_patterns,
     datacube_diffraction_shift,
+    filter_hot_pixels,
+    median_filter_masked_pixels,
     pad_data_diffraction,
     resample_data_diffraction,
     set_scan_shape,
@@ -21,5 +31,8 @@ __all__ = [
     "bin_data_diffraction", "bin_data_mmap", "bin_data_real", "thin_data_real",
     "resample_data_diffraction", "pad_data_diffraction",
     "datacube_diffraction_shift", "center_patterns",
+    "filter_hot_pixels", "median_filter_masked_pixels",
+    "get_bksbtr_DP", "get_darkreference", "get_background_streaks", "get_background_streaks_x",
+    "get_background_streaks_y", "subtract_dark",
     "bin2D", "make_Fourier_coords2D", "get_shifted_ar", "linear_interpolation_2D",
 ]

@@ -1,7 +1,7 @@
 """py4DSTEM ``preprocess.preprocess`` functions on lazy datacubes.
 
-The shape operations live here; binning, resampling/padding and shifting live in their own
-modules and are re-exported. All return a new datacube and leave their input untouched.
+The shape operations live here; binning, resampling/padding, shifting and bad-pixel repair live
+in their own modules and are re-exported. All return a new datacube and leave their input untouched.
 Deviations of the shape operations from py4DSTEM 0.14.18:
 
 - ``set_scan_shape`` raises ``ValueError`` for an impossible shape (py4DSTEM prints and returns
@@ -15,6 +15,7 @@ from __future__ import annotations
 from ..datacube import check_datacube
 from ._common import positive_int, rebuild, whole_frames
 from .binning import bin_data_diffraction, bin_data_mmap, bin_data_real, thin_data_real
+from .pixels import filter_hot_pixels, median_filter_masked_pixels
 from .resampling import pad_data_diffraction, resample_data_diffraction
 from .shifting import center_patterns, datacube_diffraction_shift
 
@@ -68,4 +69,5 @@ __all__ = [
     "bin_data_diffraction", "bin_data_mmap", "bin_data_real", "thin_data_real",
     "resample_data_diffraction", "pad_data_diffraction",
     "datacube_diffraction_shift", "center_patterns",
+    "filter_hot_pixels", "median_filter_masked_pixels",
 ]
