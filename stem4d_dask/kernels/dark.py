@@ -26,4 +26,6 @@ def subtract_reference(block, reference, dtype):
     """``block`` ``(..., Qx, Qy)`` minus ``reference`` ``(Qx, Qy)``, computed and returned in
     float ``dtype``."""
     xp = array_module(block)
-    return block.astype(dtype) - xp.asarray(reference, dtype=dtype)
+    out = block.astype(dtype)
+    out -= xp.asarray(reference, dtype=dtype)
+    return out
