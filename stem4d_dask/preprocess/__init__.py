@@ -24,7 +24,14 @@ from .preprocess import (
     swap_Rxy,
     thin_data_real,
 )
-from .utils import bin2D, get_shifted_ar, linear_interpolation_2D, make_Fourier_coords2D
+from .utils import (
+    bin2D,
+    filter_2D_maxima,
+    get_maxima_2D,
+    get_shifted_ar,
+    linear_interpolation_2D,
+    make_Fourier_coords2D,
+)
 
 __all__ = [
     "set_scan_shape", "swap_RQ", "swap_Rxy", "swap_Qxy",
@@ -35,4 +42,5 @@ __all__ = [
     "get_bksbtr_DP", "get_darkreference", "get_background_streaks", "get_background_streaks_x",
     "get_background_streaks_y", "subtract_dark",
     "bin2D", "make_Fourier_coords2D", "get_shifted_ar", "linear_interpolation_2D",
+    "get_maxima_2D", "filter_2D_maxima",
 ]

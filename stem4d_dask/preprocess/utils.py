@@ -1,8 +1,10 @@
 """py4DSTEM ``preprocess.utils`` functions on plain arrays (numpy or cupy).
 
 Same semantics as py4DSTEM 0.14.18, except that ``bin2D`` with an integer ``dtype`` accumulates
-wide and raises ``OverflowError`` instead of wrapping.
+wide and raises ``OverflowError`` instead of wrapping. ``get_maxima_2D`` and ``filter_2D_maxima``
+live in ``kernels/maxima.py`` (their differences are listed there).
 """
+
 
 from __future__ import annotations
 
@@ -12,8 +14,12 @@ import numpy as np
 
 from ..kernels import array_module
 from ..kernels.binning import bin_frames
+from ..kernels.maxima import filter_2D_maxima, get_maxima_2D
 from ..kernels.shift import shift_frames
 from ._common import positive_int
+
+__all__ = ["bin2D", "make_Fourier_coords2D", "get_shifted_ar", "linear_interpolation_2D",
+           "get_maxima_2D", "filter_2D_maxima"]
 
 
 def bin2D(array, factor, dtype=np.float64):

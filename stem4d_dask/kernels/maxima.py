@@ -1,0 +1,385 @@
+"""Local maxima of one 2D frame, refined to sub-pixel precision: py4DSTEM's ``get_maxima_2D``,
+``filter_2D_maxima`` and the DFT-upsampling step of its ``multicorr`` refinement.
+
+Positions are in pixels of the frame, ``x`` along array axis 0 (rows) and ``y`` along axis 1,
+as in py4DSTEM. A set of maxima is a numpy structured array with float64 fields ``x``, ``y`` and
+``intensity`` (see :data:`MAXIMA_DTYPE`), of shape ``(n,)`` and possibly empty.
+
+The frame may be a numpy or a cupy array. The image-sized work (Gaussian filtering, comparing
+every pixel with its 8 neighbours, the FFT for ``'multicorr'``) runs on the frame's device;
+only the candidate peaks (and their 3x3 neighbourhoods, and the small upsampled patches of
+``'multicorr'``) are moved to the host, where the structured array is built. The result is
+always a host (numpy) array.
+
+Differences from py4DSTEM 0.14.18
+---------------------------------
+1. **Guarded parabolic step.** py4DSTEM's parabolic refinement
+   ``delta = (I[+1] - I[-1]) / (4 I[0] - 2 I[+1] - 2 I[-1])`` has no guard (upstream PR #270;
+   only its CUDA variant guards). Here, along each axis separately, ``delta = 0`` where the
+   denominator is 0 or the result is not a number with ``|delta| <= 1``. For finite data the
+   guard never fires (at a pixel maximum ``|delta| <= 1/2``); it fires next to ``+-inf``
+   (e.g. the log of a frame with zero pixels) or when ``4 I[0]`` overflows, where py4DSTEM's
+   ``delta`` is NaN and its bilinear re-read of the intensity raises
+   ``ValueError: cannot convert float NaN to integer``.
+   The same guard is applied to the 3-point parabolic step inside
+   :func:`upsampled_correlation` (py4DSTEM: 0/0 = NaN if the patch maximum is interior and
+   equals both its neighbours along an axis).
+2. **Validation.** Errors name the parameter and the bad value: ``ar`` not 2D, ``subpixel``
+   not in ``('pixel', 'poly', 'multicorr')``, ``upsample_factor <= 2`` with ``'multicorr'``,
+   ``relativeToPeak`` not an int >= 0, ``edgeBoundary`` not an int, ``maxNumPeaks`` neither
+   None nor an int >= 0, ``_ar_FT`` not of ``ar``'s shape, ``maxima`` without the fields
+   ``x``, ``y``, ``intensity``: all raise ``ValueError``. py4DSTEM uses ``assert``
+   (AssertionError, skipped under ``python -O``), checks ``relativeToPeak`` only when the
+   relative filter runs, and uses negative values as Python indices (``relativeToPeak=-1``:
+   relative to the dimmest peak; ``maxNumPeaks=-1``: drop the last peak).
+3. **Non-finite 'multicorr' patch.** When the upsampled patch is not finite (NaN or inf in
+   the image, which makes its whole FFT NaN, or in ``_ar_FT``), :func:`upsampled_correlation`
+   returns ``(NaN, NaN)``. py4DSTEM's argmax then picks the first NaN, at the patch corner,
+   and it returns the start position shifted by ``-fix(ceil(1.5 u) / 2) / u`` (-0.75 px for
+   u=16) on both axes, without a warning.
+4. **No mutation, no aliasing.** :func:`upsampled_correlation` does not round its ``xyShift``
+   argument in place (py4DSTEM's does), and :func:`filter_2D_maxima` always returns a new array
+   (py4DSTEM returns its input, or a view of it, when nothing is removed).
+
+Everything else follows py4DSTEM 0.14.18 bit for bit where the arithmetic allows, including:
+``sigma > 0`` filters with ``gaussian_filter(ar, sigma)`` in the frame's own dtype (so an
+integer frame is filtered with integer truncation after each 1D pass, as scipy does); the
+asymmetric tie rule of the pixel-maximum test; ``edgeBoundary < 1`` meaning 1; sorting by
+descending intensity with ties broken by descending ``x`` then ``y``; the default
+``maxNumPeaks=1``; ``filter_2D_maxima`` ignoring ``edgeBoundary``; ``'multicorr'`` keeping the
+``'poly'`` intensities; and the FFT of ``'multicorr'`` taken in double precision (py4DSTEM runs on
+numpy 1.x, whose FFT always returns complex128).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from . import array_module
+
+#: dtype of a set of maxima: positions ``x``, ``y`` (pixels) and ``intensity``.
+MAXIMA_DTYPE = np.dtype([("x", np.float64), ("y", np.float64), ("intensity", np.float64)])
+
+SUBPIXEL_MODES = ("pixel", "poly", "multicorr")
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def to_host(x):
+    """``x`` as a numpy array: ``x.get()`` for a device (cupy) array, else ``numpy.asarray``."""
+    get = getattr(x, "get", None)
+    return np.asarray(get() if callable(get) else x)
+
+
+def _ndimage(xp):
+    """``cupyx.scipy.ndimage`` for cupy, ``scipy.ndimage`` for anything else."""
+    if getattr(xp, "__name__", "") == "cupy":
+        import cupyx.scipy.ndimage as ndi
+    else:
+        import scipy.ndimage as ndi
+    return ndi
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_filter_args(relativeToPeak, edgeBoundary, maxNumPeaks):
+    if not (_is_int(relativeToPeak) and relativeToPeak >= 0):
+        raise ValueError(f"relativeToPeak must be an int >= 0 (the index of the reference "
+                         f"peak), got {relativeToPeak!r}")
+    if not _is_int(edgeBoundary):
+        raise ValueError(f"edgeBoundary must be an int (pixels), got {edgeBoundary!r}")
+    if maxNumPeaks is not None and not (_is_int(maxNumPeaks) and maxNumPeaks >= 0):
+        raise ValueError(f"maxNumPeaks must be None or an int >= 0, got {maxNumPeaks!r}")
+
+
+def _parabolic_delta(minus, centre, plus):
+    """Vertex offset (pixels) of the parabola through ``(-1, minus), (0, centre), (1, plus)``,
+    py4DSTEM's formula, set to 0 where the denominator is 0 or the offset is not within
+    ``[-1, 1]`` (NaN included). Arrays of any (common) shape, float64."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        num = plus - minus
+        den = 4 * centre - 2 * plus - 2 * minus
+        delta = np.asarray(num / den, dtype=np.float64)
+    bad = (den == 0) | ~(np.abs(delta) <= 1)
+    return np.where(bad, 0.0, delta)
+
+
+# --------------------------------------------------------------------------------------------
+# filtering
+
+
+def _spacing_keep(x, y, min_spacing):
+    """Greedy suppression in list order: peak ``j`` is dropped when an earlier *kept* peak ``i``
+    has ``(x[j] - x[i])**2 + (y[j] - y[i])**2 < min_spacing**2``. ``x``, ``y``: ``(n,)`` float
+    (pixels). Returns the ``(n,)`` bool keep-mask.
+
+    The close pairs come from a k-d tree (searched with a slightly larger radius, then tested
+    with py4DSTEM's exact expression). The greedy pass is done in rounds, each vectorised: a
+    still-undecided peak with no undecided earlier neighbour is kept (its earlier neighbours are
+    all dropped, by induction), and the later neighbours of kept peaks are dropped. This gives
+    exactly the sequential result.
+    """
+    n = len(x)
+    keep_state = np.zeros(n, dtype=np.int8)  # 0 undecided, 1 kept, 2 dropped
+    finite = np.flatnonzero(np.isfinite(x) & np.isfinite(y))  # NaN/inf are never "close"
+    if len(finite) >= 2:
+        tree = cKDTree(np.column_stack([x[finite], y[finite]]))
+        pairs = tree.query_pairs(r=float(min_spacing) * (1 + 1e-9), output_type="ndarray")
+        a, b = finite[pairs[:, 0]], finite[pairs[:, 1]]
+        a, b = np.minimum(a, b), np.maximum(a, b)
+        close = ((x[b] - x[a]) ** 2 + (y[b] - y[a]) ** 2) < min_spacing**2
+        a, b = a[close], b[close]
+    else:
+        a = b = np.zeros(0, dtype=np.intp)
+    while True:
+        undecided = keep_state == 0
+        if not undecided.any():
+            break
+        blocked = np.zeros(n, dtype=bool)
+        blocked[b[undecided[a]]] = True
+        keep_state[undecided & ~blocked] = 1
+        drop = (keep_state[a] == 1) & (keep_state[b] == 0)
+        keep_state[b[drop]] = 2
+    return keep_state == 1
+
+
+def filter_2D_maxima(maxima, minAbsoluteIntensity=0, minRelativeIntensity=0, relativeToPeak=0,
+                     minSpacing=0, edgeBoundary=1, maxNumPeaks=1):
+    """Filter a set of maxima, as py4DSTEM's ``filter_2D_maxima``.
+
+    maxima: structured array ``(n,)`` with fields ``x``, ``y`` (pixels) and ``intensity``,
+    expected in order of descending intensity (the order decides which peak of a close pair
+    survives). The filters run in this order:
+
+    1. ``minAbsoluteIntensity > 0``: drop peaks with ``intensity < minAbsoluteIntensity``;
+    2. ``minRelativeIntensity > 0`` and more than ``relativeToPeak`` peaks left: drop peaks with
+       ``intensity / intensity[relativeToPeak] < minRelativeIntensity``;
+    3. ``minSpacing > 0`` (pixels): walking down the list, each peak not yet dropped drops every
+       later peak closer than ``minSpacing`` (Euclidean, strictly less);
+    4. ``maxNumPeaks`` not None: keep the first ``maxNumPeaks`` (default 1).
+
+    ``edgeBoundary`` is accepted and ignored, as in py4DSTEM. Returns a new structured array of
+    the input's dtype, shape ``(m,)``, ``m <= n``.
+    """
+    _check_filter_args(relativeToPeak, edgeBoundary, maxNumPeaks)
+    maxima = np.array(to_host(maxima), copy=True)
+    names = maxima.dtype.names or ()
+    if maxima.ndim != 1 or not {"x", "y", "intensity"} <= set(names):
+        raise ValueError("maxima must be a 1D structured array with fields 'x', 'y', "
+                         f"'intensity', got dtype {maxima.dtype} and shape {maxima.shape}")
+
+    if minAbsoluteIntensity > 0:
+        maxima = maxima[~(maxima["intensity"] < minAbsoluteIntensity)]
+
+    if (minRelativeIntensity > 0) & (len(maxima) > relativeToPeak):
+        intensity = maxima["intensity"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            too_dim = intensity / intensity[relativeToPeak] < minRelativeIntensity
+        maxima = maxima[~too_dim]
+
+    if minSpacing > 0:
+        maxima = maxima[_spacing_keep(maxima["x"], maxima["y"], minSpacing)]
+
+    if maxNumPeaks is not None:
+        maxima = maxima[:maxNumPeaks]
+    return maxima
+
+
+# --------------------------------------------------------------------------------------------
+# multicorr
+
+
+def _dft_upsample(xp, image_corr, upsample_factor, centre):
+    """Real part of the matrix-multiply DFT of ``image_corr`` ``(Nx, Ny)`` on a
+    ``ceil(1.5 u) x ceil(1.5 u)`` grid of step ``1/u``, offset by ``centre`` (2, in upsampled
+    pixels). py4DSTEM's ``dftUpsample``, operation for operation."""
+    nx, ny = image_corr.shape
+    num = np.ceil(1.5 * upsample_factor)
+    col_kern = xp.exp(
+        (-1j * 2 * np.pi / (ny * upsample_factor))
+        * xp.outer(xp.fft.ifftshift(xp.arange(ny)) - np.floor(ny / 2),
+                   xp.arange(num) - centre[1])
+    )
+    row_kern = xp.exp(
+        (-1j * 2 * np.pi / (nx * upsample_factor))
+        * xp.outer(xp.arange(num) - centre[0],
+                   xp.fft.ifftshift(xp.arange(nx)) - np.floor(nx / 2))
+    )
+    return xp.real(row_kern @ image_corr @ col_kern)
+
+
+def upsampled_correlation(imageCorr, upsampleFactor, xyShift):
+    """Refine a peak position by DFT upsampling (Guizar-Sicairos et al., Opt. Lett. 33, 156,
+    2008), as py4DSTEM's ``process.utils.multicorr.upsampled_correlation``.
+
+    imageCorr: complex ``(Nx, Ny)`` numpy or cupy array, the Fourier transform (unshifted, as
+    ``fft2`` returns it) of the image whose peak is refined. upsampleFactor: ``u > 2``.
+    xyShift: the starting position ``(x, y)`` in pixels, to half-pixel precision; it is rounded
+    to ``1/u`` (half to even) on a copy and is **not** modified.
+
+    The band-limited interpolation of the image is evaluated by matrix-multiply DFT on a
+    ``ceil(1.5 u)``-square patch of step ``1/u`` pixels centred on the rounded ``xyShift``; the
+    patch maximum is refined by a 3-point parabola per axis (guarded as the module docstring
+    says; skipped when the maximum is on the patch edge). Returns a float64 numpy array ``(2,)``,
+    the refined ``(x, y)`` in pixels, or ``(NaN, NaN)`` when the patch is not finite.
+    """
+    xp = array_module(imageCorr)
+    if getattr(imageCorr, "ndim", None) != 2:
+        raise ValueError(f"imageCorr must be a 2D array, got shape "
+                         f"{getattr(imageCorr, 'shape', type(imageCorr).__name__)}")
+    if not upsampleFactor > 2:
+        raise ValueError(f"upsampleFactor must be > 2, got {upsampleFactor!r}")
+    u = upsampleFactor
+    xy = np.array(to_host(xyShift), dtype=np.float64).reshape(2)  # a copy: never round in place
+    xy[0] = np.round(xy[0] * u) / u
+    xy[1] = np.round(xy[1] * u) / u
+
+    global_shift = np.fix(np.ceil(u * 1.5) / 2)
+    centre = np.asarray(global_shift - u * xy)
+    # py4DSTEM conjugates the real patch once more; that is the identity and is left out
+    patch = to_host(_dft_upsample(xp, xp.conj(imageCorr), u, centre))
+    if not np.isfinite(patch).all():  # NaN/inf input: no position (py4DSTEM: a corner)
+        return np.full(2, np.nan)
+
+    i, j = np.unravel_index(int(np.argmax(patch)), patch.shape)
+    if 1 <= i <= patch.shape[0] - 2 and 1 <= j <= patch.shape[1] - 2:
+        icc = patch[i - 1:i + 2, j - 1:j + 2]
+        dx = _parabolic_delta(icc[0, 1], icc[1, 1], icc[2, 1])
+        dy = _parabolic_delta(icc[1, 0], icc[1, 1], icc[1, 2])
+    else:  # the maximum is on the patch edge: no parabolic correction on either axis
+        dx = dy = 0.0
+    sub_shift = np.array([i, j]) - global_shift
+    return xy + (sub_shift + np.array([dx, dy], dtype=np.float64)) / u
+
+
+# --------------------------------------------------------------------------------------------
+# maxima
+
+
+def _pixel_maxima(xp, ar, edge):
+    """Pixel maxima of ``ar`` ``(Nx, Ny)`` at least ``edge >= 1`` pixels from every border.
+
+    A maximum is ``>=`` its neighbours at ``(x+1, y)``, ``(x, y+1)``, ``(x+1, y+1)``,
+    ``(x-1, y+1)`` and ``>`` those at ``(x-1, y)``, ``(x, y-1)``, ``(x+1, y-1)``, ``(x-1, y-1)``
+    (py4DSTEM's tie rule). py4DSTEM compares with periodic neighbours and then blanks the
+    border; since ``edge >= 1`` only the interior is compared here. Returns host arrays
+    ``x``, ``y`` (int) and ``value`` (``ar``'s dtype), each ``(n,)``.
+    """
+    nx, ny = ar.shape
+    x0, x1 = edge, max(nx - edge, edge)
+    y0, y1 = edge, max(ny - edge, edge)
+
+    def nb(dx, dy):
+        return ar[x0 + dx:x1 + dx, y0 + dy:y1 + dy]
+
+    c = nb(0, 0)
+    is_max = ((c >= nb(1, 0)) & (c > nb(-1, 0))
+              & (c >= nb(0, 1)) & (c > nb(0, -1))
+              & (c >= nb(1, 1)) & (c > nb(1, -1))
+              & (c >= nb(-1, 1)) & (c > nb(-1, -1)))
+    xs, ys = xp.nonzero(is_max)
+    xs = xs + x0
+    ys = ys + y0
+    return to_host(xs), to_host(ys), to_host(ar[xs, ys])
+
+
+def _sorted(maxima):
+    """By descending intensity, ties by descending x then y: py4DSTEM's
+    ``np.sort(maxima, order="intensity")[::-1]`` (NaN first, as there), done with a lexsort,
+    which is much faster than sorting the structured array."""
+    return maxima[np.lexsort((maxima["y"], maxima["x"], maxima["intensity"]))[::-1]]
+
+
+def get_maxima_2D(ar, subpixel="poly", upsample_factor=16, sigma=0, minAbsoluteIntensity=0,
+                  minRelativeIntensity=0, relativeToPeak=0, minSpacing=0, edgeBoundary=1,
+                  maxNumPeaks=1, _ar_FT=None):
+    """Local maxima of a 2D array, as py4DSTEM's ``get_maxima_2D``.
+
+    ar: ``(Nx, Ny)`` real numpy or cupy array (not modified).
+    subpixel: ``'pixel'`` (integer positions), ``'poly'`` (a parabola through the maximum and
+    its two neighbours, per axis) or ``'multicorr'`` (``'poly'``, rounded to half pixels, then
+    refined by DFT upsampling by ``upsample_factor`` > 2, see :func:`upsampled_correlation`).
+    sigma: if > 0, ``ar`` is first smoothed by ``gaussian_filter(ar, sigma)`` (pixels; reflect
+    border, truncated at 4 sigma, in ``ar``'s dtype) and everything below uses the smoothed
+    array. minAbsoluteIntensity, minRelativeIntensity, relativeToPeak, minSpacing (pixels),
+    maxNumPeaks (default 1; None keeps all): see :func:`filter_2D_maxima`, applied to the pixel
+    maxima before refinement. edgeBoundary: int, maxima closer than this many pixels to a
+    border are ignored (values < 1 mean 1). _ar_FT: for ``'multicorr'``, the complex
+    ``(Nx, Ny)`` Fourier transform to upsample instead of ``fft2`` of the (smoothed) ``ar``.
+
+    Returns a numpy structured array :data:`MAXIMA_DTYPE`, shape ``(n,)`` (possibly 0), sorted
+    by descending intensity (ties: descending ``x``, then ``y``). Positions are in pixels; for
+    ``'poly'`` and ``'multicorr'`` the intensity is the bilinear interpolation of the (smoothed)
+    ``ar`` at the ``'poly'`` position.
+    """
+    if subpixel not in SUBPIXEL_MODES:
+        raise ValueError(f"subpixel must be one of {SUBPIXEL_MODES}, got {subpixel!r}")
+    if subpixel == "multicorr" and not upsample_factor > 2:
+        raise ValueError(f"upsample_factor must be > 2 for subpixel='multicorr', "
+                         f"got {upsample_factor!r}")
+    _check_filter_args(relativeToPeak, edgeBoundary, maxNumPeaks)
+    if not hasattr(ar, "ndim"):
+        ar = np.asarray(ar)
+    if ar.ndim != 2:
+        raise ValueError(f"ar must be a 2D array, got shape {ar.shape}")
+    if _ar_FT is not None and tuple(np.shape(_ar_FT)) != tuple(ar.shape):
+        raise ValueError(f"_ar_FT must have ar's shape {ar.shape}, got {np.shape(_ar_FT)}")
+    xp = array_module(ar)
+
+    if sigma > 0:
+        ar = _ndimage(xp).gaussian_filter(ar, sigma)
+
+    xs, ys, values = _pixel_maxima(xp, ar, max(int(edgeBoundary), 1))
+    maxima = np.zeros(len(xs), dtype=MAXIMA_DTYPE)
+    maxima["x"] = xs
+    maxima["y"] = ys
+    maxima["intensity"] = values
+    maxima = _sorted(maxima)
+    if len(maxima) == 0:
+        return maxima
+
+    maxima = filter_2D_maxima(maxima, minAbsoluteIntensity=minAbsoluteIntensity,
+                              minRelativeIntensity=minRelativeIntensity,
+                              relativeToPeak=relativeToPeak, minSpacing=minSpacing,
+                              edgeBoundary=edgeBoundary, maxNumPeaks=maxNumPeaks)
+    if subpixel == "pixel" or len(maxima) == 0:
+        return maxima
+
+    # parabolic refinement from each peak's 3x3 neighbourhood (in bounds: edge >= 1)
+    xi = maxima["x"].astype(np.intp)
+    yi = maxima["y"].astype(np.intp)
+    offsets = np.arange(-1, 2)
+    rows = xp.asarray(xi[:, None, None] + offsets[None, :, None])
+    cols = xp.asarray(yi[:, None, None] + offsets[None, None, :])
+    nbhd = to_host(ar[rows, cols]).astype(np.float64)  # (n, 3, 3), centre at [:, 1, 1]
+    x = maxima["x"] + _parabolic_delta(nbhd[:, 0, 1], nbhd[:, 1, 1], nbhd[:, 2, 1])
+    y = maxima["y"] + _parabolic_delta(nbhd[:, 1, 0], nbhd[:, 1, 1], nbhd[:, 1, 2])
+    # bilinear re-read of the intensity (py4DSTEM's linear_interpolation_2D), |delta| <= 1
+    fx, fy = np.floor(x), np.floor(y)
+    cx, cy = np.ceil(x), np.ceil(y)
+    dx, dy = x - fx, y - fy
+    n = np.arange(len(x))
+    fxi, cxi = (fx - xi + 1).astype(np.intp), (cx - xi + 1).astype(np.intp)
+    fyi, cyi = (fy - yi + 1).astype(np.intp), (cy - yi + 1).astype(np.intp)
+    maxima["x"] = x
+    maxima["y"] = y
+    maxima["intensity"] = ((1 - dx) * (1 - dy) * nbhd[n, fxi, fyi]
+                           + (1 - dx) * dy * nbhd[n, fxi, cyi]
+                           + dx * (1 - dy) * nbhd[n, cxi, fyi]
+                           + dx * dy * nbhd[n, cxi, cyi])
+    if subpixel == "poly":
+        return maxima
+
+    if _ar_FT is None:
+        _ar_FT = xp.fft.fft2(xp.asarray(ar, dtype=xp.float64))
+    for i in range(len(maxima)):
+        start = np.round(np.array([maxima["x"][i], maxima["y"][i]]) * 2) / 2
+        maxima["x"][i], maxima["y"][i] = upsampled_correlation(_ar_FT, upsample_factor, start)
+    return _sorted(maxima)
