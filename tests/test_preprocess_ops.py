@@ -200,3 +200,29 @@ BAD = [
 def test_bad_input_names_the_parameter(dc_u16, call, name):
     with pytest.raises((ValueError, TypeError), match=name):
         call(dc_u16)
+
+
+def test_different_parameters_give_different_graph_keys(cube_u16, dc_u16):
+    """Computed together, two calls with different parameters must not share output keys."""
+    import dask
+
+    xs = np.ones((7, 9))
+    pairs = [
+        (pp.datacube_diffraction_shift(dc_u16, 1.0, 0),
+         pp.datacube_diffraction_shift(dc_u16, 2.0, 0)),
+        (pp.datacube_diffraction_shift(dc_u16, xs, 0),
+         pp.datacube_diffraction_shift(dc_u16, 2 * xs, 0)),
+        (pp.bin_data_diffraction(dc_u16, 2), pp.bin_data_diffraction(dc_u16, 2, np.float32)),
+        (pp.bin_data_real(dc_u16, 2), pp.bin_data_real(dc_u16, 3)),
+        (pp.resample_data_diffraction(dc_u16, output_size=(6, 5)),
+         pp.resample_data_diffraction(dc_u16, output_size=(6, 4))),
+        (pp.pad_data_diffraction(dc_u16, output_size=(14, 12)),
+         pp.pad_data_diffraction(dc_u16, output_size=(14, 13))),
+        (pp.subtract_dark(dc_u16, np.zeros((12, 10))),
+         pp.subtract_dark(dc_u16, np.ones((12, 10)))),
+        (pp.filter_hot_pixels(dc_u16, 10), pp.filter_hot_pixels(dc_u16, 1000)),
+    ]
+    for a, b in pairs:
+        assert a.data.name != b.data.name
+        va, vb = dask.compute(a, b)
+        assert (va.shape, va.dtype) != (vb.shape, vb.dtype) or not np.array_equal(va, vb)

@@ -66,7 +66,7 @@ def _bin_q(datacube, bin_factor, dtype):
     binned = data.map_blocks(
         _bin_q_block, b, None if dtype is None else out_dtype,
         chunks=data.chunks[:2] + ((qx // b,), (qy // b,)), dtype=out_dtype,
-        meta=data._meta.astype(out_dtype), name="bin_data_diffraction")
+        meta=data._meta.astype(out_dtype), token="bin_data_diffraction")
     return rebuild(datacube, binned, q_pixel_size=datacube.attrs["q_pixel_size"] * b)
 
 
@@ -97,7 +97,7 @@ def bin_data_real(datacube, bin_factor):
     out_dtype = accumulator_dtype(data.dtype, b * b)
     binned = data.map_blocks(
         bin_scan, b, chunks=tuple(tuple(c // b for c in cs) for cs in aligned) + data.chunks[2:],
-        dtype=out_dtype, meta=data._meta.astype(out_dtype), name="bin_data_real")
+        dtype=out_dtype, meta=data._meta.astype(out_dtype), token="bin_data_real")
     return rebuild(datacube, binned, r_pixel_size=datacube.attrs["r_pixel_size"] * b)
 
 

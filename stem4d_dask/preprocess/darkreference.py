@@ -105,7 +105,7 @@ def subtract_dark(datacube, darkref):
     dark = _reference(darkref, data.shape[2:]).rechunk(-1)
     dtype = result_float_dtype(data.dtype)
     out = da.blockwise(_subtract_block, "ijkl", data, "ijkl", dark, "kl", dtype=dtype,
-                       meta=data._meta.astype(dtype), name="subtract_dark", out_dtype=dtype)
+                       meta=data._meta.astype(dtype), token="subtract_dark", out_dtype=dtype)
     return rebuild(datacube, out)
 
 

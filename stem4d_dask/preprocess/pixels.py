@@ -47,7 +47,7 @@ def filter_hot_pixels(datacube, thresh, ind_compare=1, return_mask=False):
                          f"{ind_compare!r}")
     mean = mean_diffraction_pattern(datacube).data
     mask = mean.map_blocks(hot_pixel_mask, float(thresh), int(ind_compare), dtype=bool,
-                           name="hot_pixel_mask")
+                           token="hot_pixel_mask")
     repaired = _repair(datacube, data, mask, 1, "filter_hot_pixels")
     if not return_mask:
         return repaired
@@ -87,5 +87,5 @@ def _repair(datacube, data, mask, half_width, name):
         mask = mask.rechunk(-1).to_delayed().ravel()[0]
     plan = dask.delayed(repair_plan, pure=True)(mask, half_width)
     repaired = data.map_blocks(repair_pixels, plan, dtype=data.dtype, meta=data._meta,
-                               name=name)
+                               token=name)
     return rebuild(datacube, repaired)

@@ -44,7 +44,7 @@ def resample_data_diffraction(datacube, resampling_factor=None, output_size=None
     resampled = data.map_blocks(
         kernel, size, bool(conserve_array_sums), dtype, dtype=dtype,
         chunks=data.chunks[:2] + ((size[0],), (size[1],)), meta=data._meta.astype(dtype),
-        name=f"resample_data_diffraction_{method}")
+        token=f"resample_data_diffraction_{method}")
     return rebuild(datacube, resampled, q_pixel_size=_q_pixel_size(datacube, (qx, qy), size))
 
 
@@ -66,7 +66,7 @@ def pad_data_diffraction(datacube, pad_factor=None, output_size=None):
     after = tuple(s - q - b for s, q, b in zip(size, (qx, qy), before, strict=True))
     padded = data.map_blocks(pad_frames, before, after, dtype=data.dtype,
                              chunks=data.chunks[:2] + ((size[0],), (size[1],)),
-                             meta=data._meta, name="pad_data_diffraction")
+                             meta=data._meta, token="pad_data_diffraction")
     return rebuild(datacube, padded)
 
 

@@ -40,11 +40,11 @@ def datacube_diffraction_shift(datacube, xshifts, yshifts, periodic=True, biline
         xs, ys = (_aligned(s, data.chunks[:2]) for s in (xs, ys))
         shifted = da.blockwise(
             _shift_block, "ijkl", data, "ijkl", *_blockwise_arg(xs), *_blockwise_arg(ys),
-            dtype=dtype, meta=meta, name="datacube_diffraction_shift", **options)
+            dtype=dtype, meta=meta, token="datacube_diffraction_shift", **options)
     else:  # numbers or whole numpy arrays: each array is one graph key, sliced per task
         xs, ys = (dask.delayed(s) if isinstance(s, np.ndarray) else s for s in (xs, ys))
         shifted = data.map_blocks(_shift_block, xs, ys, dtype=dtype, meta=meta,
-                                  name="datacube_diffraction_shift", **options)
+                                  token="datacube_diffraction_shift", **options)
     return rebuild(datacube, shifted)
 
 
