@@ -10,6 +10,7 @@ from . import io as _io
 from . import virtual as _virtual
 from .preprocess import darkreference as _dark
 from .preprocess import preprocess as _pp
+from .preprocess import radialbkgrd as _radial
 
 
 @xr.register_dataarray_accessor("stem4d")
@@ -88,6 +89,13 @@ class Stem4dAccessor:
 
     def subtract_dark(self, darkref):
         return _dark.subtract_dark(self._obj, darkref)
+
+    # radial background
+    def get_1D_polar_background(self, p_ellipse, center=None, **options):
+        return _radial.get_1D_polar_background(self._obj, p_ellipse, center, **options)
+
+    def subtract_polar_background(self, p_ellipse, per_pattern=True, **options):
+        return _radial.subtract_polar_background(self._obj, p_ellipse, per_pattern, **options)
 
     # py4DSTEM's DataCube method names for the same operations
     bin_Q = bin_data_diffraction

@@ -24,6 +24,11 @@ from .preprocess import (
     swap_Rxy,
     thin_data_real,
 )
+from .radialbkgrd import (
+    get_1D_polar_background,
+    get_2D_polar_background,
+    subtract_polar_background,
+)
 from .utils import (
     bin2D,
     filter_2D_maxima,
@@ -43,4 +48,5 @@ __all__ = [
     "get_background_streaks_y", "subtract_dark",
     "bin2D", "make_Fourier_coords2D", "get_shifted_ar", "linear_interpolation_2D",
     "get_maxima_2D", "filter_2D_maxima",
+    "get_1D_polar_background", "get_2D_polar_background", "subtract_polar_background",
 ]

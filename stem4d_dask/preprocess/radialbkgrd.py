@@ -124,8 +124,7 @@ def get_1D_polar_background(data, p_ellipse, center=None, maskUpdateIter=3,
     r_coord = xr.DataArray(r_bins, dims=("r",), attrs={"units": "pixels"})
     if kind == "lazy":
         delayed = dask.delayed(_pattern_background, pure=True)(arr, p, options)
-        bg = da.from_delayed(delayed, (n,), dtype=np.float64,
-                             meta=array_module(arr._meta).empty((0,)))
+        bg = da.from_delayed(delayed, (n,), dtype=np.float64, meta=np.empty((0,)))
         return xr.DataArray(bg, dims=("r",), coords={"r": r_coord}, name="background1D",
                             attrs=attrs), r_bins
     blocks = frame_blocks(data, "data")
@@ -228,12 +227,13 @@ def subtract_polar_background(datacube, p_ellipse, per_pattern=True, **options):
     meta = array_module(blocks._meta).empty((0, 0, 0, 0), dtype=dtype)
     if per_pattern:
         out = blocks.map_blocks(subtract_background_frames, p_ellipse=p, options=opts,
-                                dtype=dtype, meta=meta, token="subtract_polar_background")
+                                out_dtype=dtype, dtype=dtype, meta=meta,
+                                token="subtract_polar_background")
     else:
         mean = mean_diffraction_pattern(datacube).data
         background = dask.delayed(_mean_background_2d, pure=True)(mean, p, opts)
-        out = blocks.map_blocks(subtract_fixed_background, background, dtype=dtype, meta=meta,
-                                token="subtract_polar_background")
+        out = blocks.map_blocks(subtract_fixed_background, background, out_dtype=dtype,
+                                dtype=dtype, meta=meta, token="subtract_polar_background")
     return rebuild(datacube, out)
 
 
@@ -253,9 +253,9 @@ def _background_2d_block(backgrounds, *, r_bins, shape, p_ellipse, out_dtype):
     return background_2d_frames(backgrounds, r_bins, shape, p_ellipse, out_dtype)
 
 
-def _fill_block(background2d, *, dtype, block_info=None):
+def _fill_block(background2d, *, out_dtype, block_info=None):
     xp = array_module(background2d)
-    out = xp.empty(block_info[None]["chunk-shape"], dtype=dtype)
+    out = xp.empty(block_info[None]["chunk-shape"], dtype=out_dtype)
     out[...] = background2d
     return out
 
@@ -266,8 +266,9 @@ def _broadcast_background(datacube, background2d):
     dtype = result_float_dtype(blocks.dtype)
     if isinstance(background2d, np.ndarray):
         background2d = dask.delayed(background2d)  # one graph key, not one copy per task
-    out = da.map_blocks(_fill_block, background2d, chunks=blocks.chunks, dtype=dtype,
-                        meta=np.empty((0, 0, 0, 0), dtype=dtype), token="polar_background_2d")
+    out = da.map_blocks(_fill_block, background2d, chunks=blocks.chunks, out_dtype=dtype,
+                        dtype=dtype, meta=np.empty((0, 0, 0, 0), dtype=dtype),
+                        token="polar_background_2d")
     return rebuild(datacube, out)
 
 
@@ -320,8 +321,8 @@ def _geometry(p_ellipse, center):
         raise ValueError("p_ellipse must be 5 finite numbers (qx0, qy0, a, b, theta) in pixels "
                          f"and radians, got {p_ellipse!r}")
     if p[2] <= 0 or p[3] <= 0:
-        raise ValueError(f"p_ellipse: the semi-axes a and b must be > 0, got a={p[2]!r}, "
-                         f"b={p[3]!r} (p_ellipse={p_ellipse!r})")
+        raise ValueError(f"p_ellipse: the semi-axes a and b must be > 0, got a={float(p[2])!r}, "
+                         f"b={float(p[3])!r} (p_ellipse={p_ellipse!r})")
     if center is not None:
         try:
             c = np.array(center, dtype=np.float64)
