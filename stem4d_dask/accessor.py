@@ -8,6 +8,7 @@ import xarray as xr
 from . import datacube as _dc
 from . import io as _io
 from . import virtual as _virtual
+from .phase import com as _com
 from .preprocess import darkreference as _dark
 from .preprocess import preprocess as _pp
 from .preprocess import radialbkgrd as _radial
@@ -105,6 +106,9 @@ class Stem4dAccessor:
     pad_Q = pad_data_diffraction
 
     # reductions
+    def center_of_mass(self, mask=None):
+        return _com.center_of_mass(self._obj, mask)
+
     def mean_diffraction_pattern(self):
         return _virtual.mean_diffraction_pattern(self._obj)
 

@@ -1,0 +1,102 @@
+"""Centre-of-mass kernel: one pass over each frame, no chunk-sized temporaries.
+
+For every frame ``I`` (optionally weighted by a detector mask ``w``) it accumulates
+``S = sum w I``, ``Sx = sum w I x`` and ``Sy = sum w I y`` (``x``, ``y``: pixel indices from the
+corner, as py4DSTEM) and returns ``(S, Sx / S, Sy / S)``; ``S == 0`` gives NaN positions.
+Integer frames with no mask or a boolean mask are summed in int64, exactly, without converting
+any pixel to float (that is what lets it beat a plain float sum); other inputs in float64.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from . import array_module
+
+
+def center_of_mass_frames(block, mask=None):
+    """``(..., Qx, Qy)`` frames -> float64 ``(..., 3)``: intensity, com_x, com_y (pixels)."""
+    xp = array_module(block)
+    *lead, qx, qy = block.shape
+    if xp is not np:
+        return _com_array_module(xp, block, mask)
+    frames = np.ascontiguousarray(block).reshape(-1, qx, qy)
+    out = np.empty((frames.shape[0], 3), dtype=np.float64)
+    integer = frames.dtype.kind in "uib" and (mask is None or np.asarray(mask).dtype == bool)
+    if frames.dtype == np.bool_:
+        frames = frames.view(np.uint8)
+    if integer:
+        weights = np.ones((qx, qy), np.uint8) if mask is None else np.asarray(mask, np.uint8)
+        _com_integer(frames, weights, out)
+    else:
+        weights = np.ones((qx, qy)) if mask is None else np.asarray(mask, np.float64)
+        _com_float(frames, weights, out)
+    return out.reshape(*lead, 3)
+
+
+@numba.njit(nogil=True, cache=True)
+def _com_integer(frames, weights, out):  # pragma: no cover - compiled
+    n, qx, qy = frames.shape
+    for i in range(n):
+        total = np.int64(0)
+        sum_x = np.int64(0)
+        sum_y = np.int64(0)
+        for x in range(qx):
+            row = np.int64(0)
+            row_y = np.int64(0)
+            for y in range(qy):
+                v = np.int64(frames[i, x, y]) * weights[x, y]
+                row += v
+                row_y += v * y
+            total += row
+            sum_x += row * x
+            sum_y += row_y
+        _finish(out, i, total, sum_x, sum_y)
+
+
+@numba.njit(nogil=True, cache=True)
+def _com_float(frames, weights, out):  # pragma: no cover - compiled
+    n, qx, qy = frames.shape
+    for i in range(n):
+        total = 0.0
+        sum_x = 0.0
+        sum_y = 0.0
+        for x in range(qx):
+            row = 0.0
+            row_y = 0.0
+            for y in range(qy):
+                v = frames[i, x, y] * weights[x, y]
+                row += v
+                row_y += v * y
+            total += row
+            sum_x += row * x
+            sum_y += row_y
+        _finish(out, i, total, sum_x, sum_y)
+
+
+@numba.njit(inline="always")
+def _finish(out, i, total, sum_x, sum_y):  # pragma: no cover - compiled
+    out[i, 0] = total
+    if total == 0:
+        out[i, 1] = np.nan
+        out[i, 2] = np.nan
+    else:
+        out[i, 1] = sum_x / total
+        out[i, 2] = sum_y / total
+
+
+def _com_array_module(xp, block, mask):
+    """GPU (cupy) path: two matrix products per batch of frames, no broadcast of the chunk."""
+    *lead, qx, qy = block.shape
+    frames = block.reshape(-1, qx * qy).astype(xp.float64)
+    w = xp.ones((qx, qy)) if mask is None else xp.asarray(mask, dtype=xp.float64)
+    x, y = xp.meshgrid(xp.arange(qx, dtype=xp.float64), xp.arange(qy, dtype=xp.float64),
+                       indexing="ij")
+    weights = xp.stack([w.ravel(), (w * x).ravel(), (w * y).ravel()], axis=1)  # (Q, 3)
+    sums = frames @ weights
+    total = sums[:, 0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        com_x = xp.where(total == 0, xp.nan, sums[:, 1] / xp.where(total == 0, 1, total))
+        com_y = xp.where(total == 0, xp.nan, sums[:, 2] / xp.where(total == 0, 1, total))
+    return xp.stack([total, com_x, com_y], axis=1).reshape(*lead, 3)
