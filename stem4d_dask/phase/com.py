@@ -34,7 +34,7 @@ def center_of_mass(datacube, mask=None) -> xr.Dataset:
             raise ValueError(f"mask must be boolean or real weights, got dtype {mask.dtype}")
     weights = None if mask is None else da.from_array(mask, chunks=-1)
     args = (data, "ijkl") if weights is None else (data, "ijkl", weights, "kl")
-    stacked = da.blockwise(_com_block, "ijc", *args, new_axes={"c": 3}, concatenate=True,
+    stacked = da.blockwise(_com_block, "ijc", *args, new_axes={"c": 3}, concatenate=False,
                            dtype=np.float64, meta=np.empty((0, 0, 0), dtype=np.float64),
                            token="center_of_mass")
     coords = {d: datacube.coords[d] for d in R_DIMS}
@@ -55,4 +55,13 @@ def center_of_mass(datacube, mask=None) -> xr.Dataset:
 
 
 def _com_block(block, mask=None):
-    return center_of_mass_frames(block, mask)
+    # concatenate=False: the contracted Qx, Qy axes hold one block each, which dask hands over
+    # in nested lists; concatenating them would copy every chunk
+    return center_of_mass_frames(only_block(block), None if mask is None else only_block(mask))
+
+
+def only_block(nested):
+    """The single array inside dask's nested lists of blocks of a contracted axis."""
+    while isinstance(nested, list):
+        (nested,) = nested
+    return nested
