@@ -9,6 +9,7 @@ from . import datacube as _dc
 from . import io as _io
 from . import virtual as _virtual
 from .phase import com as _com
+from .phase import segmented as _segmented
 from .preprocess import darkreference as _dark
 from .preprocess import preprocess as _pp
 from .preprocess import radialbkgrd as _radial
@@ -114,6 +115,15 @@ class Stem4dAccessor:
 
     def virtual_image(self, mask):
         return _virtual.virtual_image(self._obj, mask)
+
+    def virtual_images(self, masks):
+        return _virtual.virtual_images(self._obj, masks)
+
+    def segmented_com(self, masks):
+        return _segmented.segmented_com(self._obj, masks)
+
+    def monolithic_com(self, masks, center=None):
+        return _segmented.monolithic_com(self._obj, masks, center)
 
     # output
     def to_zarr(self, path, **options):

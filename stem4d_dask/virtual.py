@@ -1,4 +1,8 @@
-"""Virtual detectors (minimal: a circular mask, masked-sum images, the mean pattern)."""
+"""Virtual detectors: images from a stack of masks in one pass, and the mean pattern.
+
+Mask builders (circle, annulus, angular segments) live in :mod:`stem4d_dask.detectors`;
+``circle_mask`` is re-exported here.
+"""
 
 from __future__ import annotations
 
@@ -6,41 +10,60 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from .datacube import check_datacube
-from .kernels.virtual import masked_sums
+from .datacube import R_DIMS, check_datacube
+from .detectors import circle_mask
+from .graph import frame_blocks, only_block
+from .kernels.virtual import masked_sums_stack
+
+__all__ = ["circle_mask", "virtual_image", "virtual_images", "mean_diffraction_pattern"]
 
 
-def circle_mask(datacube_or_shape, radius, center=None) -> np.ndarray:
-    """Boolean ``(Qx, Qy)`` mask of pixels whose centres lie within ``radius`` pixels of
-    ``center`` (pixels, default: the detector centre ``((Qx-1)/2, (Qy-1)/2)``)."""
-    shape = (datacube_or_shape.shape[-2:] if hasattr(datacube_or_shape, "shape")
-             else tuple(datacube_or_shape))
-    if len(shape) != 2 or min(shape) < 1:
-        raise ValueError(f"datacube_or_shape: expected a datacube or (Qx, Qy), got {shape}")
-    if not np.isfinite(radius) or radius <= 0:
-        raise ValueError(f"radius must be a positive number of pixels, got {radius!r}")
-    cx, cy = ((shape[0] - 1) / 2, (shape[1] - 1) / 2) if center is None else center
-    qx, qy = np.ogrid[: shape[0], : shape[1]]
-    return (qx - cx) ** 2 + (qy - cy) ** 2 <= radius**2
+def virtual_images(datacube, masks) -> xr.DataArray:
+    """Lazy float64 ``(Rx, Ry, detector)`` images, one per mask, from one pass over the data.
+
+    Parameters
+    ----------
+    datacube : datacube ``(Rx, Ry, Qx, Qy)``, any real dtype.
+    masks : ``(n, Qx, Qy)`` stack of detector weights (bool, int or float; a list of ``(Qx, Qy)``
+        arrays, such as :func:`~stem4d_dask.detectors.annular_segmented_detectors`' result, or
+        one ``(Qx, Qy)`` mask, which gives ``n = 1``).
+
+    Returns
+    -------
+    DataArray ``(Rx, Ry, detector)``: ``image[..., m] = sum_{qx, qy} I * masks[m]`` in float64
+    (integer data sum exactly below 2**53), with the datacube's scan coords, a ``detector`` coord
+    ``0 .. n-1`` and its ``r_*``, ``q_*`` and ``energy`` attrs.
+
+    Each chunk's frames, flattened to ``(frames, Qx*Qy)``, are multiplied by the ``(Qx*Qy, n)``
+    mask matrix (a BLAS matrix product; numpy or cupy following the chunk). The mask stack is one
+    graph key shared by all tasks, and the graph has one task per chunk.
+    """
+    data = frame_blocks(datacube)
+    weights = _mask_stack(masks, data.shape[2:])
+    stack = _images(data, weights)
+    n = weights.shape[-1]
+    return xr.DataArray(stack, dims=(*R_DIMS, "detector"),
+                        coords={**{d: datacube.coords[d] for d in R_DIMS},
+                                "detector": np.arange(n)},
+                        name="virtual_images", attrs=_attrs(datacube, "r", "q"))
 
 
 def virtual_image(datacube, mask) -> xr.DataArray:
     """Lazy ``(Rx, Ry)`` float64 image: each pattern summed with weights ``mask`` ``(Qx, Qy)``.
 
-    One task per chunk (a matrix-vector product per batch of frames).
+    The one-mask case of :func:`virtual_images` (one task per chunk).
     """
-    check_datacube(datacube)
+    data = frame_blocks(datacube)
     mask = np.asarray(mask)
-    if mask.shape != datacube.shape[2:]:
-        raise ValueError(f"mask must have the detector shape {datacube.shape[2:]}, "
+    if mask.shape != data.shape[2:]:
+        raise ValueError(f"mask must have the detector shape {data.shape[2:]}, "
                          f"got {mask.shape}")
-    # the mask is one graph key shared by all tasks; Qx, Qy are whole in every chunk
-    weights = da.from_array(mask, chunks=-1)
-    image = da.blockwise(masked_sums, "ij", datacube.data, "ijkl", weights, "kl",
-                         concatenate=True, dtype=np.float64,
-                         meta=np.empty((0, 0), dtype=np.float64))
-    return xr.DataArray(image, dims=("Rx", "Ry"),
-                        coords={d: datacube.coords[d] for d in ("Rx", "Ry")},
+    weights = _mask_stack(mask[None], data.shape[2:], parameter="mask")
+    image = da.blockwise(_single, "ij", data, "ijkl", da.from_array(weights, chunks=-1), "klm",
+                         concatenate=False, dtype=np.float64,
+                         meta=np.empty((0, 0), dtype=np.float64), token="virtual_image")
+    return xr.DataArray(image, dims=R_DIMS,
+                        coords={d: datacube.coords[d] for d in R_DIMS},
                         name="virtual_image", attrs=_attrs(datacube, "r"))
 
 
@@ -53,6 +76,48 @@ def mean_diffraction_pattern(datacube) -> xr.DataArray:
                         name="mean_pattern", attrs=_attrs(datacube, "q"))
 
 
-def _attrs(datacube, space):
-    keys = (f"{space}_pixel_size", f"{space}_units", "energy")
+def _images(data, weights) -> da.Array:
+    """``(Rx, Ry, n)`` dask array of masked sums; ``weights``: float64 ``(Qx, Qy, n)`` numpy."""
+    # the stack is one graph key; Qx, Qy are whole in every chunk (frame_blocks)
+    return da.blockwise(_stack, "ijm", data, "ijkl",
+                        da.from_array(weights, chunks=-1), "klm", concatenate=False,
+                        dtype=np.float64, meta=np.empty((0, 0, 0), dtype=np.float64),
+                        token="virtual_images")
+
+
+def _single(block, weights):
+    return masked_sums_stack(only_block(block), only_block(weights))[..., 0]
+
+
+def _stack(block, weights):
+    return masked_sums_stack(only_block(block), only_block(weights))
+
+
+def _mask_stack(masks, detector_shape, parameter="masks") -> np.ndarray:
+    """Validate a mask stack and return it as float64 ``(Qx, Qy, n)`` (C-contiguous)."""
+    if isinstance(masks, xr.DataArray):
+        masks = masks.values
+    if isinstance(masks, list | tuple):
+        if not masks:
+            raise ValueError(f"{parameter} must hold at least one mask, got an empty list")
+        shapes = {np.shape(m) for m in masks}
+        if len(shapes) != 1:
+            raise ValueError(f"{parameter}: masks of different shapes {sorted(shapes)}")
+    masks = np.asarray(masks)
+    detector_shape = tuple(detector_shape)
+    if masks.shape == detector_shape:
+        masks = masks[None]
+    if masks.ndim != 3 or masks.shape[1:] != detector_shape or masks.shape[0] < 1:
+        raise ValueError(f"{parameter} must be (n, Qx, Qy) = (n, {detector_shape[0]}, "
+                         f"{detector_shape[1]}) or one (Qx, Qy) mask, got shape {masks.shape}")
+    if masks.dtype.kind not in "biuf":
+        raise ValueError(f"{parameter} must be boolean or real weights, got dtype {masks.dtype}")
+    weights = np.ascontiguousarray(np.moveaxis(masks, 0, -1), dtype=np.float64)
+    if not np.isfinite(weights).all():
+        raise ValueError(f"{parameter} must be finite, got NaN or inf weights")
+    return weights
+
+
+def _attrs(datacube, *spaces):
+    keys = [f"{s}_{k}" for s in spaces for k in ("pixel_size", "units")] + ["energy"]
     return {k: datacube.attrs[k] for k in keys if k in datacube.attrs}

@@ -53,12 +53,11 @@ class RawFileLoader:
     mtime_ns: int = 0  # part of the token: a rewritten file gives a new graph
 
     def __call__(self, slices):
+        """A read-only view of the block on the mapped file: no copy, the kernel that uses it
+        reads the pages straight from the OS cache (pickling, e.g. to another worker, copies)."""
         mm = np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset,
                        shape=self.shape, order=self.order)
-        try:
-            return np.array(mm[slices])
-        finally:
-            del mm
+        return np.asarray(mm[slices])
 
 
 def raw_file_loader(path, dtype, shape, offset=0, order="C") -> RawFileLoader:

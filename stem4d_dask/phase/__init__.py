@@ -1,5 +1,6 @@
 """Phase retrieval from 4D-STEM: centre of mass and (later) DPC."""
 
 from .com import center_of_mass
+from .segmented import monolithic_com, segmented_com
 
-__all__ = ["center_of_mass"]
+__all__ = ["center_of_mass", "segmented_com", "monolithic_com"]

@@ -7,8 +7,8 @@ import numpy as np
 import xarray as xr
 
 from ..datacube import R_DIMS
+from ..graph import frame_blocks, only_block
 from ..kernels.com import center_of_mass_frames
-from ..preprocess._common import frame_blocks
 
 
 def center_of_mass(datacube, mask=None) -> xr.Dataset:
@@ -58,10 +58,3 @@ def _com_block(block, mask=None):
     # concatenate=False: the contracted Qx, Qy axes hold one block each, which dask hands over
     # in nested lists; concatenating them would copy every chunk
     return center_of_mass_frames(only_block(block), None if mask is None else only_block(mask))
-
-
-def only_block(nested):
-    """The single array inside dask's nested lists of blocks of a contracted axis."""
-    while isinstance(nested, list):
-        (nested,) = nested
-    return nested

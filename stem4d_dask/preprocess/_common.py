@@ -1,68 +1,11 @@
-"""Helpers shared by the preprocess operations: validation and rebuilding datacubes."""
+"""Moved to :mod:`stem4d_dask.graph` (kept importable while code moves over)."""
 
-from __future__ import annotations
-
-import warnings
-
-import dask.array as da
-import numpy as np
-import xarray as xr
-
-from ..datacube import check_datacube, from_array, normalize_chunks
-
-_CAL = ("r_pixel_size", "r_units", "q_pixel_size", "q_units")
-
-
-def rebuild(dc: xr.DataArray, data, **attrs) -> xr.DataArray:
-    """A datacube over ``data`` (same chunks) with ``dc``'s attrs updated by ``attrs``."""
-    merged = {**dc.attrs, **attrs}
-    cal = {k: merged.pop(k) for k in _CAL}
-    energy = merged.pop("energy", None)
-    return from_array(data, chunks=None, energy=energy, attrs=merged, **cal)
-
-
-def positive_int(value, name: str) -> int:
-    """``value`` as an int >= 1 (Python or numpy integer); else ``ValueError`` naming it."""
-    if isinstance(value, bool | np.bool_) or not hasattr(value, "__index__") or int(value) < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
-def whole_frames(data: da.Array) -> da.Array:
-    """Rechunk to the default policy (whole frames, 32-128 MiB scan blocks)."""
-    return data.rechunk(normalize_chunks("auto", data.shape, data.dtype))
-
-
-def frame_blocks(datacube, parameter: str = "datacube") -> da.Array:
-    """The dask array of a checked datacube, with each chunk holding whole frames.
-
-    A datacube whose detector axes are split (only possible when built by hand) is rechunked
-    along Qx, Qy with a warning; the scan chunks are kept.
-    """
-    check_datacube(datacube, parameter=parameter)
-    data = datacube.data
-    if not isinstance(data, da.Array):
-        data = da.from_array(np.asarray(data), chunks=normalize_chunks(
-            "auto", data.shape, data.dtype))
-    if data.numblocks[2] > 1 or data.numblocks[3] > 1:
-        warnings.warn(f"{parameter}: the detector axes are split into chunks; rechunking to "
-                      "whole frames for a per-frame operation", stacklevel=3)
-        data = data.rechunk({2: -1, 3: -1})
-    return data
-
-
-def scan_location(block_info) -> str:
-    """'scan rows a:b, columns c:d' of the block a map_blocks task is working on."""
-    if not block_info or 0 not in block_info:
-        return "an unknown scan block"
-    (r0, r1), (c0, c1) = block_info[0]["array-location"][:2]
-    return f"scan rows {r0}:{r1}, columns {c0}:{c1}"
-
-
-def result_float_dtype(dtype) -> np.dtype:
-    """The float dtype of an interpolated result: float32 for (u)int8/16 and float16/32 data,
-    float64 for wider integers and float64 (``numpy.result_type(dtype, float32)``)."""
-    out = np.result_type(np.dtype(dtype), np.float32)
-    if out.kind != "f":
-        raise ValueError(f"datacube: expected real data, got dtype {np.dtype(dtype)}")
-    return out
+from ..graph import (  # noqa: F401
+    frame_blocks,
+    only_block,
+    positive_int,
+    rebuild,
+    result_float_dtype,
+    scan_location,
+    whole_frames,
+)

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..graph import frame_blocks, positive_int, rebuild, scan_location
 from ..kernels.binning import accumulator_dtype, bin_frames, bin_scan
-from ._common import frame_blocks, positive_int, rebuild, scan_location
 
 
 def _factor(value, name, shape, space) -> int:

@@ -18,8 +18,8 @@ import numpy as np
 import xarray as xr
 
 from ..datacube import Q_DIMS
+from ..graph import frame_blocks, positive_int, rebuild, result_float_dtype
 from ..kernels.dark import strip_sums, subtract_reference
-from ._common import frame_blocks, positive_int, rebuild, result_float_dtype
 
 SIDES = ("start", "end")
 DIRECTIONS = ("x", "y")

@@ -24,9 +24,9 @@ import numpy as np
 import xarray as xr
 
 from ..datacube import Q_DIMS
+from ..graph import frame_blocks, positive_int, rebuild
 from ..kernels.pixels import CROSS_OFFSETS, hot_pixel_mask, repair_pixels, repair_plan
 from ..virtual import mean_diffraction_pattern
-from ._common import frame_blocks, positive_int, rebuild
 
 
 def filter_hot_pixels(datacube, thresh, ind_compare=1, return_mask=False):

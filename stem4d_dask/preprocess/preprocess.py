@@ -13,7 +13,7 @@ Deviations of the shape operations from py4DSTEM 0.14.18:
 from __future__ import annotations
 
 from ..datacube import check_datacube
-from ._common import positive_int, rebuild, whole_frames
+from ..graph import positive_int, rebuild, whole_frames
 from .binning import bin_data_diffraction, bin_data_mmap, bin_data_real, thin_data_real
 from .pixels import filter_hot_pixels, median_filter_masked_pixels
 from .resampling import pad_data_diffraction, resample_data_diffraction

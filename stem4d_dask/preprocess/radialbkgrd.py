@@ -47,6 +47,7 @@ import numpy as np
 import xarray as xr
 
 from ..datacube import DIMS, R_DIMS, check_datacube
+from ..graph import frame_blocks, rebuild, result_float_dtype
 from ..kernels import array_module
 from ..kernels.polar import (
     background_1d,
@@ -57,7 +58,6 @@ from ..kernels.polar import (
     subtract_background_frames,
     subtract_fixed_background,
 )
-from ._common import frame_blocks, rebuild, result_float_dtype
 
 _OPTIONS = {  # get_1D_polar_background's options and defaults
     "center": None,

@@ -11,8 +11,8 @@ import warnings
 
 import numpy as np
 
+from ..graph import frame_blocks, rebuild, result_float_dtype
 from ..kernels.resample import bilinear_resample, fourier_resample, pad_frames
-from ._common import frame_blocks, rebuild, result_float_dtype
 
 METHODS = ("bilinear", "fourier")
 

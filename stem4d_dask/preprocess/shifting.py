@@ -11,8 +11,8 @@ import numpy as np
 import xarray as xr
 
 from ..datacube import R_DIMS
+from ..graph import frame_blocks, rebuild, result_float_dtype
 from ..kernels.shift import shift_frames
-from ._common import frame_blocks, rebuild, result_float_dtype
 
 
 def datacube_diffraction_shift(datacube, xshifts, yshifts, periodic=True, bilinear=False):

@@ -12,11 +12,11 @@ import warnings
 
 import numpy as np
 
+from ..graph import positive_int
 from ..kernels import array_module
 from ..kernels.binning import bin_frames
 from ..kernels.maxima import filter_2D_maxima, get_maxima_2D
 from ..kernels.shift import shift_frames
-from ._common import positive_int
 
 __all__ = ["bin2D", "make_Fourier_coords2D", "get_shifted_ar", "linear_interpolation_2D",
            "get_maxima_2D", "filter_2D_maxima"]
