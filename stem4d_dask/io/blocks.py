@@ -54,10 +54,42 @@ class RawFileLoader:
 
     def __call__(self, slices):
         """A read-only view of the block on the mapped file: no copy, the kernel that uses it
-        reads the pages straight from the OS cache (pickling, e.g. to another worker, copies)."""
+        reads the pages straight from the OS cache (pickling, e.g. to another worker, copies).
+
+        A block that is one contiguous byte range (whole rows of a C-ordered file: the default
+        chunks) is mapped alone with ``MAP_POPULATE``, so its pages are mapped in one system
+        call instead of one page fault per 4 KiB.
+        """
+        span = _contiguous_span(slices, self.shape) if self.order == "C" else None
+        if span is not None and hasattr(mmap, "MAP_POPULATE"):
+            first, count, shape = span
+            itemsize = np.dtype(self.dtype).itemsize
+            start = self.offset + first * itemsize
+            aligned = start - start % mmap.ALLOCATIONGRANULARITY
+            with open(self.path, "rb") as f:
+                mapped = mmap.mmap(f.fileno(), start - aligned + count * itemsize,
+                                   flags=mmap.MAP_SHARED | mmap.MAP_POPULATE,
+                                   prot=mmap.PROT_READ, offset=aligned)
+            return np.frombuffer(mapped, dtype=self.dtype, count=count,
+                                 offset=start - aligned).reshape(shape)
         mm = np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset,
                        shape=self.shape, order=self.order)
         return np.asarray(mm[slices])
+
+
+def _contiguous_span(slices, shape):
+    """``(first flat index, element count, block shape)`` when the block ``slices`` of a
+    C-ordered array of ``shape`` is one contiguous run of elements, else None: some axis ``k``
+    has every axis before it of length 1 in the block and every axis after it whole."""
+    bounds = [s.indices(n) for s, n in zip(slices, shape, strict=True)]
+    if any(step != 1 or stop <= start for start, stop, step in bounds):
+        return None
+    block = tuple(stop - start for start, stop, _ in bounds)
+    for k in range(len(shape)):
+        if all(b == 1 for b in block[:k]) and block[k + 1:] == tuple(shape[k + 1:]):
+            first = int(np.ravel_multi_index([start for start, _, _ in bounds], shape))
+            return first, int(np.prod(block, dtype=np.int64)), block
+    return None
 
 
 def raw_file_loader(path, dtype, shape, offset=0, order="C") -> RawFileLoader:
