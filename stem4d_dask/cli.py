@@ -1,4 +1,4 @@
-"""The ``stem4d`` command: ``info``, ``convert`` and ``demo``. Each command only parses its
+"""The ``stem4d`` command: ``info``, ``convert``, ``dpc`` and ``demo``. Each command only parses its
 arguments and calls the library; errors exit non-zero with a one-line reason."""
 
 from __future__ import annotations
@@ -121,6 +121,27 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def cmd_dpc(args) -> int:
+    from . import read
+    from .phase import DPC
+
+    dc = read(args.input, **_read_options(args))
+    with _scheduler(args.scheduler):
+        dpc = DPC(dc, energy=args.energy, verbose=False).preprocess(
+            fit_function=None if args.fit == "none" else args.fit,
+            padding_factor=args.padding, plot_center_of_mass=False, plot_rotation=False)
+    dpc.reconstruct(max_iter=args.max_iter, progress_bar=not args.quiet)
+    paths = dpc.save_figures(args.out)
+    phase_path = Path(args.out) / "dpc_phase.npy"
+    import numpy as np
+    np.save(phase_path, dpc.object_phase.values)
+    print(f"rotation {dpc.rotation_deg:g} deg, transpose {dpc.transpose}, "
+          f"final error {dpc.error:.3e} after {len(dpc.error_iterations)} iterations")
+    for path in [*paths, phase_path]:
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -152,7 +173,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_read_arguments(p)
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("demo", help="synthetic DPC scan -> zarr + PNG figures")
+    p = sub.add_parser("dpc", help="centre of mass, scan rotation and DPC phase from a dataset")
+    p.add_argument("input")
+    p.add_argument("--out", default="stem4d_dpc", help="output folder (default: stem4d_dpc)")
+    p.add_argument("--energy", type=float, help="beam energy in eV (needed for mrad data "
+                   "unless the file records it)")
+    p.add_argument("--fit", default="plane",
+                   choices=["plane", "parabola", "bezier_two", "constant", "none"],
+                   help="descan model (default: plane)")
+    p.add_argument("--padding", type=float, default=2.0, help="padding factor (default 2)")
+    p.add_argument("--max-iter", type=int, default=64, help="iterations (default 64)")
+    p.add_argument("--scheduler", help="distributed scheduler address, or threads/processes")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_read_arguments(p)
+    p.set_defaults(func=cmd_dpc)
+
+    p = sub.add_parser("demo", help="synthetic DPC scan -> zarr, DPC phase and PNG figures")
     p.add_argument("--out", default="stem4d_demo", help="output folder (default: stem4d_demo)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scan", default="64,64", help="scan shape Rx,Ry (default 64,64)")

@@ -253,17 +253,22 @@ def _radius_pixels(value, name, units, calibration) -> float:
     return float(value) / size
 
 
+def parse_center(center, default):
+    """``center`` as two finite floats (pixels), or ``default`` when it is None."""
+    if center is None:
+        return default
+    try:
+        cx, cy = (float(c) for c in center)
+    except (TypeError, ValueError):
+        raise ValueError(f"center must be (cx, cy) in pixels, got {center!r}") from None
+    if not (np.isfinite(cx) and np.isfinite(cy)):
+        raise ValueError(f"center must be finite, got {center!r}")
+    return cx, cy
+
+
 def _offsets(shape, center):
     """Pixel offsets ``(qx - cx, qy - cy)`` as broadcastable ``(Qx, 1)``, ``(1, Qy)`` arrays."""
-    if center is None:
-        cx, cy = (shape[0] - 1) / 2, (shape[1] - 1) / 2
-    else:
-        try:
-            cx, cy = (float(c) for c in center)
-        except (TypeError, ValueError):
-            raise ValueError(f"center must be (cx, cy) in pixels, got {center!r}") from None
-        if not (np.isfinite(cx) and np.isfinite(cy)):
-            raise ValueError(f"center must be finite, got {center!r}")
+    cx, cy = parse_center(center, ((shape[0] - 1) / 2, (shape[1] - 1) / 2))
     qx, qy = np.ogrid[: shape[0], : shape[1]]
     return qx - cx, qy - cy
 

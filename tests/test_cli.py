@@ -100,3 +100,20 @@ def test_convert_resume_finishes_partial_store(tmp_path, cube_u16):
                  "--resume"]) == 0
     assert not (tmp_path / "o.zarr.partial").exists()
     assert np.array_equal(s4.read(out).values, cube_u16)
+
+
+def test_dpc_command_recovers_rotation_and_writes_figures(tmp_path, capsys):
+    from stem4d_dask.synthetic import dpc_scan
+
+    scan = dpc_scan((24, 24), (32, 32), rotation_deg=-30, seed=2)
+    s4.to_zarr(scan.datacube, tmp_path / "scan.zarr", progress=False)
+    assert main(["dpc", str(tmp_path / "scan.zarr"), "--out", str(tmp_path / "dpc"),
+                 "--quiet"]) == 0
+    text = capsys.readouterr().out
+    rotation = float(text.split("rotation ")[1].split(" deg")[0])
+    assert abs(rotation + 30) <= 1 and "transpose False" in text
+    phase = np.load(tmp_path / "dpc" / "dpc_phase.npy")
+    assert phase.shape == (24, 24) and np.isfinite(phase).all()
+    for name in ("dpc_phase", "dpc_rotation", "dpc_center_of_mass", "dpc_complex_com"):
+        assert (tmp_path / "dpc" / f"{name}.png").stat().st_size > 10_000
+    assert main(["dpc", str(tmp_path / "scan.zarr"), "--padding", "0.5"]) == 2

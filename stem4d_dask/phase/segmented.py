@@ -29,6 +29,7 @@ import numpy as np
 import xarray as xr
 
 from ..datacube import R_DIMS
+from ..detectors import parse_center
 from ..graph import frame_blocks
 from ..virtual import _attrs, _images, _mask_stack
 
@@ -93,15 +94,7 @@ def monolithic_com(datacube, masks, center=None) -> xr.Dataset:
     data = frame_blocks(datacube)
     weights = _mask_stack(masks, data.shape[2:])
     qx, qy = data.shape[2:]
-    if center is None:
-        cx, cy = qx // 2, qy // 2
-    else:
-        try:
-            cx, cy = (float(c) for c in center)
-        except (TypeError, ValueError):
-            raise ValueError(f"center must be (cx, cy) in pixels, got {center!r}") from None
-        if not (np.isfinite(cx) and np.isfinite(cy)):
-            raise ValueError(f"center must be finite, got {center!r}")
+    cx, cy = parse_center(center, (qx // 2, qy // 2))
     totals = weights.sum(axis=(0, 1))
     empty = np.flatnonzero(totals == 0)
     if empty.size:
