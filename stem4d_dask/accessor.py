@@ -9,6 +9,7 @@ from . import datacube as _dc
 from . import io as _io
 from . import virtual as _virtual
 from .phase import com as _com
+from .phase import dpc as _dpc
 from .phase import segmented as _segmented
 from .preprocess import darkreference as _dark
 from .preprocess import preprocess as _pp
@@ -118,6 +119,9 @@ class Stem4dAccessor:
 
     def virtual_images(self, masks):
         return _virtual.virtual_images(self._obj, masks)
+
+    def DPC(self, energy=None, verbose=True, device="cpu"):
+        return _dpc.DPC(self._obj, energy=energy, verbose=verbose, device=device)
 
     def segmented_com(self, masks):
         return _segmented.segmented_com(self._obj, masks)

@@ -101,3 +101,18 @@ def test_bad_mask(mask, match):
     dc = s4.from_array(np.zeros((2, 2, 10, 10), np.uint16))
     with pytest.raises(ValueError, match=match):
         center_of_mass(dc, mask)
+
+
+def test_accessor_faces():
+    import xarray as xr
+
+    from stem4d_dask.phase import DPC
+
+    scan = dpc_scan((12, 12), (24, 24), seed=1)
+    dc = scan.datacube
+    xr.testing.assert_identical(dc.stem4d.center_of_mass().compute(),
+                                center_of_mass(dc).compute())
+    ours = dc.stem4d.DPC(verbose=False).preprocess(plot_center_of_mass=False,
+                                                   plot_rotation=False)
+    ref = DPC(dc, verbose=False).preprocess(plot_center_of_mass=False, plot_rotation=False)
+    assert ours.rotation_deg == ref.rotation_deg and ours.transpose == ref.transpose
