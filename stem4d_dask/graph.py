@@ -64,6 +64,29 @@ def only_block(nested):
     return nested
 
 
+def drawn_frames(data: da.Array, n_frames: int, rng, parameter="N_frames"):
+    """Draw ``n_frames`` distinct scan positions with ``rng`` and return ``(selected, parts)``:
+    the bool ``(Rx, Ry)`` selection and, for every chunk holding a drawn frame, a
+    ``(delayed block, local selection)`` pair. Chunks without a drawn frame are never read."""
+    rx, ry = data.shape[:2]
+    n = positive_int(n_frames, parameter)
+    if n > rx * ry:
+        raise ValueError(f"{parameter} {n} is larger than the scan ({rx} x {ry} = {rx * ry} "
+                         "frames)")
+    selected = np.zeros(rx * ry, dtype=bool)
+    selected[rng.permutation(rx * ry)[:n]] = True
+    selected = selected.reshape(rx, ry)
+    blocks = data.to_delayed()
+    bounds = [np.cumsum((0,) + c) for c in data.chunks[:2]]
+    parts = []
+    for i in range(data.numblocks[0]):
+        for j in range(data.numblocks[1]):
+            local = selected[bounds[0][i]:bounds[0][i + 1], bounds[1][j]:bounds[1][j + 1]]
+            if local.any():
+                parts.append((blocks[i, j, 0, 0], local))
+    return selected, parts
+
+
 def scan_location(block_info) -> str:
     """'scan rows a:b, columns c:d' of the block a map_blocks task is working on."""
     if not block_info or 0 not in block_info:

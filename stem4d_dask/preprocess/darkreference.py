@@ -18,7 +18,7 @@ import numpy as np
 import xarray as xr
 
 from ..datacube import Q_DIMS
-from ..graph import frame_blocks, positive_int, rebuild, result_float_dtype
+from ..graph import drawn_frames, frame_blocks, positive_int, rebuild, result_float_dtype
 from ..kernels.dark import strip_sums, subtract_reference
 
 SIDES = ("start", "end")
@@ -143,22 +143,10 @@ def _streak_profile(data, width, n_frames, side, direction, rng, width_name,
     width = _width(width, width_name, data.shape[2 if direction == "x" else 3])
     if side not in SIDES:
         raise ValueError(f"{side_name} must be one of {SIDES}, got {side!r}")
-    rx, ry = data.shape[:2]
-    n = positive_int(n_frames, "N_frames")
-    if n > rx * ry:
-        raise ValueError(f"N_frames {n} is larger than the scan ({rx} x {ry} = {rx * ry} frames)")
-    selected = np.zeros(rx * ry, dtype=bool)
-    selected[rng.permutation(rx * ry)[:n]] = True
-    selected = selected.reshape(rx, ry)
-    blocks = data.to_delayed()
-    bounds = [np.cumsum((0,) + c) for c in data.chunks[:2]]
-    partials = []
-    for i in range(data.numblocks[0]):
-        for j in range(data.numblocks[1]):
-            local = selected[bounds[0][i]:bounds[0][i + 1], bounds[1][j]:bounds[1][j + 1]]
-            if local.any():  # chunks without a drawn frame are never read
-                partials.append(dask.delayed(strip_sums)(blocks[i, j, 0, 0], local, width,
-                                                         side, direction))
+    _, parts = drawn_frames(data, n_frames, rng)
+    partials = [dask.delayed(strip_sums)(block, local, width, side, direction)
+                for block, local in parts]
+    n = int(n_frames)
     length = data.shape[3 if direction == "x" else 2]
     total = da.from_delayed(dask.delayed(sum)(partials), (length,), dtype=np.float64)
     return total / (width * n)
