@@ -26,21 +26,24 @@ class EventBlock(NamedTuple):
     scan_shape: tuple  # (n1, n2)
 
 
-def count_frames(block, dark, thresh_bkgrnd, thresh_xray, *, sub_pixel=True, binfactor=1):
+def count_frames(block, dark, thresh_bkgrnd, thresh_xray, *, sub_pixel=True, binfactor=1,
+                 centroid_floor=0.0):
     """Electron events of every frame of ``block`` ``(n1, n2, Qx, Qy)`` -> :class:`EventBlock`.
 
     With ``w = frame - dark`` (``dark``: ``(Qx, Qy)``), a pixel is an event when
     ``thresh_bkgrnd < w < thresh_xray`` and ``w`` is a strict maximum of its 8 neighbours, ties
     going to the first pixel in C order (a neighbour at or above the X-ray threshold, e.g. next
-    to an X-ray hit, never yields an event). ``sub_pixel``: the position is the centroid of the
-    positive ``w`` in the 3x3 window (clipped at the edges), float32; else the pixel, uint16.
+    to an X-ray hit, never yields an event). ``sub_pixel``: the position is the centroid of
+    ``max(w - centroid_floor, 0)`` in the 3x3 window (clipped at the edges), float32 (a floor a
+    little above the noise keeps read noise out of the centroid); else the pixel, uint16.
     ``binfactor`` > 1 maps positions to binned pixels (``(q + 0.5) / b - 0.5``, rounded down to
     the binned pixel without sub-pixel) and drops events in the cropped remainder.
     """
     n1, n2, qx, qy = block.shape
     if array_module(block) is not np:
         indptr, xs, ys = _count_array_module(block.reshape(n1 * n2, qx, qy), dark,
-                                             thresh_bkgrnd, thresh_xray, sub_pixel)
+                                             thresh_bkgrnd, thresh_xray, sub_pixel,
+                                             centroid_floor)
         return _finish_events(indptr, xs, ys, (n1, n2), qx, qy, sub_pixel, binfactor)
     frames = np.ascontiguousarray(block).reshape(n1 * n2, qx, qy)
     dark = np.ascontiguousarray(dark, dtype=np.float32)
@@ -50,7 +53,7 @@ def count_frames(block, dark, thresh_bkgrnd, thresh_xray, *, sub_pixel=True, bin
         ys = np.empty(capacity, np.float32)
         indptr = np.empty(frames.shape[0] + 1, np.int64)
         found = _count(frames, dark, np.float32(thresh_bkgrnd), np.float32(thresh_xray),
-                       bool(sub_pixel), xs, ys, indptr)
+                       bool(sub_pixel), np.float32(centroid_floor), xs, ys, indptr)
         if found >= 0:
             break
         capacity *= 4
@@ -66,7 +69,7 @@ def _finish_events(indptr, xs, ys, scan_shape, qx, qy, sub_pixel, binfactor):
     return EventBlock(indptr, xs.astype(np.uint16), ys.astype(np.uint16), scan_shape)
 
 
-def _count_array_module(frames, dark, t_bg, t_xray, sub_pixel):
+def _count_array_module(frames, dark, t_bg, t_xray, sub_pixel, floor):
     """Vectorised version of the compiled loop for GPU (cupy) frames ``(n, Qx, Qy)``: the same
     events, found with shifted comparisons; only the events come back to the host."""
     xp = array_module(frames)
@@ -88,7 +91,8 @@ def _count_array_module(frames, dark, t_bg, t_xray, sub_pixel):
         sx, sy = xp.zeros_like(total), xp.zeros_like(total)
         for dx in (-1, 0, 1):
             for dy in (-1, 0, 1):
-                v = xp.maximum(padded[frame, x + 1 + dx, y + 1 + dy], 0).astype(xp.float64)
+                v = xp.maximum(padded[frame, x + 1 + dx, y + 1 + dy] - floor, 0)
+                v = v.astype(xp.float64)
                 total += v
                 sx += v * (x + dx)
                 sy += v * (y + dy)
@@ -129,7 +133,7 @@ def events_to_dense(events: EventBlock, detector_shape, dtype=np.bool_):
 
 
 @numba.njit(nogil=True, cache=True)
-def _count(frames, dark, t_bg, t_xray, sub_pixel, xs, ys, indptr):  # pragma: no cover
+def _count(frames, dark, t_bg, t_xray, sub_pixel, floor, xs, ys, indptr):  # pragma: no cover
     n, qx, qy = frames.shape
     rows = np.empty((3, qy + 2), np.float32)  # w of rows x-1, x, x+1, padded with -inf
     k = 0
@@ -157,7 +161,7 @@ def _count(frames, dark, t_bg, t_xray, sub_pixel, xs, ys, indptr):  # pragma: no
                 if k == capacity:
                     return -1
                 if sub_pixel:
-                    cx, cy = _centroid(prev, cur, nxt, x, y)
+                    cx, cy = _centroid(prev, cur, nxt, x, y, floor)
                     xs[k] = cx
                     ys[k] = cy
                 else:
@@ -190,14 +194,14 @@ def _is_maximum(prev, cur, nxt, y, w, t_xray):  # pragma: no cover
 
 
 @numba.njit(inline="always")
-def _centroid(prev, cur, nxt, x, y):  # pragma: no cover
-    """Centroid of the positive ``w`` in the 3x3 window (row ``x``, padded column ``y``)."""
+def _centroid(prev, cur, nxt, x, y, floor):  # pragma: no cover
+    """Centroid of ``max(w - floor, 0)`` in the 3x3 window (row ``x``, padded column ``y``)."""
     total = 0.0
     sx = 0.0
     sy = 0.0
     for dx, row in ((-1, prev), (0, cur), (1, nxt)):
         for dy in range(-1, 2):
-            w = row[y + dy]
+            w = row[y + dy] - floor
             if w > 0:
                 total += w
                 sx += w * (x + dx)
@@ -210,7 +214,9 @@ def _centroid(prev, cur, nxt, x, y):  # pragma: no cover
 def fit_thresholds(values, thresh_bkgrnd_Nsigma=4, thresh_xray_Nsigma=10):
     """Background and X-ray thresholds from pooled dark-subtracted pixel values (1D float).
 
-    ``thresh_xray = mean + thresh_xray_Nsigma * std`` over all values. A histogram of the values
+    ``thresh_xray = mean + thresh_xray_Nsigma * std`` over all values, but at least ``mu`` plus
+    three times the median above-threshold value (sparse data whose sample holds no X-ray have a
+    small std, which would cut electrons). A histogram of the values
     within ``mean +- thresh_xray_Nsigma * std`` (clipped to the data; unit-wide bins for
     integer-valued data, up to 1000 bins) is fitted with a Gaussian at the bin centres, over
     the noise peak (within 5 robust sigmas of the most populated bin);
@@ -240,8 +246,11 @@ def fit_thresholds(values, thresh_bkgrnd_Nsigma=4, thresh_xray_Nsigma=10):
     popt, _ = curve_fit(gauss, centres[core], counts[core],
                         p0=(counts[peak], centres[peak], robust), maxfev=10000)
     a, mu, sigma = (float(v) for v in popt)
-    return mu + thresh_bkgrnd_Nsigma * abs(sigma), float(thresh_xray), counts, edges, \
-        (a, mu, abs(sigma))
+    thresh_bkgrnd = mu + thresh_bkgrnd_Nsigma * abs(sigma)
+    signal = values[values > thresh_bkgrnd]
+    if signal.size:  # never below 3x the typical electron pixel: sparse samples without X-rays
+        thresh_xray = max(thresh_xray, mu + 3 * (np.median(signal) - mu))
+    return thresh_bkgrnd, float(thresh_xray), counts, edges, (a, mu, abs(sigma))
 
 
 def pooled_values(frames_and_masks, dark):

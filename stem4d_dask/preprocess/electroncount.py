@@ -7,11 +7,14 @@ algorithm it intends, fixed and lazy:
    positions unravelled correctly for any scan shape; only their chunks are read) minus the
    dark reference (float, no int16 wrap-around) pooled into one histogram over its real range,
    a Gaussian fitted to the noise peak at the bin centres: ``thresh_bkgrnd = mu + Nb sigma``,
-   ``thresh_xray = mean + Nx std``;
+   ``thresh_xray = mean + Nx std``, but at least three typical electron pixels above ``mu``
+   (a sample without X-rays has a small std, which would cut electrons);
 2. per frame: ``w = frame - dark``; an event is a pixel with ``thresh_bkgrnd < w <
    thresh_xray`` that is a strict maximum of its 8 neighbours (ties to the first pixel in C
    order) with no neighbour at the X-ray level;
-3. ``sub_pixel``: the centroid of the positive ``w`` in the 3x3 window around the maximum;
+3. ``sub_pixel``: the centroid of ``max(w - mu - 1.5 sigma, 0)`` (``mu``, ``sigma``: the
+   fitted noise peak) in the 3x3 window around the maximum, so read noise and a dark
+   reference off by a constant barely move it;
 4. ``binfactor``: positions mapped to binned pixels (remainder cropped).
 
 ``output='datacube'`` gives a lazy counted datacube (bool for ``binfactor=1``, uint8 counts
@@ -31,6 +34,7 @@ from ..kernels.binning import bin_frames
 from ..kernels.counting import count_frames, events_to_dense, fit_thresholds, pooled_values
 
 OUTPUTS = ("pointlist", "datacube")
+CENTROID_FLOOR_NSIGMA = 1.5  # sub-pixel centroids weigh w - (mu + 1.5 sigma): noise stays out
 
 
 def calculate_thresholds(datacube, darkreference, Nsamples=20, thresh_bkgrnd_Nsigma=4,
@@ -119,8 +123,9 @@ def _dark_array(darkreference, shape) -> np.ndarray:
 
 
 def _count_events(block, dark, thresholds, *, sub_pixel, binfactor):
+    _, mu, sigma = thresholds[4]
     return count_frames(block, dark, thresholds[0], thresholds[1], sub_pixel=sub_pixel,
-                        binfactor=binfactor)
+                        binfactor=binfactor, centroid_floor=mu + CENTROID_FLOOR_NSIGMA * sigma)
 
 
 def _count_dense(block, dark, thresholds, *, detector, out_dtype, sub_pixel, binfactor):
