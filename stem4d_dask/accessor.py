@@ -12,6 +12,7 @@ from .phase import com as _com
 from .phase import dpc as _dpc
 from .phase import segmented as _segmented
 from .preprocess import darkreference as _dark
+from .preprocess import electroncount as _count
 from .preprocess import preprocess as _pp
 from .preprocess import radialbkgrd as _radial
 
@@ -99,6 +100,10 @@ class Stem4dAccessor:
 
     def subtract_polar_background(self, p_ellipse, per_pattern=True, **options):
         return _radial.subtract_polar_background(self._obj, p_ellipse, per_pattern, **options)
+
+    # electron counting
+    def electron_count(self, darkreference, **options):
+        return _count.electron_count(self._obj, darkreference, **options)
 
     # py4DSTEM's DataCube method names for the same operations
     bin_Q = bin_data_diffraction

@@ -1,5 +1,5 @@
-"""The ``stem4d`` command: ``info``, ``convert``, ``dpc`` and ``demo``. Each command only parses its
-arguments and calls the library; errors exit non-zero with a one-line reason."""
+"""The ``stem4d`` command: ``info``, ``convert``, ``dpc``, ``count`` and ``demo``. Each command
+only parses its arguments and calls the library; errors exit non-zero with a one-line reason."""
 
 from __future__ import annotations
 
@@ -142,6 +142,29 @@ def cmd_dpc(args) -> int:
     return 0
 
 
+def cmd_count(args) -> int:
+    import numpy as np
+
+    from . import read
+    from .preprocess.electroncount import electron_count
+
+    dc = read(args.input, **_read_options(args))
+    dark_path = Path(args.dark)
+    if dark_path.suffix.lower() != ".npy":
+        raise ValueError(f"--dark: expected a (Qx, Qy) .npy file, got {dark_path}")
+    dark = np.load(dark_path)
+    n_frames = dc.shape[0] * dc.shape[1]
+    samples = min(40, n_frames) if args.samples is None else args.samples
+    events = electron_count(dc, dark, Nsamples=samples, binfactor=args.bin,
+                            sub_pixel=args.sub_pixel, seed=args.seed)
+    with _scheduler(args.scheduler):
+        events.to_zarr(args.output, overwrite=args.overwrite, progress=not args.quiet)
+    out = Path(args.output)
+    print(f"wrote {out}: {_human(_size_on_disk(out))} on disk for {_human(dc.nbytes)} of raw "
+          f"frames")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -187,6 +210,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_read_arguments(p)
     p.set_defaults(func=cmd_dpc)
+
+    p = sub.add_parser("count", help="electron counting -> sparse events store (zarr)")
+    p.add_argument("input")
+    p.add_argument("output", help="zarr store for the events")
+    p.add_argument("--dark", required=True, help="dark reference, a (Qx, Qy) .npy file")
+    p.add_argument("--sub-pixel", action="store_true", help="sub-pixel (centroid) positions")
+    p.add_argument("--bin", type=int, default=1, metavar="N", help="bin the detector by N")
+    p.add_argument("--samples", type=int, help="frames sampled for the thresholds "
+                   "(default: 40, or every frame of a smaller scan)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the threshold sample")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--scheduler", help="distributed scheduler address, or threads/processes")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_read_arguments(p)
+    p.set_defaults(func=cmd_count)
 
     p = sub.add_parser("demo", help="synthetic DPC scan -> zarr, DPC phase and PNG figures")
     p.add_argument("--out", default="stem4d_demo", help="output folder (default: stem4d_demo)")

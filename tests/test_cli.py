@@ -117,3 +117,25 @@ def test_dpc_command_recovers_rotation_and_writes_figures(tmp_path, capsys):
     for name in ("dpc_phase", "dpc_rotation", "dpc_center_of_mass", "dpc_complex_com"):
         assert (tmp_path / "dpc" / f"{name}.png").stat().st_size > 10_000
     assert main(["dpc", str(tmp_path / "scan.zarr"), "--padding", "0.5"]) == 2
+
+
+def test_count_command_writes_events_that_match_the_function(tmp_path, capsys):
+    from stem4d_dask.events import ElectronEvents
+    from stem4d_dask.preprocess.electroncount import electron_count
+    from stem4d_dask.synthetic_counting import counting_scan
+
+    scan = counting_scan((6, 5), (32, 32), seed=1)
+    s4.to_zarr(scan.datacube, tmp_path / "raw.zarr", progress=False)
+    np.save(tmp_path / "dark.npy", scan.dark)
+    assert main(["count", str(tmp_path / "raw.zarr"), str(tmp_path / "ev.zarr"), "--dark",
+                 str(tmp_path / "dark.npy"), "--sub-pixel", "--bin", "2", "--quiet"]) == 0
+    assert "on disk" in capsys.readouterr().out
+    stored = ElectronEvents.from_zarr(tmp_path / "ev.zarr").compute()
+    ref = electron_count(s4.read(tmp_path / "raw.zarr"), scan.dark, Nsamples=30, binfactor=2,
+                         sub_pixel=True, seed=0).compute()
+    assert stored.n_events == ref.n_events > 0 and stored.detector_shape == (16, 16)
+    for a, b in zip(stored.blocks.ravel(), ref.blocks.ravel(), strict=True):
+        np.testing.assert_array_equal(a.indptr, b.indptr)
+        np.testing.assert_array_equal(a.qx, b.qx)
+    assert main(["count", str(tmp_path / "raw.zarr"), str(tmp_path / "x.zarr"), "--dark",
+                 str(tmp_path / "dark.txt")]) == 2
