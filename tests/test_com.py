@@ -3,6 +3,7 @@
 import dask.array as da
 import numpy as np
 import pytest
+from fakecupy import FakeCupy
 
 import stem4d_dask as s4
 from stem4d_dask.kernels import com as com_kernel
@@ -37,9 +38,6 @@ def test_com_equals_reference(dtype, mask_kind):
 
 
 def test_cupy_path_with_numpy_standing_in(monkeypatch):
-    class FakeCupy:
-        def __getattr__(self, name):
-            return getattr(np, name)
     monkeypatch.setattr(com_kernel, "array_module", lambda x: FakeCupy())
     cube = np.random.default_rng(1).integers(0, 50, (3, 4, 9, 8)).astype(np.uint16)
     cube[0, 0] = 0

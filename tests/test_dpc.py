@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from fakecupy import FakeCupy
 from matplotlib.figure import Figure
 
 import stem4d_dask as s4
@@ -414,15 +415,6 @@ def test_progress_bar_writes_to_stderr(capsys):
 # device code path (numpy standing in for cupy: single-precision FFTs, xp is not numpy)
 
 
-class FakeCupy:
-    """numpy under another name: exercises the ``xp is not numpy`` code path."""
-
-    def __init__(self):
-        self.calls = 0
-
-    def __getattr__(self, name):
-        self.calls += 1
-        return getattr(np, name)
 
 
 def test_device_path_agrees_with_cpu(monkeypatch):

@@ -5,6 +5,7 @@ Accuracy on a realistic synthetic scan is in test_counting_accuracy.py."""
 import dask.array as da
 import numpy as np
 import pytest
+from fakecupy import FakeCupy
 
 import stem4d_dask as s4
 from stem4d_dask.kernels import counting
@@ -68,10 +69,6 @@ def test_vectorised_gpu_path_equals_compiled(monkeypatch):
         frames[idx][x, y] += 60
         frames[idx][5, 5] += 3000
     block = np.clip(np.rint(frames), 0, 65535).astype(np.uint16)
-
-    class FakeCupy:
-        def __getattr__(self, name):
-            return getattr(np, name)
 
     for sub_pixel in (False, True):
         for b in (1, 2):

@@ -7,18 +7,12 @@ code that takes them is the same code that runs on a GPU chunk.
 import numpy as np
 import pytest
 import scipy.ndimage
+from fakecupy import FakeCupy
 
 from stem4d_dask.kernels import binning, fft, resample, shift
 from stem4d_dask.kernels.binning import accumulator_dtype, bin_frames, bin_scan, narrow
 from stem4d_dask.kernels.resample import bilinear_resample, fourier_resample, pad_frames
 from stem4d_dask.kernels.shift import shift_frames
-
-
-class FakeCupy:
-    """numpy under another name, so ``xp is not numpy`` and the cupy code paths run."""
-
-    def __getattr__(self, name):
-        return getattr(np, name)
 
 
 @pytest.fixture(params=["numpy", "cupy-path"])

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakecupy import FakeCupy
 
 import stem4d_dask.kernels.maxima as km
 from stem4d_dask.kernels.maxima import (
@@ -283,15 +284,6 @@ def test_inputs_not_modified(subpixel):
 # device code path (a numpy stand-in for cupy: xp is not numpy)
 
 
-class FakeCupy:
-    """numpy under another name: exercises the ``xp is not numpy`` code path."""
-
-    def __init__(self):
-        self.calls = 0
-
-    def __getattr__(self, name):
-        self.calls += 1
-        return getattr(np, name)
 
 
 class HostArray(np.ndarray):
