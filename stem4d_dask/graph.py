@@ -52,6 +52,28 @@ def frame_blocks(datacube, parameter: str = "datacube") -> da.Array:
     return data
 
 
+def detector_array(value, shape, parameter, kinds="biuf") -> da.Array:
+    """A ``(Qx, Qy)`` detector-sized argument (numpy, dask or DataArray) as a one-chunk dask
+    array (one graph key, shared by every task; lazy inputs stay lazy). ``ValueError`` naming
+    ``parameter`` for the wrong shape or a dtype kind outside ``kinds``."""
+    if isinstance(value, xr.DataArray):
+        value = value.data
+    if not isinstance(value, da.Array):
+        value = np.asarray(value)
+    if np.dtype(value.dtype).kind not in kinds:
+        raise ValueError(f"{parameter} must hold {'booleans' if kinds == 'biu' else 'real numbers'}"
+                         f", got dtype {value.dtype}")
+    if tuple(value.shape) != tuple(shape):
+        raise ValueError(f"{parameter} must have the detector shape {tuple(shape)}, got "
+                         f"{tuple(value.shape)}")
+    return value.rechunk(-1) if isinstance(value, da.Array) else da.from_array(value, chunks=-1)
+
+
+def single_key(array: da.Array):
+    """A one-chunk dask array as one ``Delayed``: an argument every task receives whole."""
+    return array.rechunk(-1).to_delayed().ravel()[0]
+
+
 def only_block(nested):
     """The single array inside dask's nested lists of blocks along contracted axes.
 

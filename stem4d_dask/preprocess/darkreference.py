@@ -18,7 +18,14 @@ import numpy as np
 import xarray as xr
 
 from ..datacube import Q_DIMS
-from ..graph import drawn_frames, frame_blocks, positive_int, rebuild, result_float_dtype
+from ..graph import (
+    detector_array,
+    drawn_frames,
+    frame_blocks,
+    positive_int,
+    rebuild,
+    result_float_dtype,
+)
 from ..kernels.dark import strip_sums, subtract_reference
 
 SIDES = ("start", "end")
@@ -29,7 +36,7 @@ def get_bksbtr_DP(datacube, darkref, Rx, Ry):
     """The pattern at scan position ``(Rx, Ry)`` minus ``darkref`` ``(Qx, Qy)``: a lazy float64
     ``(Qx, Qy)`` DataArray."""
     data = frame_blocks(datacube)
-    dark = _reference(darkref, data.shape[2:])
+    dark = detector_array(darkref, data.shape[2:], "darkref")
     rx, ry = data.shape[:2]
     for name, value, n in (("Rx", Rx, rx), ("Ry", Ry, ry)):
         if isinstance(value, bool) or not hasattr(value, "__index__") or not 0 <= value < n:
@@ -102,7 +109,7 @@ def subtract_dark(datacube, darkref):
     wide-integer data). ``darkref``: ``(Qx, Qy)`` numpy array or DataArray (lazy ones stay lazy
     and are computed once, as one graph key)."""
     data = frame_blocks(datacube)
-    dark = _reference(darkref, data.shape[2:]).rechunk(-1)
+    dark = detector_array(darkref, data.shape[2:], "darkref")
     dtype = result_float_dtype(data.dtype)
     out = da.blockwise(_subtract_block, "ijkl", data, "ijkl", dark, "kl", dtype=dtype,
                        meta=data._meta.astype(dtype), token="subtract_dark", out_dtype=dtype)
@@ -111,21 +118,6 @@ def subtract_dark(datacube, darkref):
 
 def _subtract_block(block, reference, *, out_dtype):
     return subtract_reference(block, reference, out_dtype)
-
-
-def _reference(darkref, shape) -> da.Array:
-    """``darkref`` as a dask array of the detector shape (float), or ``ValueError``."""
-    if isinstance(darkref, xr.DataArray):
-        darkref = darkref.data
-    if not isinstance(darkref, da.Array):
-        darkref = np.asarray(darkref)
-        if darkref.dtype.kind not in "biuf":
-            raise ValueError(f"darkref must be a real array, got dtype {darkref.dtype}")
-        darkref = da.from_array(darkref, chunks=-1)
-    if tuple(darkref.shape) != tuple(shape):
-        raise ValueError(f"darkref must have the detector shape {tuple(shape)}, got "
-                         f"{tuple(darkref.shape)}")
-    return darkref
 
 
 def _width(value, name, limit, allow_zero=False) -> int:

@@ -29,7 +29,14 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from ..graph import drawn_frames, frame_blocks, positive_int, rebuild
+from ..graph import (
+    detector_array,
+    drawn_frames,
+    frame_blocks,
+    positive_int,
+    rebuild,
+    single_key,
+)
 from ..kernels.binning import bin_frames
 from ..kernels.counting import count_frames, events_to_dense, fit_thresholds, pooled_values
 
@@ -71,7 +78,7 @@ def electron_count(datacube, darkreference, Nsamples=40, thresh_bkgrnd_Nsigma=4,
         raise ValueError(f"binfactor {b} is larger than the detector {qx} x {qy}")
     thresholds = _thresholds(data, darkreference, Nsamples, thresh_bkgrnd_Nsigma,
                              thresh_xray_Nsigma, seed)
-    dark = dask.delayed(_dark_array(darkreference, (qx, qy)))
+    dark = _dark(darkreference, (qx, qy))
     options = dict(sub_pixel=bool(sub_pixel), binfactor=b)
     detector = (qx // b, qy // b)
     if output == "datacube":
@@ -102,24 +109,19 @@ def _thresholds(data, darkreference, n_samples, nb, nx, seed):
     for name, value in (("thresh_bkgrnd_Nsigma", nb), ("thresh_xray_Nsigma", nx)):
         if not np.isscalar(value) or not np.isfinite(value) or value <= 0:
             raise ValueError(f"{name} must be a positive number, got {value!r}")
-    dark = _dark_array(darkreference, data.shape[2:])
+    dark = _dark(darkreference, data.shape[2:])
     _, parts = drawn_frames(data, n_samples, np.random.default_rng(seed), "Nsamples")
     values = dask.delayed(pooled_values)(parts, dark)
     return dask.delayed(fit_thresholds, nout=5)(values, float(nb), float(nx))
 
 
-def _dark_array(darkreference, shape) -> np.ndarray:
-    if isinstance(darkreference, xr.DataArray):
-        darkreference = darkreference.data
-    if isinstance(darkreference, da.Array):
-        darkreference = darkreference.compute()  # (Qx, Qy): small
-    dark = np.asarray(darkreference, dtype=np.float32)
-    if dark.ndim == 0:
-        dark = np.full(shape, dark, dtype=np.float32)
-    if dark.shape != tuple(shape):
-        raise ValueError(f"darkreference must have the detector shape {tuple(shape)}, got "
-                         f"{dark.shape}")
-    return dark
+def _dark(darkreference, shape):
+    """The dark reference as one delayed float32 ``(Qx, Qy)`` array (a number is broadcast);
+    lazy references stay lazy."""
+    if np.ndim(darkreference) == 0 and not isinstance(darkreference, xr.DataArray | da.Array):
+        darkreference = np.full(shape, darkreference, dtype=np.float32)
+    dark = detector_array(darkreference, shape, "darkreference")
+    return single_key(dark.astype(np.float32))
 
 
 def _count_events(block, dark, thresholds, *, sub_pixel, binfactor):

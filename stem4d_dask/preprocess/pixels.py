@@ -19,12 +19,11 @@ Differences from py4DSTEM 0.14.18 (which repairs in place, pixel after pixel):
 from __future__ import annotations
 
 import dask
-import dask.array as da
 import numpy as np
 import xarray as xr
 
 from ..datacube import Q_DIMS
-from ..graph import frame_blocks, positive_int, rebuild
+from ..graph import detector_array, frame_blocks, positive_int, rebuild, single_key
 from ..kernels.pixels import CROSS_OFFSETS, hot_pixel_mask, repair_pixels, repair_plan
 from ..virtual import mean_diffraction_pattern
 
@@ -65,27 +64,13 @@ def median_filter_masked_pixels(datacube, mask, kernel_width: int = 3):
     if width > min(shape):
         raise ValueError(f"kernel_width {width} is larger than the detector {shape[0]} x "
                          f"{shape[1]}")
-    if isinstance(mask, xr.DataArray):
-        mask = mask.data
-    if isinstance(mask, da.Array):
-        if tuple(mask.shape) != shape:
-            raise ValueError(f"mask must have the detector shape {shape}, got {mask.shape}")
-        mask = mask.astype(bool)
-    else:
-        mask = np.asarray(mask)
-        if mask.shape != shape:
-            raise ValueError(f"mask must have the detector shape {shape}, got {mask.shape}")
-        if mask.dtype.kind not in "biu":
-            raise ValueError(f"mask must be boolean, got dtype {mask.dtype}")
-        mask = mask.astype(bool)
+    mask = detector_array(mask, shape, "mask", kinds="biu").astype(bool)
     return _repair(datacube, data, mask, width // 2, "median_filter_masked_pixels")
 
 
 def _repair(datacube, data, mask, half_width, name):
     """Each chunk repaired by one task; the repair plan is made once from the mask."""
-    if isinstance(mask, da.Array):
-        mask = mask.rechunk(-1).to_delayed().ravel()[0]
-    plan = dask.delayed(repair_plan, pure=True)(mask, half_width)
+    plan = dask.delayed(repair_plan, pure=True)(single_key(mask), half_width)
     repaired = data.map_blocks(repair_pixels, plan, dtype=data.dtype, meta=data._meta,
                                token=name)
     return rebuild(datacube, repaired)
