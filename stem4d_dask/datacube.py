@@ -21,6 +21,8 @@ R_DIMS = DIMS[:2]
 Q_DIMS = DIMS[2:]
 NAME = "datacube"
 
+CALIBRATION_KEYS = ("r_pixel_size", "r_units", "q_pixel_size", "q_units", "energy")
+
 MiB = 2**20
 TARGET_CHUNK_BYTES = 64 * MiB
 MIN_CHUNK_BYTES = 32 * MiB
@@ -158,6 +160,13 @@ def _assemble(arr, attrs) -> xr.DataArray:
         for d, n, p, u in zip(DIMS, arr.shape, (rp, rp, qp, qp), (ru, ru, qu, qu), strict=True)
     }
     return xr.DataArray(arr, dims=DIMS, coords=coords, attrs=attrs, name=NAME)
+
+
+def calibration_attrs(attrs, spaces=("r", "q")) -> dict:
+    """The calibration entries of ``attrs`` (a datacube's, or any mapping) for ``spaces``
+    (``"r"``: scan, ``"q"``: detector), plus ``energy`` when known."""
+    keys = [f"{s}_{k}" for s in spaces for k in ("pixel_size", "units")] + ["energy"]
+    return {k: attrs[k] for k in keys if k in attrs}
 
 
 def with_calibration(dc: xr.DataArray, **changes) -> xr.DataArray:

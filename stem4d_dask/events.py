@@ -52,7 +52,7 @@ from zarr.codecs import BloscCodec
 
 from . import datacube as dcm
 from .calibration import canonical_units, check_energy, check_pixel_size
-from .datacube import Q_DIMS, R_DIMS, axis_coord
+from .datacube import CALIBRATION_KEYS, Q_DIMS, R_DIMS, axis_coord, calibration_attrs
 from .graph import frame_blocks
 from .kernels import events as kev
 from .kernels.counting import EventBlock
@@ -65,7 +65,6 @@ FORMAT = "stem4d_dask.electron_events"
 FORMAT_VERSION = 1
 STORE_CHUNK = 2**22  # elements per stored chunk of qx / qy / indptr
 CODECS = (BloscCodec(cname="zstd", clevel=5, shuffle="shuffle"),)
-CALIBRATION = ("r_pixel_size", "r_units", "q_pixel_size", "q_units", "energy")
 
 
 class ElectronEvents:
@@ -129,7 +128,7 @@ class ElectronEvents:
                           sources[i, j].key)
                  for i, j in np.ndindex(sources.shape)}
         blocks = _delayed_layer(name, tasks, list(sources.flat))
-        attrs = {k: dc.attrs[k] for k in CALIBRATION if k in dc.attrs}
+        attrs = calibration_attrs(dc.attrs)
         return cls(blocks, data.chunks[:2], detector, bool(subpixel), attrs)
 
     @classmethod
@@ -218,7 +217,7 @@ class ElectronEvents:
         events = f"{n} events" if isinstance(n, int) else "lazy"
         kind = "float32 sub-pixel" if self._subpixel else "uint16 pixel"
         nb = self.numblocks
-        cal = {k: self._attrs[k] for k in CALIBRATION if k in self._attrs}
+        cal = calibration_attrs(self._attrs)
         return (f"<ElectronEvents: scan {self.scan_shape} in {nb[0]} x {nb[1]} chunks, detector "
                 f"{self._detector_shape}, {kind} positions, {events}; {cal}>")
 
@@ -263,7 +262,7 @@ class ElectronEvents:
         data = self._block_array(kernel, "events-to-datacube", self._detector_shape, dtype)
         cal = {k: self._attrs[k] for k in ("r_pixel_size", "r_units", "q_pixel_size",
                                            "q_units") if k in self._attrs}
-        extra = {k: v for k, v in self._attrs.items() if k not in CALIBRATION}
+        extra = {k: v for k, v in self._attrs.items() if k not in CALIBRATION_KEYS}
         return dcm.from_array(data, chunks=None, energy=self._attrs.get("energy"),
                               attrs=extra, **cal)
 
@@ -318,7 +317,7 @@ class ElectronEvents:
             for axis, k in (("x", 1), ("y", 2)):
                 variables[f"com_q{axis}"] = xr.DataArray(stacked[..., k] * size, dims=R_DIMS,
                                                          attrs={"units": units})
-        attrs = {k: self._attrs[k] for k in CALIBRATION if k in self._attrs}
+        attrs = calibration_attrs(self._attrs)
         return xr.Dataset(variables, coords=self._coords(R_DIMS), attrs=attrs)
 
     # --- storage -------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from .datacube import R_DIMS, check_datacube
+from .datacube import R_DIMS, calibration_attrs, check_datacube
 from .detectors import circle_mask
 from .graph import frame_blocks, only_block
 from .kernels.virtual import masked_sums_stack
@@ -45,7 +45,7 @@ def virtual_images(datacube, masks) -> xr.DataArray:
     return xr.DataArray(stack, dims=(*R_DIMS, "detector"),
                         coords={**{d: datacube.coords[d] for d in R_DIMS},
                                 "detector": np.arange(n)},
-                        name="virtual_images", attrs=_attrs(datacube, "r", "q"))
+                        name="virtual_images", attrs=calibration_attrs(datacube.attrs))
 
 
 def virtual_image(datacube, mask) -> xr.DataArray:
@@ -64,7 +64,7 @@ def virtual_image(datacube, mask) -> xr.DataArray:
                          meta=np.empty((0, 0), dtype=np.float64), token="virtual_image")
     return xr.DataArray(image, dims=R_DIMS,
                         coords={d: datacube.coords[d] for d in R_DIMS},
-                        name="virtual_image", attrs=_attrs(datacube, "r"))
+                        name="virtual_image", attrs=calibration_attrs(datacube.attrs, ("r",)))
 
 
 def mean_diffraction_pattern(datacube) -> xr.DataArray:
@@ -73,7 +73,7 @@ def mean_diffraction_pattern(datacube) -> xr.DataArray:
     mean = datacube.data.mean(axis=(0, 1), dtype=np.float64)
     return xr.DataArray(mean, dims=("Qx", "Qy"),
                         coords={d: datacube.coords[d] for d in ("Qx", "Qy")},
-                        name="mean_pattern", attrs=_attrs(datacube, "q"))
+                        name="mean_pattern", attrs=calibration_attrs(datacube.attrs, ("q",)))
 
 
 def _images(data, weights) -> da.Array:
@@ -116,8 +116,3 @@ def _mask_stack(masks, detector_shape, parameter="masks") -> np.ndarray:
     if not np.isfinite(weights).all():
         raise ValueError(f"{parameter} must be finite, got NaN or inf weights")
     return weights
-
-
-def _attrs(datacube, *spaces):
-    keys = [f"{s}_{k}" for s in spaces for k in ("pixel_size", "units")] + ["energy"]
-    return {k: datacube.attrs[k] for k in keys if k in datacube.attrs}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..datacube import with_calibration
+from ..datacube import CALIBRATION_KEYS, with_calibration
 from .emd import is_hdf5, read_emd, to_h5
 from .raw import read_npy, read_raw
 from .zarr_store import is_zarr, read_zarr, to_zarr
@@ -15,7 +15,6 @@ SUPPORTED = (
     ".npy files",
     "raw binary (pass shape=, dtype= and optionally offset=)",
 )
-_CALIBRATION = ("r_pixel_size", "r_units", "q_pixel_size", "q_units", "energy")
 
 
 class UnsupportedFormatError(ValueError):
@@ -34,7 +33,7 @@ def read(path, **options):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"path: {path} does not exist")
-    overrides = {k: options.pop(k) for k in _CALIBRATION if k in options}
+    overrides = {k: options.pop(k) for k in CALIBRATION_KEYS if k in options}
     if is_zarr(path):
         dc = read_zarr(path, **options)
     elif is_hdf5(path):

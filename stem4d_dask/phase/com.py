@@ -6,7 +6,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from ..datacube import R_DIMS
+from ..datacube import R_DIMS, calibration_attrs
 from ..graph import frame_blocks, only_block
 from ..kernels.com import center_of_mass_frames
 
@@ -38,8 +38,7 @@ def center_of_mass(datacube, mask=None) -> xr.Dataset:
                            dtype=np.float64, meta=np.empty((0, 0, 0), dtype=np.float64),
                            token="center_of_mass")
     coords = {d: datacube.coords[d] for d in R_DIMS}
-    attrs = {k: datacube.attrs[k] for k in ("r_pixel_size", "r_units", "q_pixel_size",
-                                            "q_units", "energy") if k in datacube.attrs}
+    attrs = calibration_attrs(datacube.attrs)
     pixels = {"units": "pixels", "origin": "corner pixel (0, 0)"}
     variables = {
         "com_x": xr.DataArray(stacked[..., 1], dims=R_DIMS, attrs=pixels),

@@ -28,10 +28,10 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from ..datacube import R_DIMS
+from ..datacube import R_DIMS, calibration_attrs
 from ..detectors import parse_center
 from ..graph import frame_blocks
-from ..virtual import _attrs, _images, _mask_stack
+from ..virtual import _images, _mask_stack
 
 __all__ = ["segmented_com", "monolithic_com"]
 
@@ -133,4 +133,4 @@ def _dataset(datacube, data, weights, wx, wy, units, definition, total=False) ->
     variables["segment_intensity"] = xr.DataArray(
         stack[..., :n], dims=(*R_DIMS, "detector"), coords={"detector": np.arange(n)},
         attrs={"units": "counts"})
-    return xr.Dataset(variables, coords=coords, attrs=_attrs(datacube, "r", "q"))
+    return xr.Dataset(variables, coords=coords, attrs=calibration_attrs(datacube.attrs))

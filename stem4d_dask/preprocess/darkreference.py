@@ -17,7 +17,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from ..datacube import Q_DIMS
+from ..datacube import Q_DIMS, calibration_attrs
 from ..graph import (
     detector_array,
     drawn_frames,
@@ -146,6 +146,5 @@ def _streak_profile(data, width, n_frames, side, direction, rng, width_name,
 
 def _q_array(datacube, data, name) -> xr.DataArray:
     coords = {d: datacube.coords[d] for d in Q_DIMS}
-    attrs = {k: datacube.attrs[k] for k in ("q_pixel_size", "q_units", "energy")
-             if k in datacube.attrs}
+    attrs = calibration_attrs(datacube.attrs, ("q",))
     return xr.DataArray(data, dims=Q_DIMS, coords=coords, name=name, attrs=attrs)

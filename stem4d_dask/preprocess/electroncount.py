@@ -29,6 +29,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from ..datacube import calibration_attrs
 from ..graph import (
     detector_array,
     drawn_frames,
@@ -97,8 +98,7 @@ def electron_count(datacube, darkreference, Nsamples=40, thresh_bkgrnd_Nsigma=4,
     for index in np.ndindex(blocks.shape):
         counted[index] = dask.delayed(_count_events)(blocks[index], dark, thresholds,
                                                      **options)
-    attrs = {k: v for k, v in datacube.attrs.items()
-             if k in ("r_pixel_size", "r_units", "q_pixel_size", "q_units", "energy")}
+    attrs = calibration_attrs(datacube.attrs)
     attrs["q_pixel_size"] = attrs["q_pixel_size"] * b
     return ElectronEvents.from_blocks(counted, data.chunks[:2], detector, bool(sub_pixel),
                                       attrs)
