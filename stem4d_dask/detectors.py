@@ -36,6 +36,7 @@ from .calibration import (
     inv_angstrom_to_mrad,
     mrad_to_inv_angstrom,
 )
+from .graph import checked_int
 
 __all__ = [
     "circle_mask",
@@ -205,9 +206,7 @@ def _positive(value, name) -> float:
 
 
 def _n_segments(n, name="n_segments") -> int:
-    if isinstance(n, bool | np.bool_) or not hasattr(n, "__index__") or int(n) < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {n!r}")
-    return int(n)
+    return checked_int(n, name)
 
 
 def _check_radii(inner, outer, names=("inner", "outer")):

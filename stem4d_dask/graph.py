@@ -22,11 +22,19 @@ def rebuild(dc: xr.DataArray, data, **attrs) -> xr.DataArray:
     return from_array(data, chunks=None, energy=energy, attrs=merged, **cal)
 
 
-def positive_int(value, name: str) -> int:
-    """``value`` as an int >= 1 (Python or numpy integer); else ``ValueError`` naming it."""
-    if isinstance(value, bool | np.bool_) or not hasattr(value, "__index__") or int(value) < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+def checked_int(value, name: str, minimum: int = 1, below: int | None = None) -> int:
+    """``value`` as an int in ``[minimum, below)`` (Python or numpy integer, not bool); else
+    ``ValueError`` naming ``name``."""
+    if isinstance(value, bool | np.bool_) or not hasattr(value, "__index__") or \
+            int(value) < minimum or (below is not None and int(value) >= below):
+        span = f">= {minimum}" if below is None else f"in [{minimum}, {below})"
+        raise ValueError(f"{name} must be an integer {span}, got {value!r}")
     return int(value)
+
+
+def positive_int(value, name: str) -> int:
+    """``value`` as an int >= 1; else ``ValueError`` naming it."""
+    return checked_int(value, name)
 
 
 def whole_frames(data: da.Array) -> da.Array:

@@ -42,6 +42,7 @@ import xarray as xr
 from scipy.special import ndtr
 
 from .datacube import from_array, normalize_chunks
+from .graph import checked_int
 from .io.blocks import lazy_from_loader
 
 EDGE = 2  # strikes keep at least this many pixels from every detector edge
@@ -246,10 +247,7 @@ class CountingScan:
 
     def _position(self, rx, ry):
         nx, ny = self.model.scan_shape
-        for name, value, n in (("rx", rx, nx), ("ry", ry, ny)):
-            if isinstance(value, bool) or not hasattr(value, "__index__") or not 0 <= value < n:
-                raise ValueError(f"{name} must be an integer in [0, {n}), got {value!r}")
-        return int(rx), int(ry)
+        return checked_int(rx, "rx", 0, nx), checked_int(ry, "ry", 0, ny)
 
 
 def _check(name, value, low=0.0, high=None, strict=False):

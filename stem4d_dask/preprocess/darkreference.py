@@ -19,10 +19,10 @@ import xarray as xr
 
 from ..datacube import Q_DIMS, calibration_attrs
 from ..graph import (
+    checked_int,
     detector_array,
     drawn_frames,
     frame_blocks,
-    positive_int,
     rebuild,
     result_float_dtype,
 )
@@ -38,10 +38,8 @@ def get_bksbtr_DP(datacube, darkref, Rx, Ry):
     data = frame_blocks(datacube)
     dark = detector_array(darkref, data.shape[2:], "darkref")
     rx, ry = data.shape[:2]
-    for name, value, n in (("Rx", Rx, rx), ("Ry", Ry, ry)):
-        if isinstance(value, bool) or not hasattr(value, "__index__") or not 0 <= value < n:
-            raise ValueError(f"{name} must be an integer in [0, {n}), got {value!r}")
-    frame = data[int(Rx), int(Ry)].astype(np.float64) - dark.astype(np.float64)
+    Rx, Ry = checked_int(Rx, "Rx", 0, rx), checked_int(Ry, "Ry", 0, ry)
+    frame = data[Rx, Ry].astype(np.float64) - dark.astype(np.float64)
     return _q_array(datacube, frame, "background_subtracted_pattern")
 
 
@@ -121,9 +119,9 @@ def _subtract_block(block, reference, *, out_dtype):
 
 
 def _width(value, name, limit, allow_zero=False) -> int:
-    if allow_zero and not isinstance(value, bool) and hasattr(value, "__index__") and value == 0:
+    width = checked_int(value, name, 0 if allow_zero else 1)
+    if width == 0:
         return 0
-    width = positive_int(value, name)
     if width > limit:
         raise ValueError(f"{name} {width} is wider than the detector ({limit} pixels)")
     return width

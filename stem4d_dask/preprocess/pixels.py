@@ -23,7 +23,14 @@ import numpy as np
 import xarray as xr
 
 from ..datacube import Q_DIMS
-from ..graph import detector_array, frame_blocks, positive_int, rebuild, single_key
+from ..graph import (
+    checked_int,
+    detector_array,
+    frame_blocks,
+    positive_int,
+    rebuild,
+    single_key,
+)
 from ..kernels.pixels import CROSS_OFFSETS, hot_pixel_mask, repair_pixels, repair_plan
 from ..virtual import mean_diffraction_pattern
 
@@ -40,10 +47,7 @@ def filter_hot_pixels(datacube, thresh, ind_compare=1, return_mask=False):
     data = frame_blocks(datacube)
     if not np.isscalar(thresh) or not np.isfinite(thresh) or thresh < 0:
         raise ValueError(f"thresh must be a number >= 0 (counts), got {thresh!r}")
-    if isinstance(ind_compare, bool) or not hasattr(ind_compare, "__index__") or \
-            not 0 <= ind_compare < len(CROSS_OFFSETS):
-        raise ValueError(f"ind_compare must be an integer in [0, {len(CROSS_OFFSETS)}), got "
-                         f"{ind_compare!r}")
+    ind_compare = checked_int(ind_compare, "ind_compare", 0, len(CROSS_OFFSETS))
     mean = mean_diffraction_pattern(datacube).data
     mask = mean.map_blocks(hot_pixel_mask, float(thresh), int(ind_compare), dtype=bool,
                            token="hot_pixel_mask")

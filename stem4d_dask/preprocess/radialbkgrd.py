@@ -47,7 +47,7 @@ import numpy as np
 import xarray as xr
 
 from ..datacube import DIMS, R_DIMS, check_datacube
-from ..graph import frame_blocks, rebuild, result_float_dtype
+from ..graph import checked_int, frame_blocks, rebuild, result_float_dtype
 from ..kernels import array_module
 from ..kernels.polar import (
     background_1d,
@@ -349,13 +349,6 @@ def _flag(value, name):
     return bool(value)
 
 
-def _integer(value, name, minimum):
-    if isinstance(value, bool | np.bool_) or not hasattr(value, "__index__") or \
-            int(value) < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _number(value, name):
     if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.integer |
                                                             np.floating) or np.isnan(value):
@@ -366,17 +359,17 @@ def _number(value, name):
 def _options(n_r, maskUpdateIter, min_relative_threshold, smoothing, smoothingWindowSize,
              smoothingPolyOrder, smoothing_log, min_background_value):
     """Checked keyword arguments of :func:`stem4d_dask.kernels.polar.background_1d`."""
-    iterations = _integer(maskUpdateIter, "maskUpdateIter", 0)
+    iterations = checked_int(maskUpdateIter, "maskUpdateIter", 0)
     threshold = _number(min_relative_threshold, "min_relative_threshold")
     if not 0 < threshold < np.inf:
         raise ValueError(f"min_relative_threshold must be a finite number > 0, got "
                          f"{min_relative_threshold!r}")
     smoothing = _flag(smoothing, "smoothing")
     smoothing_log = _flag(smoothing_log, "smoothing_log")
-    window = _integer(smoothingWindowSize, "smoothingWindowSize", 1)
+    window = checked_int(smoothingWindowSize, "smoothingWindowSize", 1)
     if window % 2 == 0:
         raise ValueError(f"smoothingWindowSize must be odd, got {smoothingWindowSize!r}")
-    order = min(_integer(smoothingPolyOrder, "smoothingPolyOrder", 0), window - 1)
+    order = min(checked_int(smoothingPolyOrder, "smoothingPolyOrder", 0), window - 1)
     floor = _number(min_background_value, "min_background_value")
     if smoothing and window > n_r:
         raise ValueError(f"smoothingWindowSize must not exceed the number of r bins ({n_r}), "
