@@ -29,12 +29,3 @@ def masked_sums_stack(block, masks):
         batch = frames[start:start + step].astype(xp.float64, copy=False)
         xp.matmul(batch, weights, out=out[start:start + step])
     return out.reshape(lead + (weights.shape[1],))
-
-
-def masked_sums(block, mask):
-    """``sum(frame * mask)`` for every frame of ``block``: float64 ``block.shape[:-2]``.
-
-    block: ``(..., Qx, Qy)`` frames; mask: ``(Qx, Qy)`` weights. The one-mask case of
-    :func:`masked_sums_stack`.
-    """
-    return masked_sums_stack(block, mask[..., None])[..., 0]
