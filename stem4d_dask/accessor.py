@@ -34,6 +34,15 @@ class Stem4dAccessor:
     def describe(self):
         return _dc.describe(self._obj)
 
+    def checked(self):
+        return _dc.check_datacube(self._obj)
+
+    def value_range(self):
+        return _dc.value_range(self._obj)
+
+    def with_value_range(self, value_range):
+        return _dc.with_value_range(self._obj, value_range)
+
     # preprocess
     def set_scan_shape(self, R_Nx, R_Ny):
         return _pp.set_scan_shape(self._obj, R_Nx, R_Ny)
@@ -67,11 +76,14 @@ class Stem4dAccessor:
     def pad_data_diffraction(self, pad_factor=None, output_size=None):
         return _pp.pad_data_diffraction(self._obj, pad_factor, output_size)
 
-    def datacube_diffraction_shift(self, xshifts, yshifts, periodic=True, bilinear=False):
-        return _pp.datacube_diffraction_shift(self._obj, xshifts, yshifts, periodic, bilinear)
+    def datacube_diffraction_shift(self, xshifts, yshifts, periodic=True, bilinear=False, *,
+                                   units="pixels"):
+        return _pp.datacube_diffraction_shift(self._obj, xshifts, yshifts, periodic, bilinear,
+                                              units=units)
 
-    def center_patterns(self, qx0, qy0, center=None, periodic=True, bilinear=False):
-        return _pp.center_patterns(self._obj, qx0, qy0, center, periodic, bilinear)
+    def center_patterns(self, qx0, qy0, center=None, periodic=True, bilinear=False, *,
+                        units="pixels"):
+        return _pp.center_patterns(self._obj, qx0, qy0, center, periodic, bilinear, units=units)
 
     def filter_hot_pixels(self, thresh, ind_compare=1, return_mask=False):
         return _pp.filter_hot_pixels(self._obj, thresh, ind_compare, return_mask)

@@ -1,8 +1,11 @@
 """The datacube: an ``xarray.DataArray`` over a dask array with dims ``(Rx, Ry, Qx, Qy)``.
 
-- coords on every dim, ``coord = arange(N) * pixel_size`` with ``attrs["units"]``;
-- attrs ``r_pixel_size``, ``r_units``, ``q_pixel_size``, ``q_units`` and ``energy`` (eV, absent
-  when unknown);
+- coords on every dim with ``attrs["units"]``, by default ``origin + arange(N) * pixel_size``;
+  **the coords are the truth** (see :mod:`stem4d_dask.coords`): xarray keeps them right
+  through ``isel``/``sel``/``concat``/``transpose``, and every operation reads them;
+- attrs ``r_pixel_size``, ``r_units``, ``q_pixel_size``, ``q_units`` derived from the coords
+  (a pixel size is absent when the coords are irregular), ``energy`` (eV, absent when unknown),
+  and optionally ``value_range`` (see :func:`with_value_range`);
 - chunks: whole detector frames, the scan cut into blocks of roughly 32-128 MiB.
 """
 
@@ -14,7 +17,19 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from .calibration import KNOWN_UNITS, canonical_units, check_energy, check_pixel_size
+from .calibration import canonical_units, check_energy, check_pixel_size
+from .coords import (
+    REL_TOL,
+    SPACES,
+    UNITS,
+    axis,
+    check_coords,
+    derived_attrs,
+    is_checked,
+    pixel_size,
+    regular_coord,
+    units,
+)
 
 DIMS = ("Rx", "Ry", "Qx", "Qy")
 R_DIMS = DIMS[:2]
@@ -22,6 +37,8 @@ Q_DIMS = DIMS[2:]
 NAME = "datacube"
 
 CALIBRATION_KEYS = ("r_pixel_size", "r_units", "q_pixel_size", "q_units", "energy")
+_DERIVED = CALIBRATION_KEYS[:4]  # made from the coords, never trusted from attrs
+VALUE_RANGE_OF = "value_range_of"  # the dask array a recorded value_range belongs to
 
 MiB = 2**20
 TARGET_CHUNK_BYTES = 64 * MiB
@@ -105,7 +122,11 @@ def _to_dask(data, chunks):
 
 def axis_coord(n: int, pixel_size: float, units: str, dim: str) -> xr.DataArray:
     """Calibrated coordinate ``arange(n) * pixel_size`` for ``dim`` with ``attrs["units"]``."""
-    return xr.DataArray(np.arange(n) * pixel_size, dims=(dim,), attrs={"units": units})
+    return regular_coord(n, pixel_size, units, dim)
+
+
+class StaleCalibrationWarning(UserWarning):
+    """A datacube's calibration attrs disagree with its coords; the coords are used."""
 
 
 def from_array(
@@ -116,6 +137,9 @@ def from_array(
     q_pixel_size=1,
     q_units="pixels",
     energy=None,
+    r_origin=0,
+    q_origin=0,
+    value_range=None,
     chunks="auto",
     attrs=None,
 ) -> xr.DataArray:
@@ -123,12 +147,17 @@ def from_array(
 
     Parameters
     ----------
-    data : numpy array, ``np.memmap``, dask array or DataArray, shape ``(Rx, Ry, Qx, Qy)``.
-        Never copied: numpy arrays are wrapped, memory maps become per-chunk file reads (so the
-        graph pickles to remote workers), dask arrays keep their graph.
+    data : numpy array, ``np.memmap``, dask array or DataArray, shape ``(Rx, Ry, Qx, Qy)``,
+        of real numbers or booleans. Never copied: numpy arrays are wrapped, memory maps become
+        per-chunk file reads (so the graph pickles to remote workers), dask arrays keep their
+        graph.
     r_pixel_size, r_units : scan step and its units (``"pixels"``, ``"A"``, ``"nm"``).
     q_pixel_size, q_units : detector pixel size and units (``"pixels"``, ``"A^-1"``, ``"mrad"``).
     energy : beam energy in eV, or None when unknown.
+    r_origin, q_origin : coordinate of the first pixel, one number or ``(x, y)``, in the
+        space's units (default 0): the coords are ``origin + arange(n) * pixel_size``.
+    value_range : ``(min, max)`` the data can hold when narrower than its dtype's (e.g.
+        ``(0, 4095)`` for a 12-bit counter in uint16): binning then picks a smaller dtype.
     chunks : ``"auto"`` (whole frames, 32-128 MiB scan blocks), ``{dim: size}``, a 2-tuple of
         scan chunk sizes, a 4-tuple, or None to keep a dask array's own chunks.
     attrs : extra attributes to carry (origin, calibration notes ...).
@@ -138,28 +167,66 @@ def from_array(
         raise ValueError(f"data must be 4D (Rx, Ry, Qx, Qy), got shape {tuple(arr.shape)}")
     if 0 in arr.shape:
         raise ValueError(f"data must not have an empty axis, got shape {tuple(arr.shape)}")
-    out_attrs = dict(attrs or {})
-    out_attrs.update(
-        r_pixel_size=check_pixel_size(r_pixel_size, parameter="r_pixel_size"),
-        r_units=canonical_units(r_units, parameter="r_units"),
-        q_pixel_size=check_pixel_size(q_pixel_size, parameter="q_pixel_size"),
-        q_units=canonical_units(q_units, parameter="q_units"),
-    )
+    check_dtype(arr.dtype, "data")
+    out_attrs = {k: v for k, v in dict(attrs or {}).items() if k not in _DERIVED}
+    coords = {}
+    for space, size, unit, origin in (("r", r_pixel_size, r_units, r_origin),
+                                      ("q", q_pixel_size, q_units, q_origin)):
+        size = check_pixel_size(size, parameter=f"{space}_pixel_size")
+        unit = canonical_units(unit, parameter=f"{space}_units", allowed=UNITS[space])
+        for d, o in zip(SPACES[space], _pair(origin, f"{space}_origin"), strict=True):
+            coords[d] = regular_coord(arr.shape[DIMS.index(d)], size, unit, d, o)
+        out_attrs[f"{space}_pixel_size"] = size  # kept only where the coords cannot say
     e = check_energy(energy)
     out_attrs.pop("energy", None)
     if e is not None:
         out_attrs["energy"] = e
-    return _assemble(arr, out_attrs)
+    dc = assemble(arr, coords, out_attrs)
+    return dc if value_range is None else with_value_range(dc, value_range)
 
 
-def _assemble(arr, attrs) -> xr.DataArray:
-    rp, ru = attrs["r_pixel_size"], attrs["r_units"]
-    qp, qu = attrs["q_pixel_size"], attrs["q_units"]
-    coords = {
-        d: axis_coord(n, p, u, d)
-        for d, n, p, u in zip(DIMS, arr.shape, (rp, rp, qp, qp), (ru, ru, qu, qu), strict=True)
-    }
-    return xr.DataArray(arr, dims=DIMS, coords=coords, attrs=attrs, name=NAME)
+def _pair(value, parameter) -> tuple:
+    values = tuple(np.ravel(value)) if np.ndim(value) else (value, value)
+    try:
+        values = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ValueError(f"{parameter} must be one number or a pair (x, y), got "
+                         f"{value!r}") from None
+    if len(values) != 2 or not all(np.isfinite(values)):
+        raise ValueError(f"{parameter} must be one finite number or a pair (x, y), got "
+                         f"{value!r}")
+    return values
+
+
+def check_dtype(dtype, parameter) -> np.dtype:
+    """``dtype`` if it holds real numbers or booleans; else ``TypeError`` naming it."""
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "biuf":
+        hint = (" (take .real, .imag or abs() first)" if dtype.kind == "c" else "")
+        raise TypeError(f"{parameter}: dtype {dtype} is not supported; a datacube holds real "
+                        f"numbers or booleans{hint}")
+    return dtype
+
+
+def assemble(arr, coords: dict, attrs: dict) -> xr.DataArray:
+    """The datacube over dask array ``arr`` with ``coords`` (``{dim: coord}``, all four) and
+    ``attrs``: the calibration entries are derived from the coords (a ``*_pixel_size`` in
+    ``attrs`` survives only for a space whose axes have one pixel each, which no coordinate
+    can give a spacing); the rest are kept."""
+    dc = xr.DataArray(arr, dims=DIMS, coords=coords, name=NAME, attrs=dict(attrs))
+    return _with_derived(dc, attrs)
+
+
+def _with_derived(dc, attrs):
+    dc.attrs = {**{k: v for k, v in attrs.items() if k not in _DERIVED}, **derived_attrs(dc)}
+    return _order_attrs(dc)
+
+
+def _order_attrs(dc):
+    keys = [k for k in CALIBRATION_KEYS if k in dc.attrs]
+    dc.attrs = {**{k: dc.attrs[k] for k in keys},
+                **{k: v for k, v in dc.attrs.items() if k not in keys}}
+    return dc
 
 
 def calibration_attrs(attrs, spaces=("r", "q")) -> dict:
@@ -171,70 +238,177 @@ def calibration_attrs(attrs, spaces=("r", "q")) -> dict:
 
 def with_calibration(dc: xr.DataArray, **changes) -> xr.DataArray:
     """A new datacube with some of ``r_pixel_size``, ``r_units``, ``q_pixel_size``,
-    ``q_units``, ``energy`` changed and coords rebuilt. Pixel data are untouched (same graph)."""
+    ``q_units``, ``energy`` changed. Pixel data are untouched (same graph).
+
+    A space whose pixel size or units change gets regular coords ``(i0 + arange(n)) *
+    pixel_size``, where ``i0`` is the pixel index of its first coordinate in the old grid
+    (``origin / old step``): a crop keeps its place in the scan or on the detector. That space
+    must have regular coords (else ``ValueError``; give new coords with ``assign_coords``).
+    """
     allowed = {"r_pixel_size", "r_units", "q_pixel_size", "q_units", "energy"}
     unknown = set(changes) - allowed
     if unknown:
         raise TypeError(f"with_calibration: unknown parameters {sorted(unknown)}")
-    check_datacube(dc)
-    kw = {k: dc.attrs[k] for k in allowed - {"energy"}}
-    kw["energy"] = dc.attrs.get("energy")
-    kw.update(changes)
-    extra = {k: v for k, v in dc.attrs.items() if k not in allowed}
-    return from_array(dc.data, chunks=None, attrs=extra, **kw)
+    dc = check_datacube(dc)
+    coords = {d: dc.coords[d] for d in DIMS}
+    for space, dims in SPACES.items():
+        new = {k: changes[k] for k in (f"{space}_pixel_size", f"{space}_units") if k in changes}
+        if not new:
+            continue
+        size = new.get(f"{space}_pixel_size")
+        size = check_pixel_size(size, parameter=f"{space}_pixel_size") if size is not None \
+            else pixel_size(dc, space, f"with_calibration({space}_units=...)")
+        unit = canonical_units(new.get(f"{space}_units", units(dc, space)),
+                               parameter=f"{space}_units", allowed=UNITS[space])
+        old = pixel_size(dc, space, f"with_calibration({', '.join(new)})")
+        for d in dims:
+            start = axis(dc, d).origin / old
+            coords[d] = regular_coord(dc.sizes[d], size, unit, d, start * size)
+    attrs = dict(dc.attrs)
+    if "energy" in changes:
+        attrs.pop("energy", None)
+        energy = check_energy(changes["energy"])
+        if energy is not None:
+            attrs["energy"] = energy
+    return assemble(dc.data, coords, attrs)
 
 
 def check_datacube(dc, *, parameter: str = "datacube") -> xr.DataArray:
-    """Validate that ``dc`` is a datacube DataArray; raise a ``TypeError``/``ValueError`` naming
-    ``parameter`` otherwise. Returns ``dc`` unchanged."""
+    """Check a datacube and return it ready for an operation; ``TypeError``/``ValueError``
+    naming ``parameter`` when it is not one.
+
+    Accepts any DataArray with the four dims ``(Rx, Ry, Qx, Qy)`` in any order and real or
+    boolean data. Returns a new DataArray (the input is untouched) with the dims in that order,
+    the four coords checked (numbers, finite, units allowed in their space and equal on both
+    axes; missing coords are made from the attrs, or in pixels) and the calibration attrs
+    derived from the coords. Attrs that disagree with the coords (after ``isel``/``sel``, which
+    update the coords only, or a hand edit) are replaced, with a
+    :class:`StaleCalibrationWarning` saying so: the coords are the truth.
+    """
     if not isinstance(dc, xr.DataArray):
         raise TypeError(
             f"{parameter} must be an xarray.DataArray datacube (see stem4d_dask.from_array), "
             f"got {type(dc).__name__}"
         )
+    if set(dc.dims) != set(DIMS) or dc.ndim != 4:
+        raise ValueError(f"{parameter} must have dims {DIMS} (in any order), got {dc.dims}")
+    check_dtype(dc.dtype, parameter)
     if dc.dims != DIMS:
-        raise ValueError(f"{parameter} must have dims {DIMS}, got {dc.dims}")
+        dc = dc.transpose(*DIMS)
+    elif is_checked(dc) and _energy_ok(dc.attrs):
+        return dc
+    coords = check_coords(dc, dc.attrs, parameter)
+    out = _with_derived(xr.DataArray(dc.variable, coords=coords, name=dc.name or NAME,
+                                     attrs=dict(dc.attrs)), dc.attrs)
+    _warn_stale(dc.attrs, out.attrs, parameter)
+    energy = check_energy(out.attrs.pop("energy", None))
+    if energy is not None:
+        out.attrs["energy"] = energy
+    return out
+
+
+def _energy_ok(attrs) -> bool:
+    e = attrs.get("energy")
+    return e is None and "energy" not in attrs or \
+        isinstance(e, float) and np.isfinite(e) and e > 0
+
+
+def _warn_stale(given: dict, derived: dict, parameter: str):
+    stale = []
     for key in ("r_pixel_size", "q_pixel_size"):
-        if key not in dc.attrs:
-            raise ValueError(f"{parameter} lacks attrs[{key!r}]; build it with from_array")
-        check_pixel_size(dc.attrs[key], parameter=f"{parameter}.attrs[{key!r}]")
+        if key in given and key in derived and not np.isclose(
+                float(given[key]), derived[key], rtol=REL_TOL, atol=0):
+            stale.append(f"{key} {given[key]!r} (coords: {derived[key]:g})")
     for key in ("r_units", "q_units"):
-        canonical_units(dc.attrs.get(key), parameter=f"{parameter}.attrs[{key!r}]",
-                        allowed=KNOWN_UNITS)
-    return dc
+        if key in given and given[key] != derived[key]:
+            try:
+                same = canonical_units(given[key]) == derived[key]
+            except (TypeError, ValueError):
+                same = False
+            if not same:
+                stale.append(f"{key} {given[key]!r} (coords: {derived[key]!r})")
+    if stale:
+        warnings.warn(
+            f"{parameter}: the calibration attrs disagree with the coordinates: "
+            f"{'; '.join(stale)}. The coordinates are used (xarray's isel/sel/concat update "
+            "them, not the attrs); to recalibrate use .stem4d.with_calibration(...)",
+            StaleCalibrationWarning, stacklevel=3)
 
 
 def as_datacube(obj, *, name=None) -> xr.DataArray:
-    """Adopt an xarray DataArray with dims ``(Rx, Ry, Qx, Qy)`` (e.g. from ``xr.open_zarr``).
+    """Adopt an xarray DataArray (or the datacube variable of a Dataset, e.g. from
+    ``xr.open_zarr``) with dims ``(Rx, Ry, Qx, Qy)`` in any order.
 
-    Calibration comes from the attrs when present, else from the coord spacing and the coords'
-    ``units`` attrs, else pixels. The result is rebuilt by :func:`from_array` (same dask graph).
+    The calibration comes from the coords (values, origin and ``units`` attrs), which are kept
+    as they are; dims without coords get them from the ``*_pixel_size``/``*_units`` attrs,
+    else pixels (see :func:`check_datacube`). numpy-backed data are wrapped in a dask array
+    with the default chunks (not copied).
     """
     if isinstance(obj, xr.Dataset):
         obj = pick_variable(obj, name)
     if not isinstance(obj, xr.DataArray) or set(obj.dims) != set(DIMS):
         raise ValueError(f"expected a DataArray with dims {DIMS}, got {getattr(obj, 'dims', obj)}")
-    obj = obj.transpose(*DIMS)
-    attrs = dict(obj.attrs)
-    for space, (d, _) in (("r", R_DIMS), ("q", Q_DIMS)):
-        if f"{space}_pixel_size" not in attrs:
-            attrs[f"{space}_pixel_size"] = _spacing(obj, d)
-        if f"{space}_units" not in attrs:
-            coord = obj.coords.get(d)
-            attrs[f"{space}_units"] = (coord.attrs.get("units") if coord is not None else None) \
-                or "pixels"
-    kw = {k: attrs.pop(k) for k in ("r_pixel_size", "r_units", "q_pixel_size", "q_units")}
-    energy = attrs.pop("energy", None)
-    data = obj.data if isinstance(obj.data, da.Array) else da.from_array(obj.data)
-    return from_array(data, chunks=None, energy=energy, attrs=attrs, **kw)
+    dc = check_datacube(obj, parameter="obj")
+    if not isinstance(dc.data, da.Array):
+        dc = dc.copy(data=_to_dask(dc.data, "auto"))
+    return dc
 
 
-def _spacing(obj, dim) -> float:
-    coord = obj.coords.get(dim)
-    if coord is None or coord.size < 2:
-        return 1.0
-    step = float(coord.values[1] - coord.values[0])
-    return step if step > 0 else 1.0
+def value_range(dc: xr.DataArray):
+    """``(min, max)`` the datacube's values can take: the range recorded for this very array
+    (a detector's bit depth, a previous binning), else its dtype's; None for floats."""
+    recorded = dc.attrs.get("value_range")
+    if recorded is not None and dc.attrs.get(VALUE_RANGE_OF) == _data_key(dc):
+        return tuple(recorded)
+    dtype = np.dtype(dc.dtype)
+    if dtype == np.bool_:
+        return (0, 1)
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        return (int(info.min), int(info.max))
+    return None
+
+
+def with_value_range(dc: xr.DataArray, value_range) -> xr.DataArray:
+    """``dc`` recording that its values lie in ``value_range`` = ``(min, max)`` (integers).
+
+    The record is tied to this array's dask graph: any xarray operation that makes new data
+    (arithmetic, ``astype``, ``isel`` ...) leaves a record that no longer matches, and the
+    dtype's range is used again, so a stale record can never narrow a result wrongly.
+    """
+    try:
+        lo, hi = (int(v) for v in value_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"value_range must be two integers (min, max), got "
+                         f"{value_range!r}") from None
+    dtype = np.dtype(dc.dtype)
+    if dtype.kind not in "uib" or lo > hi:
+        raise ValueError(f"value_range: {value_range!r} must be (min <= max) for integer data, "
+                         f"got dtype {dtype}")
+    full = value_range_of_dtype(dtype)
+    if lo < full[0] or hi > full[1]:
+        raise ValueError(f"value_range {value_range!r} is outside the {dtype} range {full}")
+    out = dc.copy()
+    if (lo, hi) == full:  # nothing narrower than the dtype to record
+        out.attrs.pop("value_range", None)
+        out.attrs.pop(VALUE_RANGE_OF, None)
+        return out
+    out.attrs["value_range"] = [lo, hi]
+    out.attrs[VALUE_RANGE_OF] = _data_key(out)
+    return out
+
+
+def value_range_of_dtype(dtype) -> tuple:
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_:
+        return (0, 1)
+    info = np.iinfo(dtype)
+    return (int(info.min), int(info.max))
+
+
+def _data_key(dc) -> str:
+    data = dc.data
+    return data.name if isinstance(data, da.Array) else f"numpy-{id(data)}"
 
 
 def pick_variable(ds: xr.Dataset, name):
@@ -254,30 +428,48 @@ def pick_variable(ds: xr.Dataset, name):
 
 
 def with_q_units(dc: xr.DataArray, units: str) -> xr.DataArray:
-    """Re-express the detector calibration in ``units`` (``"mrad"`` <-> ``"A^-1"``), using
-    ``attrs["energy"]`` (eV). Coords are rebuilt; pixel data are untouched."""
+    """Re-express the detector coords in ``units`` (``"mrad"`` <-> ``"A^-1"``, a linear map at
+    ``attrs["energy"]``, eV): every Qx, Qy coordinate is scaled, the origin included. Pixel
+    data are untouched."""
     from .calibration import convert_q_pixel_size
 
-    check_datacube(dc)
-    size = convert_q_pixel_size(dc.attrs["q_pixel_size"], dc.attrs["q_units"], units,
-                                dc.attrs.get("energy"))
-    return with_calibration(dc, q_pixel_size=size, q_units=units)
+    dc = check_datacube(dc)
+    own = dc.coords["Qx"].attrs["units"]
+    target = canonical_units(units, parameter="units", allowed=UNITS["q"])
+    factor = convert_q_pixel_size(1.0, own, target, dc.attrs.get("energy"))
+    coords = {d: dc.coords[d] for d in DIMS}
+    for d in SPACES["q"]:
+        coords[d] = xr.DataArray(dc.coords[d].values * factor, dims=(d,),
+                                 attrs={"units": target})
+    return assemble(dc.data, coords, dc.attrs)
 
 
 def describe(dc: xr.DataArray) -> dict:
-    """Shape, dtype, chunking and calibration of a datacube as a plain dict (no data read)."""
-    check_datacube(dc)
-    chunk = tuple(c[0] for c in dc.data.chunks)
-    return {
+    """Shape, dtype, chunking and calibration of a datacube as a plain dict (no data read).
+
+    ``r_pixel_size``/``q_pixel_size`` are None when the coords define none (irregular or
+    non-square: ``r_grid``/``q_grid`` say why); ``r_origin``/``q_origin`` are the coordinates
+    of the first pixel."""
+    dc = check_datacube(dc, parameter="dc")
+    data = dc.data if isinstance(dc.data, da.Array) else da.from_array(dc.data)
+    chunk = tuple(c[0] for c in data.chunks)
+    out = {
         "shape": tuple(dc.shape),
         "dtype": str(dc.dtype),
         "chunks": chunk,
-        "n_chunks": int(np.prod(dc.data.numblocks)),
+        "n_chunks": int(np.prod(data.numblocks)),
         "chunk_MiB": round(float(np.prod(chunk)) * dc.dtype.itemsize / MiB, 2),
         "nbytes": int(dc.nbytes),
-        "r_pixel_size": dc.attrs["r_pixel_size"],
-        "r_units": dc.attrs["r_units"],
-        "q_pixel_size": dc.attrs["q_pixel_size"],
-        "q_units": dc.attrs["q_units"],
-        "energy": dc.attrs.get("energy"),
     }
+    for space, dims in SPACES.items():
+        try:
+            size, grid = pixel_size(dc, space, "a pixel size"), "regular"
+        except ValueError as err:
+            size, grid = None, str(err).split(", but ", 1)[-1]
+        out[f"{space}_pixel_size"] = size
+        out[f"{space}_units"] = units(dc, space)
+        out[f"{space}_origin"] = tuple(axis(dc, d).origin for d in dims)
+        out[f"{space}_grid"] = grid
+    out["energy"] = dc.attrs.get("energy")
+    out["value_range"] = value_range(dc)
+    return out

@@ -10,10 +10,11 @@ Geometry
 - ``center`` is always given in pixels; the default is the geometric centre of the detector,
   ``((Qx - 1) / 2, (Qy - 1) / 2)``, which is where a centred bright-field disk lies.
 - Radii are in ``units``: ``"pixels"`` (the default), or a calibrated unit (``"mrad"`` or
-  ``"A^-1"``) when the first argument carries a calibration (a datacube, or any DataArray with
-  ``attrs`` ``q_pixel_size``, ``q_units`` and, to convert between mrad and 1/Å, ``energy`` in
-  eV, such as :func:`~stem4d_dask.virtual.mean_diffraction_pattern`'s result). Radii are turned
-  into pixels with ``q_pixel_size``; mrad <-> 1/Å uses the small-angle relation
+  ``"A^-1"``) when the first argument carries a calibration: a datacube, or any DataArray with
+  ``Qx``, ``Qy`` coords in those units (and, to convert between mrad and 1/Å, ``attrs['energy']``
+  in eV), such as :func:`~stem4d_dask.virtual.mean_diffraction_pattern`'s result. Radii are
+  turned into pixels with the detector pixel size read from the coords (a stepped selection of
+  the detector has larger pixels); mrad <-> 1/Å uses the small-angle relation
   ``k = theta / lambda`` at the beam energy.
 - Angles: ``theta = atan2(qy - cy, qx - cx)``, counted from the +Qx axis towards +Qy, exactly as
   the tutorial's ``annular_segmented_detectors`` does. Segment ``s`` (of ``n``) holds the pixels
@@ -26,6 +27,7 @@ Geometry
 from __future__ import annotations
 
 import numpy as np
+import xarray as xr
 
 from .calibration import (
     Q_UNITS,
@@ -33,9 +35,9 @@ from .calibration import (
     check_energy,
     check_pixel_size,
     electron_wavelength_angstrom,
-    inv_angstrom_to_mrad,
-    mrad_to_inv_angstrom,
 )
+from .coords import q_pixels
+from .datacube import Q_DIMS, check_datacube
 from .graph import checked_int
 
 __all__ = [
@@ -52,15 +54,15 @@ def circle_mask(datacube_or_shape, radius, center=None, *, units="pixels") -> np
 
     Parameters
     ----------
-    datacube_or_shape : a datacube (or a ``(Qx, Qy)`` DataArray with calibration attrs), or the
+    datacube_or_shape : a datacube (or a ``(Qx, Qy)`` DataArray with calibrated coords), or the
         detector shape ``(Qx, Qy)``.
     radius : positive, in ``units``.
     center : ``(cx, cy)`` in pixels; default ``((Qx - 1) / 2, (Qy - 1) / 2)``.
     units : ``"pixels"`` (default), ``"mrad"`` or ``"A^-1"`` (needs a calibrated datacube).
     """
-    shape, calibration = _detector(datacube_or_shape)
+    shape, frame = _detector(datacube_or_shape)
     units = canonical_units(units, parameter="units", allowed=Q_UNITS)
-    radius = _radius_pixels(_positive(radius, "radius"), "radius", units, calibration)
+    radius = _radius_pixels(_positive(radius, "radius"), "radius", units, frame)
     return _distance2(shape, center) <= radius**2
 
 
@@ -72,9 +74,9 @@ def annulus_mask(datacube_or_shape, inner, outer, center=None, *, units="pixels"
     ``inner >= 0`` and ``outer > inner`` are in ``units``; the other parameters are those of
     :func:`circle_mask`.
     """
-    shape, calibration = _detector(datacube_or_shape)
+    shape, frame = _detector(datacube_or_shape)
     units = canonical_units(units, parameter="units", allowed=Q_UNITS)
-    inner, outer = _radii_pixels(inner, outer, units, calibration)
+    inner, outer = _radii_pixels(inner, outer, units, frame)
     return _ring(_distance2(shape, center), inner, outer)
 
 
@@ -97,10 +99,10 @@ def segmented_masks(datacube_or_shape, n_segments, inner, outer, rotation_offset
     which turns each segment's centroid by about 2 degrees for a 5-13 px annulus;
     :func:`~stem4d_dask.phase.segmented.monolithic_com` is free of that tilt.
     """
-    shape, calibration = _detector(datacube_or_shape)
+    shape, frame = _detector(datacube_or_shape)
     units = canonical_units(units, parameter="units", allowed=Q_UNITS)
     n = _n_segments(n_segments)
-    inner, outer = _radii_pixels(inner, outer, units, calibration)
+    inner, outer = _radii_pixels(inner, outer, units, frame)
     offset = np.deg2rad(_finite(rotation_offset_deg, "rotation_offset_deg"))
     dx, dy = _offsets(shape, center)
     theta = (np.arctan2(dy, dx) + offset) % (2 * np.pi)
@@ -164,28 +166,27 @@ def annular_segmented_detectors(energy, gpts, sampling, n_angular_bins, rotation
 # --- helpers -----------------------------------------------------------------------------------
 
 def _detector(obj):
-    """``((Qx, Qy), calibration)`` from a datacube/DataArray or a shape; calibration is None or
-    ``(q_pixel_size, q_units, energy)``."""
-    if hasattr(obj, "shape"):
-        shape = tuple(int(s) for s in obj.shape[-2:])
-        attrs = getattr(obj, "attrs", None) or {}
-        calibration = None
-        if "q_pixel_size" in attrs and attrs.get("q_units", "pixels") != "pixels":
-            calibration = (
-                check_pixel_size(attrs["q_pixel_size"], parameter="attrs['q_pixel_size']"),
-                canonical_units(attrs["q_units"], parameter="attrs['q_units']", allowed=Q_UNITS),
-                check_energy(attrs.get("energy")),
-            )
+    """``((Qx, Qy), frame)`` from a datacube / ``(Qx, Qy)`` DataArray or a shape; ``frame`` is
+    the DataArray whose Qx, Qy coords (and ``attrs['energy']``) calibrate radii, or None."""
+    if isinstance(obj, xr.DataArray) and obj.ndim == 4:
+        obj = check_datacube(obj, parameter="datacube_or_shape")
+    if isinstance(obj, xr.DataArray) and set(Q_DIMS) <= set(obj.dims):
+        frame = obj.transpose(..., *Q_DIMS)
+        shape = tuple(int(s) for s in frame.shape[-2:])
+        if not all(d in frame.coords for d in Q_DIMS):
+            frame = None
+    elif hasattr(obj, "shape"):
+        shape, frame = tuple(int(s) for s in obj.shape[-2:]), None
     else:
         try:
             shape = tuple(int(s) for s in obj)
         except (TypeError, ValueError):
             raise ValueError(f"datacube_or_shape: expected a datacube or (Qx, Qy), "
                              f"got {obj!r}") from None
-        calibration = None
+        frame = None
     if len(shape) != 2 or min(shape) < 1:
         raise ValueError(f"datacube_or_shape: expected a datacube or (Qx, Qy), got {shape}")
-    return shape, calibration
+    return shape, frame
 
 
 def _finite(value, name) -> float:
@@ -224,10 +225,10 @@ def _check_radii(inner, outer, names=("inner", "outer")):
     return inner, outer
 
 
-def _radii_pixels(inner, outer, units, calibration):
+def _radii_pixels(inner, outer, units, frame):
     inner, outer = _check_radii(inner, outer)
-    return (_radius_pixels(inner, "inner", units, calibration),
-            _radius_pixels(outer, "outer", units, calibration))
+    return (_radius_pixels(inner, "inner", units, frame),
+            _radius_pixels(outer, "outer", units, frame))
 
 
 def _ring(distance2, inner, outer):
@@ -235,21 +236,14 @@ def _ring(distance2, inner, outer):
     return (inner**2 <= distance2) & (distance2 < outer**2)
 
 
-def _radius_pixels(value, name, units, calibration) -> float:
-    """``value`` in ``units`` -> detector pixels, through the calibration."""
+def _radius_pixels(value, name, units, frame) -> float:
+    """``value`` in ``units`` -> detector pixels, through the Qx, Qy coords of ``frame``."""
     if units == "pixels" or value == 0 or np.isinf(value):
         return value
-    if calibration is None:
+    if frame is None:
         raise ValueError(f"units: {name} in {units!r} needs a calibrated detector (a datacube "
                          f"with q_units 'mrad' or 'A^-1'); got an uncalibrated one or a shape")
-    size, q_units, energy = calibration
-    if units != q_units:
-        if energy is None:
-            raise ValueError(f"energy: converting {name} from {units!r} to the detector's "
-                             f"{q_units!r} needs the datacube's beam energy (eV)")
-        value = (mrad_to_inv_angstrom(value, energy) if units == "mrad"
-                 else inv_angstrom_to_mrad(value, energy))
-    return float(value) / size
+    return float(q_pixels(frame, value, units, name))
 
 
 def parse_center(center, default):

@@ -52,10 +52,12 @@ from zarr.codecs import BloscCodec
 
 from . import datacube as dcm
 from .calibration import canonical_units, check_energy, check_pixel_size
-from .datacube import CALIBRATION_KEYS, Q_DIMS, R_DIMS, axis_coord, calibration_attrs
+from .coords import coord, coord_values
+from .datacube import Q_DIMS, R_DIMS, axis_coord, calibration_attrs
 from .graph import frame_blocks
 from .kernels import events as kev
 from .kernels.counting import EventBlock
+from .phase.com import calibrated_com
 from .progress import compute as _compute
 
 __all__ = ["ElectronEvents", "counted_datacube_to_pointlistarray",
@@ -79,13 +81,14 @@ class ElectronEvents:
     """
 
     def __init__(self, blocks, scan_chunks, detector_shape, subpixel, attrs=None, *,
-                 _n_events=None):
+                 coords=None, _n_events=None):
         self._scan_chunks = _check_chunks(scan_chunks)
         self._detector_shape = _check_detector(detector_shape)
         if not isinstance(subpixel, bool | np.bool_):
             raise ValueError(f"subpixel must be True or False, got {subpixel!r}")
         self._subpixel = bool(subpixel)
         self._attrs = _check_attrs(attrs)
+        self._coord_map = self._check_coords(coords)
         self._blocks = self._check_blocks(blocks)
         self._n_events = _n_events
         self._handle_cache = None
@@ -93,7 +96,8 @@ class ElectronEvents:
     # --- construction --------------------------------------------------------------------
 
     @classmethod
-    def from_blocks(cls, blocks, scan_chunks, detector_shape, subpixel=False, attrs=None):
+    def from_blocks(cls, blocks, scan_chunks, detector_shape, subpixel=False, attrs=None,
+                    coords=None):
         """Events from one block per scan chunk.
 
         blocks : 2D object array (or nested lists) of shape ``(len(scan_chunks[0]),
@@ -104,8 +108,11 @@ class ElectronEvents:
         subpixel : positions are float32 coordinates (else uint16 pixel indices).
         attrs : calibration (``r_pixel_size``, ``r_units``, ``q_pixel_size``, ``q_units``,
             ``energy`` in eV); missing ones mean pixels / unknown.
+        coords : ``{dim: coord}`` for ``Rx``, ``Ry``, ``Qx``, ``Qy`` (DataArrays with
+            ``attrs['units']``, e.g. the counted datacube's): the coordinate frame, origin
+            included, of every result. Missing ones are made from ``attrs`` (origin 0).
         """
-        return cls(blocks, scan_chunks, detector_shape, subpixel, attrs)
+        return cls(blocks, scan_chunks, detector_shape, subpixel, attrs, coords=coords)
 
     @classmethod
     def from_datacube(cls, counted_datacube, subpixel=False):
@@ -118,8 +125,8 @@ class ElectronEvents:
         """
         if not isinstance(subpixel, bool | np.bool_):
             raise ValueError(f"subpixel must be True or False, got {subpixel!r}")
-        dc = _as_counted_datacube(counted_datacube)
-        data = _frame_blocks(dc)
+        dc, data = frame_blocks(_as_counted_datacube(counted_datacube),
+                                parameter="counted_datacube")
         detector = _check_detector(data.shape[2:], parameter="counted_datacube detector shape")
         sources = data.to_delayed(optimize_graph=False)[:, :, 0, 0]
         name = "events-from-datacube-" + tokenize(data.name, bool(subpixel))
@@ -129,7 +136,8 @@ class ElectronEvents:
                  for i, j in np.ndindex(sources.shape)}
         blocks = _delayed_layer(name, tasks, list(sources.flat))
         attrs = calibration_attrs(dc.attrs)
-        return cls(blocks, data.chunks[:2], detector, bool(subpixel), attrs)
+        return cls(blocks, data.chunks[:2], detector, bool(subpixel), attrs,
+                   coords={d: dc.coords[d] for d in dcm.DIMS})
 
     @classmethod
     def from_zarr(cls, path):
@@ -158,7 +166,9 @@ class ElectronEvents:
                 scan_shape=(chunks[0][i], chunks[1][j]), detector_shape=detector,
                 subpixel=subpixel, n_events=int(counts[i][j]), where=_where(chunks, i, j)),)
         blocks = _delayed_layer(name, tasks, [])
-        return cls(blocks, chunks, detector, subpixel, meta.get("attrs") or {},
+        stored = meta.get("coords") or {}
+        coords = {d: coord(c["values"], d, c["units"]) for d, c in stored.items()}
+        return cls(blocks, chunks, detector, subpixel, meta.get("attrs") or {}, coords=coords,
                    _n_events=int(meta["n_events"]))
 
     # --- description ---------------------------------------------------------------------
@@ -260,11 +270,8 @@ class ElectronEvents:
         kernel = functools.partial(kev.events_to_dense, detector_shape=self._detector_shape,
                                    dtype=dtype)
         data = self._block_array(kernel, "events-to-datacube", self._detector_shape, dtype)
-        cal = {k: self._attrs[k] for k in ("r_pixel_size", "r_units", "q_pixel_size",
-                                           "q_units") if k in self._attrs}
-        extra = {k: v for k, v in self._attrs.items() if k not in CALIBRATION_KEYS}
-        return dcm.from_array(data, chunks=None, energy=self._attrs.get("energy"),
-                              attrs=extra, **cal)
+        coords = {**self._coords(R_DIMS), **self._coords(Q_DIMS)}
+        return dcm.assemble(data, coords, self._attrs)
 
     def counts(self) -> xr.DataArray:
         """Lazy int64 ``(Rx, Ry)`` number of events at every scan position."""
@@ -312,11 +319,7 @@ class ElectronEvents:
             "com_y": xr.DataArray(stacked[..., 2], dims=R_DIMS, attrs=pixels),
             "intensity": xr.DataArray(stacked[..., 0], dims=R_DIMS, attrs={"units": "counts"}),
         }
-        if self._attrs.get("q_units", "pixels") != "pixels":
-            size, units = self._attrs["q_pixel_size"], self._attrs["q_units"]
-            for axis, k in (("x", 1), ("y", 2)):
-                variables[f"com_q{axis}"] = xr.DataArray(stacked[..., k] * size, dims=R_DIMS,
-                                                         attrs={"units": units})
+        variables.update(calibrated_com(self._coords(Q_DIMS), stacked[..., 1], stacked[..., 2]))
         attrs = calibration_attrs(self._attrs)
         return xr.Dataset(variables, coords=self._coords(R_DIMS), attrs=attrs)
 
@@ -331,6 +334,8 @@ class ElectronEvents:
             raise FileExistsError(f"path: {path} already exists (pass overwrite=True to "
                                   "replace it)")
         attrs = _jsonable(self._attrs)
+        coords = {d: {"values": c.values.tolist(), "units": c.attrs["units"]}
+                  for d, c in self._coord_map.items()}
         try:
             json.dumps(attrs)
         except TypeError as err:
@@ -362,6 +367,7 @@ class ElectronEvents:
             "n_events": int(per_block.sum()),
             "block_events": per_block.tolist(),
             "attrs": attrs,
+            "coords": coords,
         })
         if path.exists():
             shutil.rmtree(path)
@@ -372,7 +378,20 @@ class ElectronEvents:
 
     def _like(self, blocks):
         return type(self)(blocks, self._scan_chunks, self._detector_shape, self._subpixel,
-                          self._attrs, _n_events=self._n_events)
+                          self._attrs, coords=self._coord_map, _n_events=self._n_events)
+
+    def _check_coords(self, coords) -> dict:
+        """``{dim: coord DataArray}`` of the given coords, checked against the shapes."""
+        out = {}
+        sizes = dict(zip(dcm.DIMS, self.scan_shape + self._detector_shape, strict=True))
+        for d, c in (coords or {}).items():
+            if d not in sizes:
+                raise ValueError(f"coords: unknown dim {d!r}; expected {dcm.DIMS}")
+            values = coord_values(getattr(c, "values", c), d, "coords")
+            if values.size != sizes[d]:
+                raise ValueError(f"coords: {d} has {values.size} values for {sizes[d]} pixels")
+            out[d] = coord(values, d, getattr(c, "attrs", {}).get("units", "pixels"))
+        return out
 
     def _check_blocks(self, blocks):
         if isinstance(blocks, EventBlock) or not hasattr(blocks, "__len__"):
@@ -456,11 +475,14 @@ class ElectronEvents:
         return {k: self._attrs[k] for k in keys if k in self._attrs}
 
     def _coords(self, dims) -> dict:
+        """The coords of ``dims``: the ones given (the counted datacube's), else made from the
+        calibration attrs (origin 0)."""
         space = "r" if dims == R_DIMS else "q"
         shape = self.scan_shape if space == "r" else self._detector_shape
         size = self._attrs.get(f"{space}_pixel_size", 1.0)
         units = self._attrs.get(f"{space}_units", "pixels")
-        return {d: axis_coord(n, size, units, d) for d, n in zip(dims, shape, strict=True)}
+        return {d: self._coord_map.get(d, axis_coord(n, size, units, d))
+                for d, n in zip(dims, shape, strict=True)}
 
     def _image(self, data, name, units=None) -> xr.DataArray:
         attrs = self._cal("r")
@@ -655,10 +677,6 @@ def _as_counted_datacube(obj) -> xr.DataArray:
         raise ValueError(f"counted_datacube must hold bool or integer counts, got dtype "
                          f"{dc.dtype}")
     return dc
-
-
-def _frame_blocks(dc) -> da.Array:
-    return frame_blocks(dc, parameter="counted_datacube")
 
 
 def _jsonable(attrs) -> dict:

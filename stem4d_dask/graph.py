@@ -9,17 +9,36 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from .datacube import check_datacube, from_array, normalize_chunks
+from .coords import align
+from .datacube import (
+    DIMS,
+    Q_DIMS,
+    R_DIMS,
+    VALUE_RANGE_OF,
+    assemble,
+    check_datacube,
+    normalize_chunks,
+    with_value_range,
+)
 
-_CAL = ("r_pixel_size", "r_units", "q_pixel_size", "q_units")
 
-
-def rebuild(dc: xr.DataArray, data, **attrs) -> xr.DataArray:
-    """A datacube over ``data`` (same chunks) with ``dc``'s attrs updated by ``attrs``."""
-    merged = {**dc.attrs, **attrs}
-    cal = {k: merged.pop(k) for k in _CAL}
-    energy = merged.pop("energy", None)
-    return from_array(data, chunks=None, energy=energy, attrs=merged, **cal)
+def rebuild(dc: xr.DataArray, data, coords=None, value_range=None, scale=None) -> xr.DataArray:
+    """A datacube over ``data`` (an operation's result on checked datacube ``dc``): ``dc``'s
+    coords, with those in ``coords`` (``{dim: coord}``) replaced, and ``dc``'s attrs with the
+    calibration derived from the coords. ``value_range``: the ``(min, max)`` the result can hold
+    when known (e.g. after binning); ``dc``'s own record never carries over. ``scale``:
+    ``{space: factor}`` the operation multiplied that space's pixel size by, for a result whose
+    axes in that space have one pixel each (no coordinate can then say it)."""
+    coords = {d: (coords or {}).get(d, dc.coords[d]) for d in DIMS}
+    for d, n in zip(DIMS, data.shape, strict=True):
+        if coords[d].size != n:
+            raise AssertionError(f"rebuild: {d} coordinate of {coords[d].size} for {n} pixels")
+    attrs = {k: v for k, v in dc.attrs.items() if k not in ("value_range", VALUE_RANGE_OF)}
+    for space, factor in (scale or {}).items():
+        if f"{space}_pixel_size" in attrs:
+            attrs[f"{space}_pixel_size"] = attrs[f"{space}_pixel_size"] * factor
+    out = assemble(data, coords, attrs)
+    return out if value_range is None else with_value_range(out, value_range)
 
 
 def checked_int(value, name: str, minimum: int = 1, below: int | None = None) -> int:
@@ -42,13 +61,15 @@ def whole_frames(data: da.Array) -> da.Array:
     return data.rechunk(normalize_chunks("auto", data.shape, data.dtype))
 
 
-def frame_blocks(datacube, parameter: str = "datacube") -> da.Array:
-    """The dask array of a checked datacube, with each chunk holding whole frames.
+def frame_blocks(datacube, parameter: str = "datacube") -> tuple:
+    """``(checked datacube, dask array)``: the datacube as :func:`check_datacube` returns it
+    (dims in order, calibration from the coords), and its data with each chunk holding whole
+    frames. An operation uses both, never its raw argument.
 
     A datacube whose detector axes are split (only possible when built by hand) is rechunked
     along Qx, Qy with a warning; the scan chunks are kept.
     """
-    check_datacube(datacube, parameter=parameter)
+    datacube = check_datacube(datacube, parameter=parameter)
     data = datacube.data
     if not isinstance(data, da.Array):
         data = da.from_array(np.asarray(data), chunks=normalize_chunks(
@@ -57,24 +78,59 @@ def frame_blocks(datacube, parameter: str = "datacube") -> da.Array:
         warnings.warn(f"{parameter}: the detector axes are split into chunks; rechunking to "
                       "whole frames for a per-frame operation", stacklevel=3)
         data = data.rechunk({2: -1, 3: -1})
-    return data
+    return datacube, data
 
 
-def detector_array(value, shape, parameter, kinds="biuf") -> da.Array:
+def detector_array(value, datacube, parameter, kinds="biuf") -> da.Array:
     """A ``(Qx, Qy)`` detector-sized argument (numpy, dask or DataArray) as a one-chunk dask
-    array (one graph key, shared by every task; lazy inputs stay lazy). ``ValueError`` naming
-    ``parameter`` for the wrong shape or a dtype kind outside ``kinds``."""
-    if isinstance(value, xr.DataArray):
-        value = value.data
+    array (one graph key, shared by every task; lazy inputs stay lazy).
+
+    DataArrays are aligned to the checked ``datacube`` by dimension name and coordinates
+    (:func:`stem4d_dask.coords.align`); plain arrays are positional. ``ValueError`` naming
+    ``parameter`` for the wrong shape, a dtype kind outside ``kinds``, or NaN/inf values (found
+    now for numpy arrays, when computed for lazy ones).
+    """
+    value = checked_array(align(value, datacube, Q_DIMS, parameter), datacube.shape[2:],
+                          parameter, kinds, what="detector ")
+    return value.rechunk(-1) if isinstance(value, da.Array) else da.from_array(value, chunks=-1)
+
+
+def scan_array(value, datacube, parameter, kinds="biuf", finite=True):
+    """An ``(Rx, Ry)`` scan-sized argument aligned like :func:`detector_array`: numpy or
+    dask (lazy stays lazy), checked as :func:`checked_array` does."""
+    return checked_array(align(value, datacube, R_DIMS, parameter), datacube.shape[:2],
+                         parameter, kinds, finite, what="scan ")
+
+
+def checked_array(value, shape, parameter, kinds="biuf", finite=True, what=""):
+    """``value`` (numpy or dask; anything else becomes numpy) of ``shape`` and a dtype kind in
+    ``kinds``, else ``ValueError`` naming ``parameter``. With ``finite``, NaN/inf values raise
+    too: now for numpy, when computed for dask."""
     if not isinstance(value, da.Array):
         value = np.asarray(value)
     if np.dtype(value.dtype).kind not in kinds:
         raise ValueError(f"{parameter} must hold {'booleans' if kinds == 'biu' else 'real numbers'}"
                          f", got dtype {value.dtype}")
     if tuple(value.shape) != tuple(shape):
-        raise ValueError(f"{parameter} must have the detector shape {tuple(shape)}, got "
+        raise ValueError(f"{parameter} must have the {what}shape {tuple(shape)}, got "
                          f"{tuple(value.shape)}")
-    return value.rechunk(-1) if isinstance(value, da.Array) else da.from_array(value, chunks=-1)
+    if not finite or value.dtype.kind != "f":
+        return value
+    if isinstance(value, da.Array):
+        return value.map_blocks(_finite_or_raise, parameter, dtype=value.dtype,
+                                token=f"check-{parameter}")
+    return _finite_or_raise(value, parameter)
+
+
+def _finite_or_raise(array, parameter):
+    """``array`` unchanged; ``ValueError`` naming ``parameter`` when it holds NaN or inf."""
+    if array.dtype.kind == "f":
+        bad = ~np.isfinite(array)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"{parameter} holds {int(bad.sum())} NaN or infinite value(s), the "
+                             f"first at {where}; replace them (e.g. with a median) first")
+    return array
 
 
 def single_key(array: da.Array):

@@ -10,7 +10,8 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from .datacube import R_DIMS, calibration_attrs, check_datacube
+from .coords import align
+from .datacube import Q_DIMS, R_DIMS, calibration_attrs, check_datacube
 from .detectors import circle_mask
 from .graph import frame_blocks, only_block
 from .kernels.virtual import masked_sums_stack
@@ -38,8 +39,8 @@ def virtual_images(datacube, masks) -> xr.DataArray:
     mask matrix (a BLAS matrix product; numpy or cupy following the chunk). The mask stack is one
     graph key shared by all tasks, and the graph has one task per chunk.
     """
-    data = frame_blocks(datacube)
-    weights = _mask_stack(masks, data.shape[2:])
+    datacube, data = frame_blocks(datacube)
+    weights = _mask_stack(masks, datacube)
     stack = _images(data, weights)
     n = weights.shape[-1]
     return xr.DataArray(stack, dims=(*R_DIMS, "detector"),
@@ -53,12 +54,12 @@ def virtual_image(datacube, mask) -> xr.DataArray:
 
     The one-mask case of :func:`virtual_images` (one task per chunk).
     """
-    data = frame_blocks(datacube)
-    mask = np.asarray(mask)
+    datacube, data = frame_blocks(datacube)
+    mask = np.asarray(align(mask, datacube, Q_DIMS, "mask"))
     if mask.shape != data.shape[2:]:
         raise ValueError(f"mask must have the detector shape {data.shape[2:]}, "
                          f"got {mask.shape}")
-    weights = _mask_stack(mask[None], data.shape[2:], parameter="mask")
+    weights = _mask_stack(mask[None], datacube, parameter="mask")
     image = da.blockwise(_single, "ij", data, "ijkl", da.from_array(weights, chunks=-1), "klm",
                          concatenate=False, dtype=np.float64,
                          meta=np.empty((0, 0), dtype=np.float64), token="virtual_image")
@@ -69,7 +70,7 @@ def virtual_image(datacube, mask) -> xr.DataArray:
 
 def mean_diffraction_pattern(datacube) -> xr.DataArray:
     """Lazy ``(Qx, Qy)`` float64 mean of all patterns (accumulated in float64)."""
-    check_datacube(datacube)
+    datacube = check_datacube(datacube)
     mean = datacube.data.mean(axis=(0, 1), dtype=np.float64)
     return xr.DataArray(mean, dims=("Qx", "Qy"),
                         coords={d: datacube.coords[d] for d in ("Qx", "Qy")},
@@ -93,10 +94,13 @@ def _stack(block, weights):
     return masked_sums_stack(only_block(block), only_block(weights))
 
 
-def _mask_stack(masks, detector_shape, parameter="masks") -> np.ndarray:
-    """Validate a mask stack and return it as float64 ``(Qx, Qy, n)`` (C-contiguous)."""
+def _mask_stack(masks, datacube, parameter="masks") -> np.ndarray:
+    """Validate a mask stack for checked ``datacube`` and return it as float64 ``(Qx, Qy, n)``
+    (C-contiguous). A DataArray is aligned by dim name and coords: ``(Qx, Qy)`` or with one
+    more dim of its own, the stack's."""
     if isinstance(masks, xr.DataArray):
-        masks = masks.values
+        extra = 0 if set(masks.dims) == set(Q_DIMS) else 1
+        masks = np.asarray(align(masks, datacube, Q_DIMS, parameter, extra=extra))
     if isinstance(masks, list | tuple):
         if not masks:
             raise ValueError(f"{parameter} must hold at least one mask, got an empty list")
@@ -104,7 +108,7 @@ def _mask_stack(masks, detector_shape, parameter="masks") -> np.ndarray:
         if len(shapes) != 1:
             raise ValueError(f"{parameter}: masks of different shapes {sorted(shapes)}")
     masks = np.asarray(masks)
-    detector_shape = tuple(detector_shape)
+    detector_shape = tuple(datacube.shape[2:])
     if masks.shape == detector_shape:
         masks = masks[None]
     if masks.ndim != 3 or masks.shape[1:] != detector_shape or masks.shape[0] < 1:

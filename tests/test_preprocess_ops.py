@@ -25,7 +25,8 @@ def test_bin_q_values_dtype_calibration(cube_u16, dc_u16):
     ref = cube_u16[..., :12, :9].reshape(7, 9, 4, 3, 3, 3).sum(axis=(3, 5), dtype=np.uint64)
     np.testing.assert_array_equal(out.values, ref)
     assert out.attrs["q_pixel_size"] == 0.75 and out.attrs["r_pixel_size"] == 1.5
-    np.testing.assert_allclose(out.Qx.values, np.arange(4) * 0.75)
+    # each bin sits at the mean coordinate of its three pixels: 0.25 = (0 + 0.25 + 0.5) / 3
+    np.testing.assert_allclose(out.Qx.values, 0.25 + np.arange(4) * 0.75)
     assert out.Qx.attrs["units"] == "mrad" and out.attrs["energy"] == 300e3
     assert out.data.chunks[:2] == dc_u16.data.chunks[:2]
 
@@ -81,14 +82,20 @@ def test_thin_real(cube_u16, dc_u16):
 def test_resample_calibration_follows_actual_size(dc_u16, method):
     # 12 x 1.3 = 15.6 -> 16 pixels (py4DSTEM's Fourier path floors to 15 and divides the pixel
     # size by the nominal 1.3 in both paths)
-    with pytest.warns(UserWarning, match="0.75 vs 0.769"):  # Qy: 10 -> 13
-        out = pp.resample_data_diffraction(dc_u16, 1.3, method=method)
+    out = pp.resample_data_diffraction(dc_u16, 1.3, method=method)
     assert out.shape[2:] == (16, 13)
-    assert out.attrs["q_pixel_size"] == pytest.approx(0.25 * 12 / 16)
+    # each axis keeps its own step (Qx 12 -> 16, Qy 10 -> 13): the pixels are not square, so
+    # there is no single q_pixel_size
+    steps = [float(np.diff(out[d].values).mean()) for d in ("Qx", "Qy")]
+    assert steps == pytest.approx([0.25 * 12 / 16, 0.25 * 10 / 13])
+    assert "q_pixel_size" not in out.attrs
     assert out.dtype == np.float32 and out.data.chunks[:2] == dc_u16.data.chunks[:2]
-    with pytest.warns(UserWarning, match="Qx and Qy differently"):
-        out = pp.resample_data_diffraction(dc_u16, output_size=(24, 15), method=method)
+    out = pp.resample_data_diffraction(dc_u16, output_size=(24, 20), method=method)
     assert out.attrs["q_pixel_size"] == pytest.approx(0.25 * 12 / 24)
+    # bilinear samples pixel centres (output pixel j at input (j + 0.5) / 2 - 0.5), Fourier
+    # samples from the first pixel on
+    first = -0.25 * 0.25 if method == "bilinear" else 0.0
+    assert out.Qx.values[0] == pytest.approx(first)
 
 
 def test_resample_conserve_sums(cube_u16, dc_u16):

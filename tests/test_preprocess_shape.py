@@ -29,13 +29,14 @@ def test_set_scan_shape_impossible_raises(dc_u16):
         set_scan_shape(dc_u16, 63, 1.0)
 
 
-def test_swap_RQ_moves_calibration(cube_u16, dc_u16):
+def test_swap_RQ_keeps_each_space_calibration(cube_u16, dc_u16):
     out = swap_RQ(dc_u16)
     assert np.array_equal(out.values, cube_u16.transpose(2, 3, 0, 1))
-    assert (out.attrs["r_pixel_size"], out.attrs["r_units"]) == (0.25, "mrad")
-    assert (out.attrs["q_pixel_size"], out.attrs["q_units"]) == (1.5, "A")
-    np.testing.assert_allclose(out.Rx.values, np.arange(12) * 0.25)
-    np.testing.assert_allclose(out.Qy.values, np.arange(9) * 1.5)
+    # as py4DSTEM: the scan calibration stays with the scan (units per space stay valid)
+    assert (out.attrs["r_pixel_size"], out.attrs["r_units"]) == (1.5, "A")
+    assert (out.attrs["q_pixel_size"], out.attrs["q_units"]) == (0.25, "mrad")
+    np.testing.assert_allclose(out.Rx.values, np.arange(12) * 1.5)
+    np.testing.assert_allclose(out.Qy.values, np.arange(9) * 0.25)
     assert out.data.numblocks[2:] == (1, 1)
     back = swap_RQ(out)
     assert back.attrs == dc_u16.attrs

@@ -12,6 +12,7 @@ import pytest
 
 import stem4d_dask as s4
 from stem4d_dask import preprocess as pp
+from stem4d_dask.coords import axis
 
 FIXTURES = np.load(Path(__file__).parent / "fixtures" / "preprocess_py4dstem.npz")
 R_PIX, Q_PIX = 2.0, 0.5
@@ -28,8 +29,11 @@ def expect(case, out, *, rtol=1e-6, atol=0.0, check_calibration=True):
     values = out.values if hasattr(out, "values") else np.asarray(out)
     np.testing.assert_allclose(values, ref, rtol=rtol, atol=atol, err_msg=case)
     if check_calibration and f"{case}__qpix" in FIXTURES:
-        assert out.attrs["q_pixel_size"] == pytest.approx(float(FIXTURES[f"{case}__qpix"]))
-        assert out.attrs["r_pixel_size"] == pytest.approx(float(FIXTURES[f"{case}__rpix"]))
+        # py4DSTEM records one pixel size per space, the x axis's where x and y scale apart;
+        # ours are the coordinate steps (q_pixel_size is absent for non-square pixels)
+        for dim, key in (("Qx", "qpix"), ("Rx", "rpix")):
+            step = axis(out, dim).step or out.attrs[f"{key[0]}_pixel_size"]
+            assert step == pytest.approx(float(FIXTURES[f"{case}__{key}"])), (case, dim)
 
 
 def test_fixture_script_recorded_no_errors():

@@ -92,8 +92,9 @@ def _contiguous_span(slices, shape):
     return None
 
 
-def raw_file_loader(path, dtype, shape, offset=0, order="C") -> RawFileLoader:
-    """Check that ``path`` holds ``shape``×``dtype`` bytes after ``offset``; return its loader."""
+def raw_file_loader(path, dtype, shape, offset=0, order="C", exact=False) -> RawFileLoader:
+    """Check that ``path`` holds ``shape``×``dtype`` bytes after ``offset`` (with ``exact``:
+    and nothing more, so a wrong shape or dtype cannot pass unnoticed); return its loader."""
     path = os.fspath(path)
     dtype = np.dtype(dtype)
     shape = tuple(int(s) for s in shape)
@@ -101,12 +102,17 @@ def raw_file_loader(path, dtype, shape, offset=0, order="C") -> RawFileLoader:
         raise ValueError(f"offset must be >= 0 bytes, got {offset!r}")
     needed = int(offset) + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     size = os.path.getsize(path)
-    if size < needed:
+    if size < needed or (exact and size != needed):
         raise ValueError(
             f"shape: {path} holds {size} bytes but shape={shape}, dtype={dtype}, "
-            f"offset={offset} needs {needed}"
+            f"offset={offset} needs {needed} ({_difference(size - needed)}); check shape, "
+            "dtype and offset"
         )
     return RawFileLoader(path, dtype.str, shape, int(offset), order, os.stat(path).st_mtime_ns)
+
+
+def _difference(nbytes: int) -> str:
+    return f"{nbytes} bytes left over" if nbytes > 0 else f"{-nbytes} bytes missing"
 
 
 def memmap_loader(arr: np.memmap) -> RawFileLoader | None:

@@ -36,6 +36,7 @@ import dask.array as da
 import h5py
 import numpy as np
 
+from .. import coords as cal
 from ..calibration import Q_UNITS, R_UNITS, canonical_units, check_pixel_size
 from ..datacube import (
     DIMS,
@@ -179,8 +180,9 @@ def _checked(size, units, allowed, space, where):
 
 
 def _read_calibration(group) -> dict:
-    """R/Q pixel sizes and units (+ energy) from the calibration metadata, else from the dim
-    vectors' spacing and units, else pixels."""
+    """``from_array`` keywords: R/Q pixel sizes and units from the calibration metadata, else
+    from the dim vectors' spacing and units, else pixels; origins from the dim vectors' first
+    values (when in the same units); energy when recorded."""
     cal = _find_calibration(group)
     out = {}
     spaces = (("r", R_UNITS, ("dim0", "dim1")), ("q", Q_UNITS, ("dim2", "dim3")))
@@ -197,8 +199,9 @@ def _read_calibration(group) -> dict:
             where = group[dims[0]].name
         else:
             size, units, where = 1.0, "pixels", group.name
-        out[f"{space}_pixel_size"], out[f"{space}_units"] = _checked(size, units, allowed, space,
-                                                                      where)
+        size, units = _checked(size, units, allowed, space, where)
+        out[f"{space}_pixel_size"], out[f"{space}_units"] = size, units
+        out[f"{space}_origin"] = tuple(_origin(group, d, units) for d in dims)
     energy = _text(cal["energy"]) if cal is not None and "energy" in cal else None
     if isinstance(energy, int | float) and energy > 0:
         out["energy"] = float(energy)
@@ -206,6 +209,15 @@ def _read_calibration(group) -> dict:
         warnings.warn(f"{cal.name}/energy: not a positive number of eV ({energy!r}); ignored",
                       stacklevel=3)
     return out
+
+
+def _origin(group, dim, units) -> float:
+    """First value of dim vector ``dim`` when it is in ``units`` (0 otherwise)."""
+    if dim not in group:
+        return 0.0
+    vec = np.asarray(group[dim][()], dtype=np.float64).ravel()
+    same = _text(group[dim].attrs.get("units", units)) == units
+    return float(vec[0]) if same and vec.size and np.isfinite(vec[0]) else 0.0
 
 
 def read_emd(path, *, name=None, chunks="auto"):
@@ -260,10 +272,12 @@ def _write_metadata_item(group, key, value):
     ds.attrs["type"] = kind.encode("utf-8")
 
 
-def _write_layout(f, name, shape, dtype, attrs, chunks=None):
+def _write_layout(f, name, shape, dtype, attrs, chunks=None, origins=None):
     """Write the EMD 1.0 / py4DSTEM tree for a DataCube ``name`` into the open file ``f``,
     with an empty ``data`` dataset of ``shape``/``dtype`` (HDF5 ``chunks``: None = contiguous,
-    as py4DSTEM writes). ``attrs``: the datacube calibration attrs. Returns the data dataset."""
+    as py4DSTEM writes). ``attrs``: the datacube calibration attrs; ``origins``: ``{dim: first
+    coordinate}`` (default 0), written as each dim vector's start. Returns the data dataset."""
+    origins = {d: 0.0 for d in DIMS} | dict(origins or {})
     header = dict(emd_group_type="file", version_major=1, version_minor=0, UUID=str(uuid.uuid4()),
                   authoring_program="stem4d_dask", authoring_user="")
     for key, value in header.items():
@@ -278,7 +292,9 @@ def _write_layout(f, name, shape, dtype, attrs, chunks=None):
     data.attrs.create("units", DATA_UNITS)
     for i, dim in enumerate(DIMS):
         space = "r" if i < 2 else "q"
-        dset = node.create_dataset(f"dim{i}", data=np.array([0.0, attrs[f"{space}_pixel_size"]]))
+        start = origins[dim]
+        dset = node.create_dataset(f"dim{i}", data=np.array(
+            [start, start + attrs[f"{space}_pixel_size"]]))
         dset.attrs.create("name", dim)
         dset.attrs.create("units", attrs[f"{space}_units"])
     bundle = root.create_group("metadatabundle")
@@ -313,7 +329,8 @@ def to_h5(dc, path, *, name="datacube", overwrite=False, progress=True):
     """Write datacube ``dc`` ``(Rx, Ry, Qx, Qy)`` to ``path`` in py4DSTEM's EMD 1.0 layout.
 
     ``py4DSTEM.read(path)`` (0.14.18) returns a DataCube with the same data and calibration
-    (``R_pixel_size``/``R_pixel_units``, ``Q_pixel_size``/``Q_pixel_units``); ``energy`` (eV),
+    (``R_pixel_size``/``R_pixel_units``, ``Q_pixel_size``/``Q_pixel_units``) and the coords'
+    origins as the dim vectors' first values; ``energy`` (eV),
     when set, is stored as an extra calibration number. The data are streamed block by block
     (memory bounded by the chunk size x workers) into ``path + ".partial"``, which is renamed
     to ``path`` only when complete (and removed on failure). Under a ``distributed`` client the
@@ -327,7 +344,11 @@ def to_h5(dc, path, *, name="datacube", overwrite=False, progress=True):
 
     Returns the final ``Path``.
     """
-    check_datacube(dc, parameter="dc")
+    dc = check_datacube(dc, parameter="dc")
+    for space in ("r", "q"):  # py4DSTEM records one pixel size per space
+        cal.pixel_size(dc, space, "to_h5 (py4DSTEM's EMD layout; write zarr to keep any "
+                                  "coords)")
+    origins = {d: cal.axis(dc, d).origin for d in DIMS}
     if not isinstance(name, str) or not name or "/" in name or name == ".":
         raise ValueError(f"name must be a non-empty HDF5 group name without '/', got {name!r}")
     path = Path(path)
@@ -340,7 +361,8 @@ def to_h5(dc, path, *, name="datacube", overwrite=False, progress=True):
     tmp = path.with_name(path.name + ".partial")
     try:
         with h5py.File(tmp, "w") as f:
-            dataset_path = _write_layout(f, name, dc.shape, dc.dtype, dc.attrs).name
+            dataset_path = _write_layout(f, name, dc.shape, dc.dtype, dc.attrs,
+                                         origins=origins).name
         data = dc.data if isinstance(dc.data, da.Array) else da.from_array(dc.data)
         writer = H5DatasetWriter(str(tmp.absolute()), dataset_path)
         stored = da.store(data, writer, lock=_store_lock(), compute=False)

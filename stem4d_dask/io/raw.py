@@ -13,6 +13,12 @@ from .blocks import lazy_from_loader, raw_file_loader
 def _scan_shape_4d(shape, scan_shape, parameter="shape"):
     """Full 4D shape from a 4D ``shape`` or a 3D ``(N, Qx, Qy)`` one plus ``scan_shape``."""
     shape = tuple(int(s) for s in shape)
+    if scan_shape is not None and len(shape) == 4 and tuple(scan_shape) != shape[:2]:
+        raise ValueError(
+            f"scan_shape: {tuple(scan_shape)} differs from the scan {shape[:2]} of the 4D array "
+            f"{shape}; pass scan_shape=None to keep it, or reshape explicitly with "
+            "stem4d_dask.preprocess.set_scan_shape"
+        )
     if scan_shape is not None:
         rx, ry = (int(s) for s in scan_shape)
         n = int(np.prod(shape[:-2]))
@@ -35,7 +41,10 @@ def read_raw(path, *, shape, dtype, offset=0, order="C", scan_shape=None, chunks
 
     ``shape``: 4D ``(Rx, Ry, Qx, Qy)``, or 3D ``(N, Qx, Qy)`` with ``scan_shape=(Rx, Ry)``;
     ``dtype``: numpy dtype (endianness included, e.g. ``">u2"``); ``offset``: header bytes to
-    skip; ``order``: ``"C"`` or ``"F"``. Each chunk memory-maps and copies only its own bytes.
+    skip; ``order``: ``"C"`` or ``"F"``. The file must hold exactly ``offset`` + the array's
+    bytes (else ``ValueError`` with both sizes: a wrong shape or dtype never reads silently).
+    ``scan_shape`` reshapes a 3D stack; for a 4D ``shape`` it must equal ``shape[:2]``.
+    Each chunk memory-maps and copies only its own bytes.
     ``calibration``: keyword arguments of :func:`stem4d_dask.from_array`.
     """
     if order not in ("C", "F"):
@@ -47,7 +56,7 @@ def read_raw(path, *, shape, dtype, offset=0, order="C", scan_shape=None, chunks
     if order == "F" and scan_shape is not None:
         raise ValueError("scan_shape: reshaping a Fortran-ordered file is not supported")
     full = _scan_shape_4d(shape, scan_shape)
-    loader = raw_file_loader(path, dtype, full, offset, order)
+    loader = raw_file_loader(path, dtype, full, offset, order, exact=True)
     norm = normalize_chunks(chunks, full, dtype)
     data = lazy_from_loader(loader, full, dtype, norm, f"raw-{Path(path).name}")
     return from_array(data, chunks=None, **calibration)

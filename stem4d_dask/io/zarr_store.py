@@ -6,7 +6,8 @@ Layout of a store written by :func:`to_zarr`::
       zarr.json            group metadata (consolidated)
       datacube/            (Rx, Ry, Qx, Qy) array; one shard = one dask chunk (32-128 MiB),
                            inner chunks of a few frames (1-4 MiB) so single patterns read fast
-      Rx/ Ry/ Qx/ Qy/      calibrated coords with attrs["units"]
+      Rx/ Ry/ Qx/ Qy/      calibrated coords with attrs["units"], stored as they are (origin,
+                           steps and irregular spacings included) and read back unchanged
 
 Writes go to ``out.zarr.partial`` and are renamed to ``out.zarr`` only when every shard is
 written, so a store at the final name is always complete. Each finished shard leaves a marker in
@@ -31,15 +32,20 @@ from zarr.codecs import BloscCodec
 from ..datacube import (
     DIMS,
     NAME,
+    VALUE_RANGE_OF,
     as_datacube,
     auto_chunks,
     check_datacube,
     normalize_chunks,
     pick_variable,
+    value_range,
+    value_range_of_dtype,
+    with_value_range,
 )
 from ..progress import compute
 
 PROGRESS_DIR = ".stem4d-progress"
+STORED = "stored"  # value_range_of in a store: the range describes the stored array
 INNER_CHUNK_BYTES = 4 * 2**20
 COMPRESSORS = ("zstd", "lz4", "none")
 
@@ -104,7 +110,7 @@ def to_zarr(
 
     Returns the final ``Path``.
     """
-    check_datacube(dc, parameter="dc")
+    dc = _stored_attrs(check_datacube(dc, parameter="dc"))
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"path: {path} already exists (pass overwrite=True to replace it)")
@@ -142,6 +148,19 @@ def to_zarr(
         shutil.rmtree(path)
     os.replace(tmp, path)
     return path
+
+
+def _stored_attrs(dc):
+    """``dc`` with its attrs as stored: a value range recorded for this very data is marked
+    as describing the stored array (the reader re-attaches it); any other record is dropped."""
+    known = value_range(dc) if dc.attrs.get("value_range") is not None else None
+    out = dc.copy()
+    out.attrs.pop("value_range", None)
+    out.attrs.pop(VALUE_RANGE_OF, None)
+    if known is not None and known != value_range_of_dtype(dc.dtype):
+        out.attrs["value_range"] = list(known)
+        out.attrs[VALUE_RANGE_OF] = STORED
+    return out
 
 
 def _write_metadata(dc, tmp, encoding):
@@ -191,7 +210,10 @@ def read_zarr(path, *, name=None, chunks="auto"):
     if not isinstance(chunks, dict):
         chunks = dict(zip(DIMS, chunks, strict=True))
     ds = xr.open_zarr(path, chunks=chunks)
-    return as_datacube(ds, name=var)
+    dc = as_datacube(ds, name=var)
+    if dc.attrs.get(VALUE_RANGE_OF) == STORED and dc.attrs.get("value_range") is not None:
+        dc = with_value_range(dc, dc.attrs["value_range"])
+    return dc
 
 
 def _read_chunks(arr, dims):

@@ -12,30 +12,29 @@ import numpy as np
 from . import array_module
 
 
-def accumulator_dtype(dtype, n_summed: int) -> np.dtype:
+def accumulator_dtype(dtype, n_summed: int, value_range=None) -> np.dtype:
     """The smallest dtype that holds a sum of ``n_summed`` values of ``dtype`` exactly.
 
-    bool and unsigned -> the smallest of uint8/16/32/64 holding ``max * n``; signed -> the
-    smallest of int8/16/32/64 holding ``min * n`` and ``max * n``; float16 -> float32; other
-    floats and complex are kept.
+    Integers and bool: the smallest of uint8/16/32/64 (unsigned and bool data) or
+    int8/16/32/64 (signed) holding ``n_summed * min`` and ``n_summed * max``, where ``(min,
+    max)`` is ``value_range`` when given (the values the data can really take, e.g. a 12-bit
+    detector in uint16, or an earlier binning's result) and the dtype's range otherwise.
+    float16 -> float32; other floats are kept.
     """
     dtype = np.dtype(dtype)
-    if dtype == np.bool_:
-        dtype = np.dtype(np.uint8)
-        hi, lo = n_summed, 0
-    elif dtype.kind in "ui":
-        info = np.iinfo(dtype)
-        hi, lo = int(info.max) * n_summed, int(info.min) * n_summed
-    elif dtype == np.float16:
+    if dtype == np.float16:
         return np.dtype(np.float32)
-    else:
+    if dtype.kind not in "uib":
         return dtype
-    for candidate in ((np.uint8, np.uint16, np.uint32, np.uint64) if dtype.kind == "u"
-                      else (np.int8, np.int16, np.int32, np.int64)):
+    if value_range is None:
+        value_range = (0, 1) if dtype.kind == "b" else (np.iinfo(dtype).min, np.iinfo(dtype).max)
+    lo, hi = int(value_range[0]) * n_summed, int(value_range[1]) * n_summed
+    for candidate in ((np.int8, np.int16, np.int32, np.int64) if dtype.kind == "i"
+                      else (np.uint8, np.uint16, np.uint32, np.uint64)):
         info = np.iinfo(candidate)
         if info.min <= lo and hi <= info.max:
             return np.dtype(candidate)
-    return np.dtype(np.uint64 if dtype.kind == "u" else np.int64)
+    return np.dtype(np.int64 if dtype.kind == "i" else np.uint64)
 
 
 def narrow(result, dtype):

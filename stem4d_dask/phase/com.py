@@ -6,8 +6,9 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from ..datacube import R_DIMS, calibration_attrs
-from ..graph import frame_blocks, only_block
+from ..coords import coord_values, make_axis
+from ..datacube import Q_DIMS, R_DIMS, calibration_attrs
+from ..graph import detector_array, frame_blocks, only_block
 from ..kernels.com import center_of_mass_frames
 
 
@@ -16,23 +17,18 @@ def center_of_mass(datacube, mask=None) -> xr.Dataset:
 
     - ``com_x``, ``com_y``: centre of mass in detector pixels, counted from the corner pixel
       ``(0, 0)`` as py4DSTEM's DPC does (float64);
-    - ``com_qx``, ``com_qy``: the same in calibrated units (``q_pixel_size`` x pixels, units
-      ``q_units``), when the detector is calibrated;
+    - ``com_qx``, ``com_qy``: the same as coordinates of the datacube's Qx, Qy coords
+      (``origin + step * com``, units ``q_units``: a cropped detector gives the same values as
+      the full one), when the detector is calibrated and its coords are regular;
     - ``intensity``: the (masked) total intensity of each pattern.
 
-    ``mask``: optional ``(Qx, Qy)`` detector weights (bool or float) multiplied into every
-    pattern. A pattern with zero (masked) intensity has NaN centre of mass. One fused compiled
-    pass per chunk (integer data accumulate exactly in int64), one task per chunk.
+    ``mask``: optional ``(Qx, Qy)`` detector weights (bool or float; a DataArray is aligned by
+    dim name and coords) multiplied into every pattern. A pattern with zero (masked) intensity
+    has NaN centre of mass. One fused compiled pass per chunk (integer data accumulate exactly
+    in int64), one task per chunk.
     """
-    data = frame_blocks(datacube)
-    qx, qy = data.shape[2:]
-    if mask is not None:
-        mask = np.asarray(mask)
-        if mask.shape != (qx, qy):
-            raise ValueError(f"mask must have the detector shape {(qx, qy)}, got {mask.shape}")
-        if mask.dtype.kind not in "biuf":
-            raise ValueError(f"mask must be boolean or real weights, got dtype {mask.dtype}")
-    weights = None if mask is None else da.from_array(mask, chunks=-1)
+    datacube, data = frame_blocks(datacube)
+    weights = None if mask is None else detector_array(mask, datacube, "mask")
     args = (data, "ijkl") if weights is None else (data, "ijkl", weights, "kl")
     stacked = da.blockwise(_com_block, "ijc", *args, new_axes={"c": 3}, concatenate=False,
                            dtype=np.float64, meta=np.empty((0, 0, 0), dtype=np.float64),
@@ -45,12 +41,25 @@ def center_of_mass(datacube, mask=None) -> xr.Dataset:
         "com_y": xr.DataArray(stacked[..., 2], dims=R_DIMS, attrs=pixels),
         "intensity": xr.DataArray(stacked[..., 0], dims=R_DIMS, attrs={"units": "counts"}),
     }
-    if datacube.attrs.get("q_units", "pixels") != "pixels":
-        size, units = datacube.attrs["q_pixel_size"], datacube.attrs["q_units"]
-        for axis in ("x", "y"):
-            variables[f"com_q{axis}"] = xr.DataArray(stacked[..., 1 if axis == "x" else 2] * size,
-                                                     dims=R_DIMS, attrs={"units": units})
+    variables.update(calibrated_com({d: datacube.coords[d] for d in Q_DIMS}, stacked[..., 1],
+                                    stacked[..., 2]))
     return xr.Dataset(variables, coords=coords, attrs=attrs)
+
+
+def calibrated_com(q_coords: dict, com_x, com_y) -> dict:
+    """``{"com_qx", "com_qy"}`` ``(Rx, Ry)`` DataArrays: pixel centres of mass ``com_x``,
+    ``com_y`` (from the corner pixel) as coordinates of the detector coords ``q_coords``
+    (``{"Qx": coord, "Qy": coord}``). Empty when the detector is in pixels or an axis is
+    irregular (there is then no coordinate frame to put a fractional pixel in)."""
+    axes = [make_axis(coord_values(q_coords[d].values, d), d,
+                      q_coords[d].attrs.get("units", "pixels")) for d in Q_DIMS]
+    if axes[0].units == "pixels" or any(a.step is None and a.size > 1 for a in axes):
+        return {}
+    out = {}
+    for name, a, com in (("com_qx", axes[0], com_x), ("com_qy", axes[1], com_y)):
+        step = a.step if a.step is not None else 0.0
+        out[name] = xr.DataArray(a.origin + com * step, dims=R_DIMS, attrs={"units": a.units})
+    return out
 
 
 def _com_block(block, mask=None):

@@ -35,8 +35,10 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from .. import coords as cal
 from ..calibration import electron_wavelength_angstrom
-from ..datacube import R_DIMS, check_datacube
+from ..coords import align
+from ..datacube import Q_DIMS, R_DIMS, check_datacube
 from ..progress import compute
 from . import integrate, plots
 from .com import center_of_mass
@@ -67,7 +69,7 @@ class DPC:
                  verbose: bool = True, device: str = "cpu"):
         if datacube is not None:
             try:
-                check_datacube(datacube)
+                datacube = check_datacube(datacube)
             except TypeError as err:
                 raise ValueError(str(err)) from None
         self._datacube = datacube
@@ -115,6 +117,8 @@ class DPC:
         ``com_normalized_x/_y``, ``com_x/_y`` (reciprocal units: Å⁻¹ or pixels),
         ``rotation_deg``, ``transpose`` and ``rotation_curve``.
         """
+        dp_mask, force_com_shifts, force_com_measured = self._aligned(
+            dp_mask, force_com_shifts, force_com_measured)
         shape = self._check_preprocess(dp_mask, padding_factor, rotation_angles_deg,
                                        fit_function, force_com_rotation, force_com_transpose,
                                        force_com_shifts, force_com_measured,
@@ -166,18 +170,49 @@ class DPC:
                                  f"got {guess.shape}")
         return shape
 
+    def _aligned(self, dp_mask, force_com_shifts, force_com_measured):
+        """DataArray arguments put in the datacube's frame by dim name and coords (a pair's
+        DataArrays without a datacube: transposed to ``(Rx, Ry)``)."""
+        dc = self._datacube
+
+        def scan(value, name):
+            if not isinstance(value, xr.DataArray):
+                return value
+            if dc is None:
+                return align(value, value, R_DIMS, name)
+            return align(value, dc, R_DIMS, name)
+
+        def pair(values, name):
+            if values is None or isinstance(values, str | bytes) or not hasattr(values,
+                                                                              "__len__"):
+                return values
+            return type(values)(scan(v, name) for v in values) if len(values) == 2 else values
+
+        if dc is not None and isinstance(dp_mask, xr.DataArray):
+            dp_mask = align(dp_mask, dc, Q_DIMS, "dp_mask")
+        if isinstance(self._object_phase_guess, xr.DataArray):
+            self._object_phase_guess = scan(self._object_phase_guess, "initial_object_guess")
+        return (dp_mask, pair(force_com_shifts, "force_com_shifts"),
+                pair(force_com_measured, "force_com_measured"))
+
     def _calibrate(self, shape):
-        """Scan sampling (Å or pixels) and reciprocal sampling (Å⁻¹ or pixels), as py4DSTEM."""
+        """Scan sampling (Å or pixels) and reciprocal sampling (Å⁻¹ or pixels), from the
+        datacube's coords (their step: a stepped selection of the scan or the detector has
+        larger pixels). DPC needs regular, square pixels in both spaces; anything else raises
+        ``ValueError`` saying what is wrong."""
         dc = self._datacube
         attrs = dc.attrs if dc is not None else {}
         energy = self._energy if self._energy is not None else attrs.get("energy")
-        r_units, r_size = attrs.get("r_units", "pixels"), float(attrs.get("r_pixel_size", 1))
-        q_units, q_size = attrs.get("q_units", "pixels"), float(attrs.get("q_pixel_size", 1))
+        if dc is None:
+            r_units, r_size, q_units, q_size = "pixels", 1.0, "pixels", 1.0
+        else:
+            r_units, r_size = cal.units(dc, "r"), cal.pixel_size(dc, "r", "DPC")
+            q_units, q_size = cal.units(dc, "q"), cal.pixel_size(dc, "q", "DPC")
         self._grid_scan_shape = shape
         if r_units == "pixels":
             self._warn("Iterative reconstruction will not be quantitative unless you specify "
                        "real-space calibrations in 'A'")
-            self._scan_sampling, self._scan_units = (1.0, 1.0), ("pixels", "pixels")
+            self._scan_sampling, self._scan_units = (r_size, r_size), ("pixels", "pixels")
         else:
             size = r_size * 10 if r_units == "nm" else r_size
             self._scan_sampling, self._scan_units = (size, size), ("A", "A")
@@ -185,7 +220,7 @@ class DPC:
         if q_units == "pixels":
             self._warn("Iterative reconstruction will not be quantitative unless you specify "
                        "appropriate reciprocal-space calibrations")
-            recip, units, angular = 1.0, "pixels", 1.0
+            recip, units, angular = q_size, "pixels", q_size
         elif q_units == "A^-1":
             recip, units = q_size, "A^-1"
             angular = q_size * wavelength * 1e3 if wavelength is not None else None

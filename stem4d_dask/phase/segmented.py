@@ -56,8 +56,8 @@ def segmented_com(datacube, masks) -> xr.Dataset:
       is a difference of counts, not a position: it scales with the dose and the disk edge.
     - ``segment_intensity`` ``(Rx, Ry, detector)``: the ``I_s``.
     """
-    data = frame_blocks(datacube)
-    weights = _mask_stack(masks, data.shape[2:])
+    datacube, data = frame_blocks(datacube)
+    weights = _mask_stack(masks, datacube)
     n = weights.shape[-1]
     if n < 2:
         raise ValueError(f"masks: a segmented CoM needs at least 2 segments, got {n}")
@@ -91,8 +91,8 @@ def monolithic_com(datacube, masks, center=None) -> xr.Dataset:
     - ``intensity = sum_s I_s``: ``com_x / intensity`` estimates the CoM in pixels from ``center``.
     - ``segment_intensity`` ``(Rx, Ry, detector)``: the ``I_s``.
     """
-    data = frame_blocks(datacube)
-    weights = _mask_stack(masks, data.shape[2:])
+    datacube, data = frame_blocks(datacube)
+    weights = _mask_stack(masks, datacube)
     qx, qy = data.shape[2:]
     cx, cy = parse_center(center, (qx // 2, qy // 2))
     totals = weights.sum(axis=(0, 1))

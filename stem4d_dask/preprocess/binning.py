@@ -5,6 +5,13 @@ Output dtypes (py4DSTEM 0.14.18 wraps integer sums silently; we never do):
 
 - ``dtype=None``: integers are summed into the smallest integer type that holds the worst case
   (uint16 binned by 2 -> uint32, uint8 by 2 -> uint16, bool -> uint8 ...); floats keep their type.
+  The worst case comes from the values the datacube can really hold when it records them
+  (:func:`stem4d_dask.datacube.value_range`: a detector's bit depth, an earlier binning), so
+  uint16 binned by 2 twice is uint32, not uint64. A result narrower than the dtype's worst case
+  is checked when computed (``OverflowError`` naming the scan block if a wrong record let a value
+  through).
+- binned coords are the mean coordinate of each bin's pixels (``origin + step (b - 1) / 2``,
+  step ``b`` times larger); thinned coords are every ``t``-th coordinate.
 - an explicit integer ``dtype`` narrower than that is honoured only if every binned value fits;
   otherwise computing raises ``OverflowError`` naming the scan block.
 - an explicit float ``dtype`` accumulates in that float type (as py4DSTEM's ``bin2D``).
@@ -16,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import coords as cal
+from ..datacube import Q_DIMS, R_DIMS, value_range
 from ..graph import frame_blocks, positive_int, rebuild, scan_location
 from ..kernels.binning import accumulator_dtype, bin_frames, bin_scan
 
@@ -28,18 +37,31 @@ def _factor(value, name, shape, space) -> int:
     return factor
 
 
-def _binned_dtype(dtype_in, factor: int, dtype):
+def _binned(datacube, factor: int, dtype):
+    """``(kernel dtype or None, output dtype, output value range)`` of a ``factor x factor``
+    sum: ``dtype=None`` picks the smallest integer type that holds the recorded value range
+    (the kernel then narrows to it, checked), else the requested dtype."""
+    n = factor * factor
+    known = value_range(datacube)
     if dtype is None:
-        return accumulator_dtype(dtype_in, factor * factor)
-    try:
-        return np.dtype(dtype)
-    except TypeError as err:
-        raise ValueError(f"dtype: not a numpy dtype: {dtype!r}") from err
+        out = accumulator_dtype(datacube.dtype, n, known)
+        worst = accumulator_dtype(datacube.dtype, n)
+        kernel = None if out == worst else out
+    else:
+        try:
+            out = kernel = np.dtype(dtype)
+        except TypeError as err:
+            raise ValueError(f"dtype: not a numpy dtype: {dtype!r}") from err
+    if known is None or out.kind not in "ui":
+        return kernel, out, None
+    info = np.iinfo(out)
+    return kernel, out, (max(known[0] * n, int(info.min)), min(known[1] * n, int(info.max)))
 
 
 def bin_data_diffraction(datacube, bin_factor, dtype=None):
     """Sum ``bin_factor x bin_factor`` detector pixels: ``(Rx, Ry, Qx, Qy)`` ->
-    ``(Rx, Ry, Qx // b, Qy // b)``; ``q_pixel_size`` is multiplied by ``b``.
+    ``(Rx, Ry, Qx // b, Qy // b)``; the Qx, Qy coords are the bins' mean coordinates
+    (``q_pixel_size`` x ``b``).
 
     One task per input chunk, a compiled loop per frame (numba; cupy chunks use a reshape-sum).
     ``bin_factor=1`` returns the datacube unchanged, or converted to ``dtype`` if one is given
@@ -57,17 +79,18 @@ def bin_data_mmap(datacube, bin_factor, dtype=np.float32):
 
 
 def _bin_q(datacube, bin_factor, dtype):
-    data = frame_blocks(datacube)
+    datacube, data = frame_blocks(datacube)
     b = _factor(bin_factor, "bin_factor", data.shape[2:], "detector")
-    out_dtype = _binned_dtype(data.dtype, b, dtype)
+    kernel_dtype, out_dtype, out_range = _binned(datacube, b, dtype)
     qx, qy = data.shape[2:]
     if b == 1 and dtype is None:
         return datacube
     binned = data.map_blocks(
-        _bin_q_block, b, None if dtype is None else out_dtype,
+        _bin_q_block, b, kernel_dtype,
         chunks=data.chunks[:2] + ((qx // b,), (qy // b,)), dtype=out_dtype,
         meta=data._meta.astype(out_dtype), token="bin_data_diffraction")
-    return rebuild(datacube, binned, q_pixel_size=datacube.attrs["q_pixel_size"] * b)
+    coords = {d: cal.binned(datacube.coords[d], b) for d in Q_DIMS}
+    return rebuild(datacube, binned, coords, out_range, scale={"q": b})
 
 
 def _bin_q_block(block, factor, dtype, block_info=None):
@@ -79,13 +102,14 @@ def _bin_q_block(block, factor, dtype, block_info=None):
 
 def bin_data_real(datacube, bin_factor):
     """Sum ``bin_factor x bin_factor`` scan positions: ``(Rx, Ry, ...)`` ->
-    ``(Rx // b, Ry // b, ...)``; ``r_pixel_size`` is multiplied by ``b``.
+    ``(Rx // b, Ry // b, ...)``; the Rx, Ry coords are the bins' mean coordinates
+    (``r_pixel_size`` x ``b``).
 
     Integers accumulate into the smallest safe integer type (py4DSTEM promotes to (u)int64).
     Scan chunks whose edges are not multiples of ``b`` are realigned in the graph (a rechunk of
     the scan axes only, to the nearest multiples of ``b``); aligned chunks cost nothing extra.
     """
-    data = frame_blocks(datacube)
+    datacube, data = frame_blocks(datacube)
     b = _factor(bin_factor, "bin_factor", data.shape[:2], "scan")
     if b == 1:
         return datacube
@@ -94,11 +118,21 @@ def bin_data_real(datacube, bin_factor):
     aligned = tuple(_aligned_chunks(c, b) for c in data.chunks[:2])
     if aligned != data.chunks[:2]:
         data = data.rechunk(aligned + data.chunks[2:])
-    out_dtype = accumulator_dtype(data.dtype, b * b)
+    kernel_dtype, out_dtype, out_range = _binned(datacube, b, None)
     binned = data.map_blocks(
-        bin_scan, b, chunks=tuple(tuple(c // b for c in cs) for cs in aligned) + data.chunks[2:],
+        _bin_r_block, b, kernel_dtype,
+        chunks=tuple(tuple(c // b for c in cs) for cs in aligned) + data.chunks[2:],
         dtype=out_dtype, meta=data._meta.astype(out_dtype), token="bin_data_real")
-    return rebuild(datacube, binned, r_pixel_size=datacube.attrs["r_pixel_size"] * b)
+    coords = {d: cal.binned(datacube.coords[d], b) for d in R_DIMS}
+    return rebuild(datacube, binned, coords, out_range, scale={"r": b})
+
+
+def _bin_r_block(block, factor, dtype, block_info=None):
+    try:
+        return bin_scan(block, factor, dtype)
+    except OverflowError as err:
+        raise OverflowError(f"{err} (at {scan_location(block_info)}; the datacube's "
+                            "value_range record is wrong)") from None
 
 
 def _aligned_chunks(chunks, b):
@@ -111,11 +145,13 @@ def _aligned_chunks(chunks, b):
 def thin_data_real(datacube, thinning_factor):
     """Keep every ``t``-th scan position along both scan axes, starting at 0:
     ``out[i, j] = datacube[i * t, j * t]`` for ``i < Rx // t``, ``j < Ry // t``.
-    ``r_pixel_size`` is multiplied by ``t``; the dtype is kept. One slicing task per chunk."""
-    data = frame_blocks(datacube)
+    The coords are the kept positions' (``r_pixel_size`` x ``t``); the dtype is kept. One
+    slicing task per chunk."""
+    datacube, data = frame_blocks(datacube)
     t = _factor(thinning_factor, "thinning_factor", data.shape[:2], "scan")
     if t == 1:
         return datacube
     rx, ry = data.shape[:2]
     thinned = data[: rx // t * t : t, : ry // t * t : t]
-    return rebuild(datacube, thinned, r_pixel_size=datacube.attrs["r_pixel_size"] * t)
+    coords = {d: cal.thinned(datacube.coords[d], t) for d in R_DIMS}
+    return rebuild(datacube, thinned, coords, value_range(datacube), scale={"r": t})

@@ -35,8 +35,8 @@ DIRECTIONS = ("x", "y")
 def get_bksbtr_DP(datacube, darkref, Rx, Ry):
     """The pattern at scan position ``(Rx, Ry)`` minus ``darkref`` ``(Qx, Qy)``: a lazy float64
     ``(Qx, Qy)`` DataArray."""
-    data = frame_blocks(datacube)
-    dark = detector_array(darkref, data.shape[2:], "darkref")
+    datacube, data = frame_blocks(datacube)
+    dark = detector_array(darkref, datacube, "darkref")
     rx, ry = data.shape[:2]
     Rx, Ry = checked_int(Rx, "Rx", 0, rx), checked_int(Ry, "Ry", 0, ry)
     frame = data[Rx, Ry].astype(np.float64) - dark.astype(np.float64)
@@ -57,7 +57,7 @@ def get_background_streaks_x(datacube, width, N_frames, side="start", seed=None)
     """Per-column offsets (streaks running along Qx): the mean over ``N_frames`` random frames
     and over the first (``side='start'``) or last ``width`` detector rows, repeated on every row.
     Lazy float64 ``(Qx, Qy)``."""
-    data = frame_blocks(datacube)
+    datacube, data = frame_blocks(datacube)
     profile = _streak_profile(data, width, N_frames, side, "x", np.random.default_rng(seed),
                               "width")
     return _q_array(datacube, da.broadcast_to(profile[None, :], data.shape[2:]), "darkreference")
@@ -66,7 +66,7 @@ def get_background_streaks_x(datacube, width, N_frames, side="start", seed=None)
 def get_background_streaks_y(datacube, N_frames, width, side="start", seed=None):
     """Per-row offsets (streaks running along Qy) from the first/last ``width`` detector
     columns, repeated on every column. Lazy float64 ``(Qx, Qy)``."""
-    data = frame_blocks(datacube)
+    datacube, data = frame_blocks(datacube)
     profile = _streak_profile(data, width, N_frames, side, "y", np.random.default_rng(seed),
                               "width")
     return _q_array(datacube, da.broadcast_to(profile[:, None], data.shape[2:]), "darkreference")
@@ -80,7 +80,7 @@ def get_darkreference(datacube, N_frames, width_x=0, width_y=0, side_x="end", si
     global level is not counted twice; the x frames are drawn first, then the y frames, from one
     generator. With neither, a warning and zeros. Lazy float64 ``(Qx, Qy)``.
     """
-    data = frame_blocks(datacube)
+    datacube, data = frame_blocks(datacube)
     wx = _width(width_x, "width_x", data.shape[2], allow_zero=True)
     wy = _width(width_y, "width_y", data.shape[3], allow_zero=True)
     rng = np.random.default_rng(seed)
@@ -104,10 +104,12 @@ def get_darkreference(datacube, N_frames, width_x=0, width_y=0, side_x="end", si
 
 def subtract_dark(datacube, darkref):
     """``datacube - darkref`` for every pattern, lazily: float32 (float64 for float64 or
-    wide-integer data). ``darkref``: ``(Qx, Qy)`` numpy array or DataArray (lazy ones stay lazy
-    and are computed once, as one graph key)."""
-    data = frame_blocks(datacube)
-    dark = detector_array(darkref, data.shape[2:], "darkref")
+    wide-integer data). ``darkref``: ``(Qx, Qy)`` numpy array (positional) or DataArray
+    (aligned by dim name and coords: a dark of the full detector serves a cropped datacube; lazy
+    ones stay lazy and are computed once, as one graph key). NaN or inf in ``darkref`` raise
+    ``ValueError``."""
+    datacube, data = frame_blocks(datacube)
+    dark = detector_array(darkref, datacube, "darkref")
     dtype = result_float_dtype(data.dtype)
     out = da.blockwise(_subtract_block, "ijkl", data, "ijkl", dark, "kl", dtype=dtype,
                        meta=data._meta.astype(dtype), token="subtract_dark", out_dtype=dtype)

@@ -29,7 +29,8 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from ..datacube import calibration_attrs
+from .. import coords as cal
+from ..datacube import Q_DIMS, R_DIMS, calibration_attrs
 from ..graph import (
     detector_array,
     drawn_frames,
@@ -53,8 +54,8 @@ def calculate_thresholds(datacube, darkreference, Nsamples=20, thresh_bkgrnd_Nsi
     Computes now: it reads the chunks holding the ``Nsamples`` drawn frames (a small, global
     step); :func:`electron_count` uses the same computation lazily.
     """
-    data = frame_blocks(datacube)
-    result = _thresholds(data, darkreference, Nsamples, thresh_bkgrnd_Nsigma,
+    datacube, data = frame_blocks(datacube)
+    result = _thresholds(datacube, data, darkreference, Nsamples, thresh_bkgrnd_Nsigma,
                          thresh_xray_Nsigma, seed).compute()
     return result if return_params else result[:2]
 
@@ -72,16 +73,17 @@ def electron_count(datacube, darkreference, Nsamples=40, thresh_bkgrnd_Nsigma=4,
     """
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
-    data = frame_blocks(datacube)
+    datacube, data = frame_blocks(datacube)
     b = positive_int(binfactor, "binfactor")
     qx, qy = data.shape[2:]
     if b > min(qx, qy):
         raise ValueError(f"binfactor {b} is larger than the detector {qx} x {qy}")
-    thresholds = _thresholds(data, darkreference, Nsamples, thresh_bkgrnd_Nsigma,
+    thresholds = _thresholds(datacube, data, darkreference, Nsamples, thresh_bkgrnd_Nsigma,
                              thresh_xray_Nsigma, seed)
-    dark = _dark(darkreference, (qx, qy))
+    dark = _dark(darkreference, datacube)
     options = dict(sub_pixel=bool(sub_pixel), binfactor=b)
     detector = (qx // b, qy // b)
+    coords = {d: cal.binned(datacube.coords[d], b) for d in Q_DIMS}
     if output == "datacube":
         dtype = np.dtype(bool) if b == 1 else np.dtype(np.uint8)
         counted = data.map_blocks(_count_dense, dark, thresholds, detector=detector,
@@ -89,8 +91,8 @@ def electron_count(datacube, darkreference, Nsamples=40, thresh_bkgrnd_Nsigma=4,
                                       (n,) for n in detector), dtype=dtype,
                                   meta=np.empty((0,) * 4, dtype), token="electron_count",
                                   **options)
-        return rebuild(datacube, counted,
-                       q_pixel_size=datacube.attrs["q_pixel_size"] * b)
+        return rebuild(datacube, counted, coords, (0, 1 if b == 1 else min(b * b, 255)),
+                       scale={"q": b})
     from ..events import ElectronEvents
 
     blocks = data.to_delayed()[:, :, 0, 0]
@@ -98,29 +100,30 @@ def electron_count(datacube, darkreference, Nsamples=40, thresh_bkgrnd_Nsigma=4,
     for index in np.ndindex(blocks.shape):
         counted[index] = dask.delayed(_count_events)(blocks[index], dark, thresholds,
                                                      **options)
-    attrs = calibration_attrs(datacube.attrs)
-    attrs["q_pixel_size"] = attrs["q_pixel_size"] * b
     return ElectronEvents.from_blocks(counted, data.chunks[:2], detector, bool(sub_pixel),
-                                      attrs)
+                                      calibration_attrs(datacube.attrs),
+                                      coords={**{d: datacube.coords[d] for d in R_DIMS},
+                                              **coords})
 
 
-def _thresholds(data, darkreference, n_samples, nb, nx, seed):
+def _thresholds(datacube, data, darkreference, n_samples, nb, nx, seed):
     """Delayed ``(thresh_bkgrnd, thresh_xray, counts, edges, params)``."""
     for name, value in (("thresh_bkgrnd_Nsigma", nb), ("thresh_xray_Nsigma", nx)):
         if not np.isscalar(value) or not np.isfinite(value) or value <= 0:
             raise ValueError(f"{name} must be a positive number, got {value!r}")
-    dark = _dark(darkreference, data.shape[2:])
+    dark = _dark(darkreference, datacube)
     _, parts = drawn_frames(data, n_samples, np.random.default_rng(seed), "Nsamples")
     values = dask.delayed(pooled_values)(parts, dark)
     return dask.delayed(fit_thresholds, nout=5)(values, float(nb), float(nx))
 
 
-def _dark(darkreference, shape):
-    """The dark reference as one delayed float32 ``(Qx, Qy)`` array (a number is broadcast);
-    lazy references stay lazy."""
+def _dark(darkreference, datacube):
+    """The dark reference as one delayed float32 ``(Qx, Qy)`` array (a number is broadcast;
+    DataArrays are aligned by dim name and coords); lazy references stay lazy. NaN or inf
+    raise ``ValueError`` naming ``darkreference`` (when computed, for lazy ones)."""
     if np.ndim(darkreference) == 0 and not isinstance(darkreference, xr.DataArray | da.Array):
-        darkreference = np.full(shape, darkreference, dtype=np.float32)
-    dark = detector_array(darkreference, shape, "darkreference")
+        darkreference = np.full(datacube.shape[2:], darkreference, dtype=np.float32)
+    dark = detector_array(darkreference, datacube, "darkreference")
     return single_key(dark.astype(np.float32))
 
 
@@ -156,7 +159,8 @@ def electron_count_GPU(datacube, darkreference, Nsamples=40, thresh_bkgrnd_Nsigm
     """:func:`electron_count` with the chunks moved to the GPU (cupy); same results. Raises
     ``ImportError`` saying what is missing when cupy or a CUDA device is not available."""
     cupy = _cupy("electron_count_GPU")
-    gpu = rebuild(datacube, frame_blocks(datacube).map_blocks(cupy.asarray))
+    datacube, data = frame_blocks(datacube)
+    gpu = rebuild(datacube, data.map_blocks(cupy.asarray))
     return electron_count(gpu, darkreference, Nsamples, thresh_bkgrnd_Nsigma,
                           thresh_xray_Nsigma, binfactor, sub_pixel, output, seed)
 

@@ -22,7 +22,7 @@ import dask
 import numpy as np
 import xarray as xr
 
-from ..datacube import Q_DIMS
+from ..datacube import Q_DIMS, value_range
 from ..graph import (
     checked_int,
     detector_array,
@@ -44,7 +44,7 @@ def filter_hot_pixels(datacube, thresh, ind_compare=1, return_mask=False):
     and the mask are computed once, then each chunk is repaired by its own task. The dtype is
     kept. Returns the datacube, or ``(datacube, mask)`` with a lazy bool ``(Qx, Qy)`` mask.
     """
-    data = frame_blocks(datacube)
+    datacube, data = frame_blocks(datacube)
     if not np.isscalar(thresh) or not np.isfinite(thresh) or thresh < 0:
         raise ValueError(f"thresh must be a number >= 0 (counts), got {thresh!r}")
     ind_compare = checked_int(ind_compare, "ind_compare", 0, len(CROSS_OFFSETS))
@@ -62,13 +62,13 @@ def median_filter_masked_pixels(datacube, mask, kernel_width: int = 3):
     """Replace the pixels where ``mask`` ``(Qx, Qy)`` is True, in every pattern, by the median
     of the unmasked pixels in the ``kernel_width`` square around them (widened until it holds
     one). Lazy, dtype kept."""
-    data = frame_blocks(datacube)
+    datacube, data = frame_blocks(datacube)
     shape = data.shape[2:]
     width = positive_int(kernel_width, "kernel_width")
     if width > min(shape):
         raise ValueError(f"kernel_width {width} is larger than the detector {shape[0]} x "
                          f"{shape[1]}")
-    mask = detector_array(mask, shape, "mask", kinds="biu").astype(bool)
+    mask = detector_array(mask, datacube, "mask", kinds="biu").astype(bool)
     return _repair(datacube, data, mask, width // 2, "median_filter_masked_pixels")
 
 
@@ -77,4 +77,4 @@ def _repair(datacube, data, mask, half_width, name):
     plan = dask.delayed(repair_plan, pure=True)(single_key(mask), half_width)
     repaired = data.map_blocks(repair_pixels, plan, dtype=data.dtype, meta=data._meta,
                                token=name)
-    return rebuild(datacube, repaired)
+    return rebuild(datacube, repaired, value_range=value_range(datacube))

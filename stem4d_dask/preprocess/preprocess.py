@@ -6,13 +6,16 @@ Deviations of the shape operations from py4DSTEM 0.14.18:
 
 - ``set_scan_shape`` raises ``ValueError`` for an impossible shape (py4DSTEM prints and returns
   the datacube unchanged);
-- the swaps move coords and calibrations with their axes (py4DSTEM keeps ``R_pixel_size`` on axes
-  0-1 after ``swap_RQ``).
+- ``swap_Rxy``/``swap_Qxy`` move the coords with their axes; ``swap_RQ`` keeps each space's
+  calibration (as py4DSTEM) on the new axes of that space.
 """
 
 from __future__ import annotations
 
-from ..datacube import check_datacube
+import warnings
+
+from .. import coords as cal
+from ..datacube import DIMS, check_datacube, value_range
 from ..graph import positive_int, rebuild, whole_frames
 from .binning import bin_data_diffraction, bin_data_mmap, bin_data_real, thin_data_real
 from .pixels import filter_hot_pixels, median_filter_masked_pixels
@@ -25,9 +28,10 @@ def set_scan_shape(datacube, R_Nx, R_Ny):
 
     Raises ``ValueError`` when ``R_Nx * R_Ny`` differs from the number of frames. The reshape is
     lazy; the result is rechunked to the default whole-frame blocks (a reshape of the scan can
-    not keep arbitrary scan chunks).
+    not keep arbitrary scan chunks). The new scan coords start at 0 with the old scan pixel size
+    (pixels, with a warning, when the old coords define none).
     """
-    check_datacube(datacube)
+    datacube = check_datacube(datacube)
     rx, ry, qx, qy = datacube.shape
     R_Nx, R_Ny = positive_int(R_Nx, "R_Nx"), positive_int(R_Ny, "R_Ny")
     if R_Nx * R_Ny != rx * ry:
@@ -36,32 +40,54 @@ def set_scan_shape(datacube, R_Nx, R_Ny):
             f"the datacube has {rx} x {ry} = {rx * ry}"
         )
     data = datacube.data.reshape(rx * ry, qx, qy).reshape(R_Nx, R_Ny, qx, qy)
-    return rebuild(datacube, whole_frames(data))
+    try:
+        step, unit = cal.pixel_size(datacube, "r", "set_scan_shape"), cal.units(datacube, "r")
+    except ValueError as err:
+        warnings.warn(f"{err}; the new scan coords are in pixels", stacklevel=2)
+        step, unit = 1.0, "pixels"
+    coords = {d: cal.regular_coord(n, step, unit, d) for d, n in (("Rx", R_Nx), ("Ry", R_Ny))}
+    return rebuild(datacube, whole_frames(data), coords, value_range(datacube))
 
 
 def swap_RQ(datacube):
     """Exchange scan and detector axes: ``(Rx, Ry, Qx, Qy) -> (Qx, Qy, Rx, Ry)`` relabelled as
-    ``(Rx, Ry, Qx, Qy)``. The pixel sizes and units swap with their axes.
+    ``(Rx, Ry, Qx, Qy)``, for data stored with the two swapped.
 
-    The old scan axes become the detector axes, so the result is rechunked to whole frames (a
-    full shuffle of the data when computed, as any R/Q transpose is)."""
-    check_datacube(datacube)
-    a = datacube.attrs
+    Each space keeps its calibration (as py4DSTEM, whose ``R_pixel_size`` stays with the scan):
+    the new scan axes get the scan pixel size, units and origin, sized to their new length, and
+    likewise for the detector. A space whose coords define no pixel size becomes pixels, with a
+    warning. The old scan axes become the detector axes, so the result is rechunked to whole
+    frames (a full shuffle of the data when computed, as any R/Q transpose is)."""
+    datacube = check_datacube(datacube)
     data = whole_frames(datacube.data.transpose(2, 3, 0, 1))
-    return rebuild(datacube, data, r_pixel_size=a["q_pixel_size"], r_units=a["q_units"],
-                    q_pixel_size=a["r_pixel_size"], q_units=a["r_units"])
+    coords = {}
+    for space, dims in cal.SPACES.items():
+        try:
+            step, unit = cal.pixel_size(datacube, space, "swap_RQ"), cal.units(datacube, space)
+            origins = [cal.axis(datacube, d).origin for d in dims]
+        except ValueError as err:
+            warnings.warn(f"{err}; its new axes are in pixels", stacklevel=2)
+            step, unit, origins = 1.0, "pixels", [0.0, 0.0]
+        for d, o, n in zip(dims, origins, data.shape[DIMS.index(dims[0]):][:2], strict=True):
+            coords[d] = cal.regular_coord(n, step, unit, d, o)
+    return rebuild(datacube, data, coords, value_range(datacube))
 
 
 def swap_Rxy(datacube):
-    """Exchange the two scan axes (Rx <-> Ry)."""
-    check_datacube(datacube)
-    return rebuild(datacube, datacube.data.transpose(1, 0, 2, 3))
+    """Exchange the two scan axes (Rx <-> Ry), coords included."""
+    return _swap(datacube, "Rx", "Ry", (1, 0, 2, 3))
 
 
 def swap_Qxy(datacube):
-    """Exchange the two detector axes (Qx <-> Qy)."""
-    check_datacube(datacube)
-    return rebuild(datacube, datacube.data.transpose(0, 1, 3, 2))
+    """Exchange the two detector axes (Qx <-> Qy), coords included."""
+    return _swap(datacube, "Qx", "Qy", (0, 1, 3, 2))
+
+
+def _swap(datacube, a, b, axes):
+    datacube = check_datacube(datacube)
+    coords = {a: cal.coord(datacube.coords[b].values, a, datacube.coords[b].attrs["units"]),
+              b: cal.coord(datacube.coords[a].values, b, datacube.coords[a].attrs["units"])}
+    return rebuild(datacube, datacube.data.transpose(*axes), coords, value_range(datacube))
 
 
 __all__ = [

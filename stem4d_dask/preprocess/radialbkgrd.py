@@ -46,7 +46,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from ..datacube import DIMS, R_DIMS, check_datacube
+from ..datacube import DIMS, R_DIMS, calibration_attrs, check_datacube
 from ..graph import checked_int, frame_blocks, rebuild, result_float_dtype
 from ..kernels import array_module
 from ..kernels.polar import (
@@ -106,6 +106,7 @@ def get_1D_polar_background(data, p_ellipse, center=None, maskUpdateIter=3,
       (one task per chunk), with coord ``r = r_bins`` (units pixels).
     """
     kind, arr = _data(data, "data")
+    data = arr if kind == "cube" else data
     p = _geometry(p_ellipse, center)
     return_polararr = _flag(return_polararr, "return_polararr")
     plan = _plan(arr.shape[-2:], p)
@@ -127,14 +128,14 @@ def get_1D_polar_background(data, p_ellipse, center=None, maskUpdateIter=3,
         bg = da.from_delayed(delayed, (n,), dtype=np.float64, meta=np.empty((0,)))
         return xr.DataArray(bg, dims=("r",), coords={"r": r_coord}, name="background1D",
                             attrs=attrs), r_bins
-    blocks = frame_blocks(data, "data")
+    data, blocks = frame_blocks(data, "data")
     xp = array_module(blocks._meta)
     bg = blocks.map_blocks(background_1d_frames, p_ellipse=p, options=options, drop_axis=3,
                            chunks=blocks.chunks[:2] + ((n,),), dtype=np.float64,
                            meta=xp.empty((0, 0, 0)), token="get_1D_polar_background")
     coords = {d: data.coords[d] for d in R_DIMS}
     coords["r"] = r_coord
-    attrs.update({k: data.attrs[k] for k in ("r_pixel_size", "r_units") if k in data.attrs})
+    attrs.update(calibration_attrs(data.attrs, ("r",)))
     return xr.DataArray(bg, dims=(*R_DIMS, "r"), coords=coords, name="background1D",
                         attrs=attrs), r_bins
 
@@ -160,6 +161,7 @@ def get_2D_polar_background(data, background1D, r_bins, p_ellipse, center=None):
     float64 otherwise; see ``result_float_dtype``), one task per chunk, no pixel data read.
     """
     kind, arr = _data(data, "data")
+    data = arr if kind == "cube" else data
     p = _geometry(p_ellipse, center)
     r = _r_bins(r_bins)
     bg = _background(background1D, r.shape[0])
@@ -180,7 +182,7 @@ def get_2D_polar_background(data, background1D, r_bins, p_ellipse, center=None):
                 return xr.DataArray(out, dims=DIMS[2:], name="background2D",
                                     attrs={"p_ellipse": list(p)})
         return _broadcast_background(data, single)
-    blocks = frame_blocks(data, "data")
+    data, blocks = frame_blocks(data, "data")
     scan = tuple(blocks.shape[:2])
     if bg.ndim != 3 or tuple(bg.shape[:2]) != scan:
         raise ValueError(f"background1D must be (N_r,) or (Rx, Ry, N_r) = {scan + r.shape} "
@@ -212,7 +214,6 @@ def subtract_polar_background(datacube, p_ellipse, per_pattern=True, **options):
     """
     from ..virtual import mean_diffraction_pattern
 
-    check_datacube(datacube)
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
         raise TypeError(f"subtract_polar_background: unknown options {unknown}; expected some "
@@ -220,7 +221,7 @@ def subtract_polar_background(datacube, p_ellipse, per_pattern=True, **options):
     merged = {**_OPTIONS, **options}
     per_pattern = _flag(per_pattern, "per_pattern")
     p = _geometry(p_ellipse, merged.pop("center"))
-    blocks = frame_blocks(datacube)
+    datacube, blocks = frame_blocks(datacube)
     dtype = result_float_dtype(blocks.dtype)
     plan = _plan(blocks.shape[2:], p)
     opts = _options(plan.n_valid_r, **merged)
@@ -262,7 +263,7 @@ def _fill_block(background2d, *, out_dtype, block_info=None):
 
 def _broadcast_background(datacube, background2d):
     """A lazy datacube with ``background2d`` (numpy, or a Delayed) as every pattern."""
-    blocks = frame_blocks(datacube, "data")
+    datacube, blocks = frame_blocks(datacube, "data")
     dtype = result_float_dtype(blocks.dtype)
     if isinstance(background2d, np.ndarray):
         background2d = dask.delayed(background2d)  # one graph key, not one copy per task
@@ -276,12 +277,10 @@ def _data(data, name):
     """``("frame", 2D numpy/cupy)``, ``("lazy", 2D dask array)`` or ``("cube", datacube)``."""
     if isinstance(data, xr.DataArray):
         if data.ndim == 4:
-            if data.dims != DIMS:
-                raise ValueError(f"{name}: a 4D DataArray must be a datacube with dims {DIMS}, "
-                                 f"got {data.dims}")
-            check_datacube(data, parameter=name)
-            kind, arr = "cube", data
+            kind, arr = "cube", check_datacube(data, parameter=name)
         elif data.ndim == 2:
+            if set(data.dims) == set(DIMS[2:]):
+                data = data.transpose(*DIMS[2:])
             inner = data.data
             kind, arr = ("lazy", inner) if isinstance(inner, da.Array) else (
                 "frame", np.asarray(inner))

@@ -1,16 +1,20 @@
 """Resampling and zero-padding of the detector axes: ``resample_data_diffraction`` and
 ``pad_data_diffraction`` (py4DSTEM names and parameters), lazy, one task per input chunk.
 
-The calibration follows the output size actually produced: ``q_pixel_size`` is multiplied by
-``Qx_in / Qx_out`` (py4DSTEM's Fourier path divides by the nominal factor instead).
+The calibration follows the output size actually produced: the Qx, Qy coords are those of the
+points sampled, so ``q_pixel_size`` is multiplied by ``Qx_in / Qx_out`` (py4DSTEM's Fourier path
+divides by the nominal factor instead). Bilinear output pixel ``j`` sits at input pixel
+``(j + 0.5) s - 0.5`` (``s = Q_in / Q_out``), a Fourier one at ``j s``; padding puts the
+first input pixel at output pixel ``(S - Q) // 2``. Both need regular detector coords (each
+axis keeps its own step); an irregular axis raises ``ValueError``.
 """
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
+from .. import coords as cal
+from ..datacube import value_range
 from ..graph import frame_blocks, rebuild, result_float_dtype
 from ..kernels.resample import bilinear_resample, fourier_resample, pad_frames
 
@@ -33,7 +37,7 @@ def resample_data_diffraction(datacube, resampling_factor=None, output_size=None
     Returns float32 (float64 for float64 or wide-integer data). Both factors of a pair are used
     (py4DSTEM's Fourier path uses only the first).
     """
-    data = frame_blocks(datacube)
+    datacube, data = frame_blocks(datacube)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     qx, qy = data.shape[2:]
@@ -45,7 +49,12 @@ def resample_data_diffraction(datacube, resampling_factor=None, output_size=None
         kernel, size, bool(conserve_array_sums), dtype, dtype=dtype,
         chunks=data.chunks[:2] + ((size[0],), (size[1],)), meta=data._meta.astype(dtype),
         token=f"resample_data_diffraction_{method}")
-    return rebuild(datacube, resampled, q_pixel_size=_q_pixel_size(datacube, (qx, qy), size))
+    coords = {}
+    for d, n_in, n_out in zip(("Qx", "Qy"), (qx, qy), size, strict=True):
+        scale = n_in / n_out
+        first = (0.5 * scale - 0.5) if method == "bilinear" else 0.0
+        coords[d] = cal.resampled(datacube, d, n_out, first, scale, "resample_data_diffraction")
+    return rebuild(datacube, resampled, coords, scale={"q": qx / size[0]})
 
 
 def pad_data_diffraction(datacube, pad_factor=None, output_size=None):
@@ -58,7 +67,7 @@ def pad_data_diffraction(datacube, pad_factor=None, output_size=None):
     (py4DSTEM splits ``pad_factor`` padding as ``round(Q (f - 1) / 2)`` on both sides, so
     ``pad_factor=2`` on 5 pixels gives 9, not 10).
     """
-    data = frame_blocks(datacube)
+    datacube, data = frame_blocks(datacube)
     qx, qy = data.shape[2:]
     size = _output_size(pad_factor, output_size, (qx, qy), minimum=(qx, qy),
                         names=("pad_factor", "output_size"))
@@ -67,7 +76,10 @@ def pad_data_diffraction(datacube, pad_factor=None, output_size=None):
     padded = data.map_blocks(pad_frames, before, after, dtype=data.dtype,
                              chunks=data.chunks[:2] + ((size[0],), (size[1],)),
                              meta=data._meta, token="pad_data_diffraction")
-    return rebuild(datacube, padded)
+    coords = {d: cal.resampled(datacube, d, n, -b, 1.0, "pad_data_diffraction")
+              for d, n, b in zip(("Qx", "Qy"), size, before, strict=True)}
+    lo, hi = value_range(datacube) or (None, None)
+    return rebuild(datacube, padded, coords, None if lo is None else (min(lo, 0), hi))
 
 
 def _output_size(factor, output_size, shape, *, minimum, names):
@@ -102,13 +114,3 @@ def _pair(value, name):
         return tuple(v if isinstance(v, int | np.integer) else float(v) for v in values)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{name} must be numbers, got {value!r}") from err
-
-
-def _q_pixel_size(datacube, shape_in, shape_out):
-    """The Qx pixel size after resampling ``shape_in`` -> ``shape_out``; warns if Qy's differs
-    by more than 1% (one isotropic pixel size is all a datacube records)."""
-    sx, sy = (n / s for n, s in zip(shape_in, shape_out, strict=True))
-    if abs(sx - sy) > 0.01 * max(sx, sy):
-        warnings.warn(f"resampling {shape_in} -> {shape_out} scales Qx and Qy differently "
-                      f"({sx:.6g} vs {sy:.6g}); q_pixel_size records the Qx one", stacklevel=3)
-    return datacube.attrs["q_pixel_size"] * sx

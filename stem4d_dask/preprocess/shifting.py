@@ -10,17 +10,22 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from ..datacube import R_DIMS
-from ..graph import frame_blocks, rebuild, result_float_dtype
+from .. import coords as cal
+from ..datacube import check_datacube
+from ..graph import frame_blocks, rebuild, result_float_dtype, scan_array
 from ..kernels.shift import shift_frames
 
 
-def datacube_diffraction_shift(datacube, xshifts, yshifts, periodic=True, bilinear=False):
+def datacube_diffraction_shift(datacube, xshifts, yshifts, periodic=True, bilinear=False, *,
+                               units="pixels"):
     """Shift every pattern: ``out[rx, ry, qx, qy] = in[rx, ry, qx - xs, qy - ys]`` (pixels).
 
     xshifts, yshifts : a number (every pattern) or one shift per scan position: an ``(Rx, Ry)``
-        numpy array, dask array or DataArray with dims ``(Rx, Ry)`` (dask-backed ones stay lazy
-        and are consumed chunk by chunk). A NaN shift gives a NaN pattern.
+        numpy array, dask array or DataArray (aligned to the scan by dim name and coords;
+        dask-backed ones stay lazy and are consumed chunk by chunk). A NaN shift gives a NaN
+        pattern.
+    units : units of the shifts: ``"pixels"`` (default) or ``"mrad"`` / ``"A^-1"``, divided by
+        the detector pixel size read from the coords (mrad <-> 1/Å at ``attrs['energy']``).
     periodic : if False, the rows/columns that wrapped around are zeroed (``round(shift)`` of
         them, half to even, as py4DSTEM).
     bilinear : bilinear interpolation instead of the (default) band-limited Fourier shift.
@@ -29,10 +34,9 @@ def datacube_diffraction_shift(datacube, xshifts, yshifts, periodic=True, biline
     into the input's dtype, truncating integer data. The Fourier shift runs batched real FFTs
     over each chunk (FFTW when installed) with a separable phase ramp.
     """
-    data = frame_blocks(datacube)
-    scan = data.shape[:2]
-    xs = _shift_field(xshifts, "xshifts", scan)
-    ys = _shift_field(yshifts, "yshifts", scan)
+    datacube, data = frame_blocks(datacube)
+    xs = cal.q_pixels(datacube, _shift_field(xshifts, "xshifts", datacube), units, "xshifts")
+    ys = cal.q_pixels(datacube, _shift_field(yshifts, "yshifts", datacube), units, "yshifts")
     dtype = result_float_dtype(data.dtype)
     options = dict(periodic=bool(periodic), bilinear=bool(bilinear), out_dtype=dtype)
     meta = data._meta.astype(dtype)
@@ -48,49 +52,52 @@ def datacube_diffraction_shift(datacube, xshifts, yshifts, periodic=True, biline
     return rebuild(datacube, shifted)
 
 
-def center_patterns(datacube, qx0, qy0, center=None, periodic=True, bilinear=False):
-    """Shift every pattern so its origin ``(qx0, qy0)`` (pixels; numbers or ``(Rx, Ry)``
-    fields such as a measured centre of mass) lands on ``center`` (default ``(Qx // 2,
-    Qy // 2)``, the zero-frequency pixel of an fft-shifted frame). Descan correction in one
-    call: ``datacube_diffraction_shift(datacube, cx - qx0, cy - qy0, periodic, bilinear)``."""
+def center_patterns(datacube, qx0, qy0, center=None, periodic=True, bilinear=False, *,
+                    units="pixels"):
+    """Shift every pattern so its origin ``(qx0, qy0)`` (numbers or ``(Rx, Ry)`` fields such as
+    a measured centre of mass) lands on ``center`` (default ``(Qx // 2, Qy // 2)`` pixels, the
+    zero-frequency pixel of an fft-shifted frame). Descan correction in one call:
+    ``datacube_diffraction_shift(datacube, cx - qx0, cy - qy0, periodic, bilinear)``.
+
+    units : of ``qx0``, ``qy0`` and ``center``: ``"pixels"`` (array indices from the corner
+        pixel, py4DSTEM's convention) or ``"mrad"`` / ``"A^-1"``: positions in the coordinate
+        frame of the datacube's Qx, Qy coords (e.g. ``center_of_mass(dc)["com_qx"]``), which a
+        crop keeps.
+    """
+    datacube = check_datacube(datacube)
     qx, qy = datacube.shape[2:]
-    cx, cy = (qx // 2, qy // 2) if center is None else center
-    for name, value in (("center", cx), ("center", cy)):
-        if not np.isscalar(value) or not np.isfinite(value):
-            raise ValueError(f"{name} must be two numbers (pixels), got {center!r}")
-    return datacube_diffraction_shift(datacube, cx - _field(qx0), cy - _field(qy0),
-                                      periodic=periodic, bilinear=bilinear)
+    if center is None:
+        cx, cy = qx // 2, qy // 2
+    else:
+        try:
+            cx, cy = (float(c) for c in center)
+        except (TypeError, ValueError):
+            raise ValueError(f"center must be two numbers, got {center!r}") from None
+        if not (np.isfinite(cx) and np.isfinite(cy)):
+            raise ValueError(f"center must be two finite numbers, got {center!r}")
+        cx, cy = (cal.q_pixels(datacube, c, units, "center", dim=d)
+                  for c, d in ((cx, "Qx"), (cy, "Qy")))
+    x0, y0 = (cal.q_pixels(datacube, _shift_field(v, n, datacube), units, n, dim=d)
+              for v, n, d in ((qx0, "qx0", "Qx"), (qy0, "qy0", "Qy")))
+    return datacube_diffraction_shift(datacube, cx - x0, cy - y0, periodic=periodic,
+                                      bilinear=bilinear)
 
 
-def _field(value):
-    """Arithmetic-ready form of a shift/origin argument (lists become arrays)."""
-    return value if isinstance(value, xr.DataArray | da.Array) else np.asarray(value,
-                                                                             dtype=float)
-
-
-def _shift_field(value, name, scan):
-    """A float, an ``(Rx, Ry)`` float64 numpy array or an ``(Rx, Ry)`` dask array."""
-    if isinstance(value, xr.DataArray):
-        if set(value.dims) != set(R_DIMS):
-            raise ValueError(f"{name}: a DataArray of shifts needs dims {R_DIMS}, "
-                             f"got {value.dims}")
-        value = value.transpose(*R_DIMS).data
-    if not isinstance(value, da.Array):
+def _shift_field(value, name, datacube):
+    """A float, an ``(Rx, Ry)`` float64 numpy array or an ``(Rx, Ry)`` dask array (DataArrays
+    aligned to the datacube's scan by dim name and coords)."""
+    if not isinstance(value, xr.DataArray | da.Array):
         try:
             value = np.asarray(value, dtype=np.float64)
         except (TypeError, ValueError) as err:
-            raise ValueError(f"{name} must be a number or an {scan} array, got "
+            raise ValueError(f"{name} must be a number or an {datacube.shape[:2]} array, got "
                              f"{type(value).__name__}") from err
         if value.ndim == 0:
             if not np.isfinite(value):
                 raise ValueError(f"{name} must be finite, got {float(value)}")
             return float(value)
-    if tuple(value.shape) != tuple(scan):
-        raise ValueError(f"{name} must be a number or have the scan shape {tuple(scan)}, "
-                         f"got shape {tuple(value.shape)}")
-    if np.dtype(value.dtype).kind not in "biuf":
-        raise ValueError(f"{name} must be real numbers, got dtype {value.dtype}")
-    return value
+    value = scan_array(value, datacube, name, finite=False)
+    return value.astype(np.float64) if value.dtype != np.float64 else value
 
 
 def _aligned(value, chunks):
