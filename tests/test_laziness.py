@@ -124,3 +124,30 @@ def test_preprocess_graphs_are_lazy_and_one_task_per_chunk(tmp_path, no_reads):
         assert out.data.npartitions == n_chunks, name
         assert _n_tasks(out.data) <= n_in + n_chunks + 3, (name, _n_tasks(out.data) - n_in)
     assert _n_tasks(lazy_shift.data) <= n_in + 2 * n_chunks + 3
+
+
+def test_xarray_chains_and_coordinate_checks_read_nothing(tmp_path, no_reads):
+    """The calibration checks read coords only: a stepped, cropped, transposed and
+    concatenated huge cube builds every graph without reading a pixel."""
+    import warnings
+
+    import xarray as xr
+
+    from stem4d_dask.phase import center_of_mass
+    from stem4d_dask.preprocess import bin_data_diffraction, bin_data_real, subtract_dark
+
+    dc = s4.read(huge_npy(tmp_path)).stem4d.with_calibration(q_pixel_size=0.1, q_units="mrad")
+    tracemalloc.start()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stepped = dc.isel(Rx=slice(None, None, 2), Ry=slice(None, None, 2), Qx=slice(8, 248))
+        joined = xr.concat([stepped.isel(Rx=slice(0, 64)), stepped.isel(Rx=slice(64, None))],
+                           dim="Rx").transpose("Qy", "Qx", "Ry", "Rx")
+        dark = xr.DataArray(np.zeros((256, 256)), dims=("Qx", "Qy"),
+                            coords={d: dc[d] for d in ("Qx", "Qy")})
+        outs = [bin_data_real(bin_data_diffraction(joined, 2), 2), center_of_mass(joined),
+                subtract_dark(joined, dark)]
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert outs[0].attrs["r_pixel_size"] == 4.0 and outs[2].shape == (256, 256, 240, 256)
+    assert peak < 100 * 2**20, f"building allocated {peak / 2**20:.1f} MiB"

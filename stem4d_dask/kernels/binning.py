@@ -9,7 +9,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from . import array_module
+from . import array_module, frame_stacks
 
 
 def accumulator_dtype(dtype, n_summed: int, value_range=None) -> np.dtype:
@@ -65,9 +65,12 @@ def bin_frames(block, factor: int, dtype=None):
     ox, oy = qx // factor, qy // factor
     xp = array_module(block)
     if xp is np and block.dtype != np.bool_:
-        frames = np.ascontiguousarray(block).reshape(-1, qx, qy)
-        out = np.empty((frames.shape[0], ox, oy), dtype=acc)
-        _bin_frames_loop(frames, factor, out)
+        out = np.empty((int(np.prod(lead, dtype=np.int64)), ox, oy), dtype=acc)
+        start = 0
+        for frames in frame_stacks(block):  # a stepped selection is copied a row at a time
+            n = frames.shape[0]
+            _bin_frames_loop(np.ascontiguousarray(frames), factor, out[start:start + n])
+            start += n
     else:
         frames = block[..., : ox * factor, : oy * factor].reshape(-1, ox, factor, oy, factor)
         out = frames.sum(axis=(2, 4), dtype=acc)

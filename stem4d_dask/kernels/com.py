@@ -12,7 +12,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from . import array_module
+from . import array_module, frame_stacks
 
 
 def center_of_mass_frames(block, mask=None):
@@ -21,17 +21,20 @@ def center_of_mass_frames(block, mask=None):
     *lead, qx, qy = block.shape
     if xp is not np:
         return _com_array_module(xp, block, mask)
-    frames = np.ascontiguousarray(block).reshape(-1, qx, qy)
-    out = np.empty((frames.shape[0], 3), dtype=np.float64)
-    integer = frames.dtype.kind in "uib" and (mask is None or np.asarray(mask).dtype == bool)
-    if frames.dtype == np.bool_:
-        frames = frames.view(np.uint8)
+    if block.dtype == np.bool_:
+        block = block.view(np.uint8)
+    out = np.empty((int(np.prod(lead, dtype=np.int64)), 3), dtype=np.float64)
+    integer = block.dtype.kind in "ui" and (mask is None or np.asarray(mask).dtype == bool)
     if integer:
         weights = np.ones((qx, qy), np.uint8) if mask is None else np.asarray(mask, np.uint8)
-        _com_integer(frames, weights, out)
+        kernel = _com_integer
     else:
         weights = np.ones((qx, qy)) if mask is None else np.asarray(mask, np.float64)
-        _com_float(frames, weights, out)
+        kernel = _com_float
+    start = 0
+    for frames in frame_stacks(block):  # views: a stepped selection is not copied
+        kernel(np.ascontiguousarray(frames), weights, out[start:start + frames.shape[0]])
+        start += frames.shape[0]
     return out.reshape(*lead, 3)
 
 
