@@ -64,8 +64,11 @@ def cmd_info(args) -> int:
     print(f"shape        {d['shape']}  (Rx, Ry, Qx, Qy)")
     print(f"dtype        {d['dtype']}")
     print(f"chunks       {d['chunks']}  ({d['n_chunks']} chunks of {d['chunk_MiB']} MiB)")
-    print(f"scan step    {d['r_pixel_size']:g} {d['r_units']}")
-    print(f"detector px  {d['q_pixel_size']:g} {d['q_units']}")
+    for label, space in (("scan step   ", "r"), ("detector px ", "q")):
+        size, unit = d[f"{space}_pixel_size"], d[f"{space}_units"]
+        origin = ", ".join(f"{o:g}" for o in d[f"{space}_origin"])
+        step = f"{size:g} {unit}" if size is not None else f"none ({d[f'{space}_grid']})"
+        print(f"{label} {step}, first pixel at ({origin}) {unit}")
     print(f"beam energy  {energy}")
     print(f"size         {_human(d['nbytes'])} uncompressed, {_human(_size_on_disk(path))} on disk")
     return 0

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 
 import dask.array as da
@@ -332,7 +334,17 @@ def _warn_stale(given: dict, derived: dict, parameter: str):
             f"{parameter}: the calibration attrs disagree with the coordinates: "
             f"{'; '.join(stale)}. The coordinates are used (xarray's isel/sel/concat update "
             "them, not the attrs); to recalibrate use .stem4d.with_calibration(...)",
-            StaleCalibrationWarning, stacklevel=3)
+            StaleCalibrationWarning, stacklevel=user_stacklevel())
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` of the first caller outside this package, so a warning points at the
+    user's line, however deep in the package it is raised."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def as_datacube(obj, *, name=None) -> xr.DataArray:
