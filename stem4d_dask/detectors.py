@@ -247,13 +247,13 @@ def _radius_pixels(value, name, units, frame) -> float:
 
 
 def parse_center(center, default):
-    """``center`` as two finite floats (pixels), or ``default`` when it is None."""
+    """``center`` as two finite floats ``(cx, cy)``, or ``default`` when it is None."""
     if center is None:
         return default
     try:
         cx, cy = (float(c) for c in center)
     except (TypeError, ValueError):
-        raise ValueError(f"center must be (cx, cy) in pixels, got {center!r}") from None
+        raise ValueError(f"center must be two numbers (cx, cy), got {center!r}") from None
     if not (np.isfinite(cx) and np.isfinite(cy)):
         raise ValueError(f"center must be finite, got {center!r}")
     return cx, cy

@@ -86,16 +86,17 @@ def _bin_q(datacube, bin_factor, dtype):
     if b == 1 and dtype is None:
         return datacube
     binned = data.map_blocks(
-        _bin_q_block, b, kernel_dtype,
+        _bin_block, bin_frames, b, kernel_dtype,
         chunks=data.chunks[:2] + ((qx // b,), (qy // b,)), dtype=out_dtype,
         meta=data._meta.astype(out_dtype), token="bin_data_diffraction")
     coords = {d: cal.binned(datacube.coords[d], b) for d in Q_DIMS}
     return rebuild(datacube, binned, coords, out_range, scale={"q": b})
 
 
-def _bin_q_block(block, factor, dtype, block_info=None):
+def _bin_block(block, kernel, factor, dtype, block_info=None):
+    """``kernel(block, factor, dtype)``; an overflow names the scan block it happened in."""
     try:
-        return bin_frames(block, factor, dtype)
+        return kernel(block, factor, dtype)
     except OverflowError as err:
         raise OverflowError(f"{err} (at {scan_location(block_info)})") from None
 
@@ -120,19 +121,12 @@ def bin_data_real(datacube, bin_factor):
         data = data.rechunk(aligned + data.chunks[2:])
     kernel_dtype, out_dtype, out_range = _binned(datacube, b, None)
     binned = data.map_blocks(
-        _bin_r_block, b, kernel_dtype,
+        _bin_block, bin_scan, b, kernel_dtype,
         chunks=tuple(tuple(c // b for c in cs) for cs in aligned) + data.chunks[2:],
         dtype=out_dtype, meta=data._meta.astype(out_dtype), token="bin_data_real")
     coords = {d: cal.binned(datacube.coords[d], b) for d in R_DIMS}
     return rebuild(datacube, binned, coords, out_range, scale={"r": b})
 
-
-def _bin_r_block(block, factor, dtype, block_info=None):
-    try:
-        return bin_scan(block, factor, dtype)
-    except OverflowError as err:
-        raise OverflowError(f"{err} (at {scan_location(block_info)}; the datacube's "
-                            "value_range record is wrong)") from None
 
 
 def _aligned_chunks(chunks, b):

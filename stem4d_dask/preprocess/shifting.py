@@ -12,6 +12,7 @@ import xarray as xr
 
 from .. import coords as cal
 from ..datacube import check_datacube
+from ..detectors import parse_center
 from ..graph import frame_blocks, rebuild, result_float_dtype, scan_array
 from ..kernels.shift import shift_frames
 
@@ -69,14 +70,8 @@ def center_patterns(datacube, qx0, qy0, center=None, periodic=True, bilinear=Fal
     if center is None:
         cx, cy = qx // 2, qy // 2
     else:
-        try:
-            cx, cy = (float(c) for c in center)
-        except (TypeError, ValueError):
-            raise ValueError(f"center must be two numbers, got {center!r}") from None
-        if not (np.isfinite(cx) and np.isfinite(cy)):
-            raise ValueError(f"center must be two finite numbers, got {center!r}")
         cx, cy = (cal.q_pixels(datacube, c, units, "center", dim=d)
-                  for c, d in ((cx, "Qx"), (cy, "Qy")))
+                  for c, d in zip(parse_center(center, None), ("Qx", "Qy"), strict=True))
     x0, y0 = (cal.q_pixels(datacube, _shift_field(v, n, datacube), units, n, dim=d)
               for v, n, d in ((qx0, "qx0", "Qx"), (qy0, "qy0", "Qy")))
     return datacube_diffraction_shift(datacube, cx - x0, cy - y0, periodic=periodic,
