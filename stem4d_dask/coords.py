@@ -41,12 +41,6 @@ class Axis:
     units: str
     problem: str | None = None
 
-    def position(self, pixels):
-        """Coordinate of fractional pixel index ``pixels`` (a regular axis only)."""
-        if self.step is None:
-            raise ValueError(self.problem)
-        return self.origin + np.asarray(pixels) * self.step
-
 
 def space_of(dim: str) -> str:
     return "r" if dim in SPACES["r"] else "q"
@@ -182,7 +176,8 @@ def is_checked(dc: xr.DataArray) -> bool:
     for space, dims in SPACES.items():
         for d in dims:
             c = dc.coords.get(d)
-            if c is None or c.dtype != np.float64 or c.attrs.get("units") not in UNITS[space]:
+            if c is None or c.dtype != np.float64 or c.attrs.get("units") not in UNITS[space] \
+                    or not np.isfinite(c.values).all():
                 return False
         if len({dc.coords[d].attrs["units"] for d in dims}) != 1:
             return False

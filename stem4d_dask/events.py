@@ -52,7 +52,7 @@ from zarr.codecs import BloscCodec
 
 from . import datacube as dcm
 from .calibration import canonical_units, check_energy, check_pixel_size
-from .coords import coord, coord_values
+from .coords import align, coord, coord_values
 from .datacube import Q_DIMS, R_DIMS, axis_coord, calibration_attrs
 from .graph import frame_blocks
 from .kernels import events as kev
@@ -458,8 +458,10 @@ class ElectronEvents:
         return da.Array(graph, out, chunks, meta=np.empty((0,) * len(chunks), dtype))
 
     def _check_mask(self, mask) -> np.ndarray:
+        """A ``(Qx, Qy)`` mask as numpy; a DataArray is aligned by dim name and coords."""
         if isinstance(mask, xr.DataArray):
-            mask = mask.values
+            frame = xr.Dataset(coords=self._coords(Q_DIMS))
+            mask = align(mask, frame, Q_DIMS, "mask")
         mask = np.asarray(mask)
         if mask.shape != self._detector_shape:
             raise ValueError(f"mask must have the detector shape {self._detector_shape}, "

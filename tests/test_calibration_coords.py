@@ -340,3 +340,17 @@ def test_kernels_read_stepped_selections_in_place_with_the_same_result():
         np.testing.assert_array_equal(center_of_mass_frames(view),
                                       center_of_mass_frames(view.copy()))
         np.testing.assert_array_equal(bin_frames(view, 2), bin_frames(view.copy(), 2))
+
+
+def test_event_masks_align_by_name():
+    from stem4d_dask.events import ElectronEvents
+
+    counted = np.zeros((2, 3, 6, 5), bool)
+    counted[0, 0, 1, 4] = counted[1, 2, 5, 0] = True
+    events = ElectronEvents.from_datacube(s4.from_array(counted, q_pixel_size=0.5,
+                                                        q_units="mrad"))
+    weights = np.arange(30.0).reshape(6, 5)
+    named = xr.DataArray(weights.T, dims=("Qy", "Qx"))
+    np.testing.assert_array_equal(events.virtual_image(named).values,
+                                  events.virtual_image(weights).values)
+    assert events.virtual_image(weights).values[0, 0] == weights[1, 4]

@@ -176,10 +176,8 @@ class DPC:
         dc = self._datacube
 
         def scan(value, name):
-            if not isinstance(value, xr.DataArray):
-                return value
-            if dc is None:
-                return align(value, value, R_DIMS, name)
+            if isinstance(value, xr.DataArray) and dc is None:
+                return align(value, xr.Dataset(coords=value.coords), R_DIMS, name)
             return align(value, dc, R_DIMS, name)
 
         def pair(values, name):
