@@ -354,3 +354,18 @@ def test_event_masks_align_by_name():
     np.testing.assert_array_equal(events.virtual_image(named).values,
                                   events.virtual_image(weights).values)
     assert events.virtual_image(weights).values[0, 0] == weights[1, 4]
+
+
+def test_dpc_field_arguments_align_by_name(scan):
+    small = scan.isel(Rx=slice(0, 16), Ry=slice(0, 12))
+    com = center_of_mass(small).compute()
+    kw = dict(plot_center_of_mass=False, plot_rotation=False)
+    plain = DPC(small, verbose=False).preprocess(
+        force_com_measured=(com.com_x.values, com.com_y.values), **kw)
+    named = DPC(small, verbose=False).preprocess(
+        force_com_measured=(com.com_x.T, com.com_y.T), **kw)  # (Ry, Rx) DataArrays
+    assert named.rotation_deg == plain.rotation_deg
+    np.testing.assert_array_equal(named.com_x.values, plain.com_x.values)
+    alone = DPC(None, verbose=False).preprocess(
+        force_com_measured=(com.com_x.T, com.com_y.T), **kw)
+    np.testing.assert_array_equal(alone.com_measured_x.values, plain.com_measured_x.values)
