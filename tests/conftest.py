@@ -32,3 +32,14 @@ def cube_u16():
 def dc_u16(cube_u16):
     return s4.from_array(cube_u16, r_pixel_size=1.5, r_units="A", q_pixel_size=0.25,
                          q_units="mrad", energy=300e3, chunks=(3, 9))
+
+
+@pytest.fixture(scope="session")
+def process_client():
+    """One process-based ``distributed`` cluster (2 workers, 1 thread each) for the whole run:
+    readers' graphs must pickle to other processes and give the threaded result there."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster, set_as_default=False) as client:
+        yield client

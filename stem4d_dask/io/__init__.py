@@ -1,51 +1,110 @@
-"""Lazy readers and writers. :func:`read` detects the format of a path."""
+"""Lazy readers and writers. :func:`read` detects the format of a path.
+
+Every reader lives in its own module and is listed in :data:`FORMATS` with a cheap test of the
+path (extension and a few header bytes, never pixel data). :func:`read` tries them in order;
+``format=`` names one directly.
+"""
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..datacube import CALIBRATION_KEYS, with_calibration
-from .emd import is_hdf5, read_emd, to_h5
+from .emd import to_h5
 from .raw import read_npy, read_raw
-from .zarr_store import is_zarr, read_zarr, to_zarr
+from .zarr_store import read_zarr, to_zarr
 
-SUPPORTED = (
-    "zarr stores (v3 written by stem4d_dask, or any xarray store with dims Rx, Ry, Qx, Qy)",
-    "py4DSTEM / EMD 1.0 .h5 files",
-    ".npy files",
-    "raw binary (pass shape=, dtype= and optionally offset=)",
+
+@dataclass(frozen=True)
+class Format:
+    """A readable format: ``module.sniff(path) -> bool`` and ``module.reader(path, **options)``
+    (``module`` inside :mod:`stem4d_dask.io`)."""
+
+    name: str
+    module: str
+    sniff: str
+    reader: str
+    description: str
+
+    def load(self, attribute):
+        return getattr(importlib.import_module(f"{__name__}.{self.module}"), attribute)
+
+
+FORMATS = (
+    Format("zarr", "zarr_store", "is_zarr", "read_zarr",
+           "zarr stores (v3 written by stem4d_dask, or any xarray store with dims Rx, Ry, Qx, Qy)"),
+    Format("merlin", "mib", "is_mib", "read_mib",
+           "Quantum Detectors Merlin .mib (+ .hdr): single chip, quad, 1-24 bit, RAW"),
+    Format("arina", "arina", "is_arina", "read_arina",
+           "DECTRIS ARINA / EIGER NeXus *_master.h5 (+ data files, bitshuffle-LZ4)"),
+    Format("emd", "emd", "is_emd", "read_emd", "py4DSTEM / EMD 1.0 .h5 files"),
+    Format("emd-legacy", "hdf5", "is_legacy_emd", "read_legacy_emd",
+           "EMD 0.x and py4DSTEM <= 0.13 .h5 files"),
+    Format("empad", "empad", "is_empad", "read_empad", "EMPAD .raw (+ .xml)"),
+    Format("mrc", "mrc", "is_mrc", "read_mrc", "Direct Electron 4D MRC (+ _info.txt)"),
+    Format("dm", "dm", "is_dm", "read_dm", "Gatan DM4 / DM3 4D-STEM"),
+    Format("blo", "blo", "is_blo", "read_blo", "NanoMegas .blo block files"),
+    Format("npy", "raw", "is_npy", "read_npy", ".npy files"),
 )
+OTHER = (
+    "any HDF5 dataset: read(path, dataset='group/data') (3D with scan_shape, 4D, or 5D with a "
+    "length-1 axis)",
+    "raw binary: read(path, shape=..., dtype=..., offset=...)",
+)
+SUPPORTED = tuple(f.description for f in FORMATS) + OTHER
 
 
 class UnsupportedFormatError(ValueError):
     """The path is not in any format stem4d_dask reads."""
 
 
-def read(path, **options):
+def detect(path) -> Format | None:
+    """The first format of :data:`FORMATS` whose test accepts ``path``, or None."""
+    for fmt in FORMATS:
+        try:
+            sniff = fmt.load(fmt.sniff)
+        except ModuleNotFoundError as err:
+            if err.name != f"{__name__}.{fmt.module}":
+                raise
+            continue  # a reader not built yet
+        if sniff(path):
+            return fmt
+    return None
+
+
+def read(path, format=None, **options):  # noqa: A002 - the natural name for users
     """Open a 4D-STEM dataset lazily as a datacube; the format is detected from the path.
 
-    Supported: zarr stores, py4DSTEM/EMD ``.h5``, ``.npy`` and raw binary (``shape=``,
-    ``dtype=``, ``offset=``). Options: ``chunks``, ``scan_shape`` (3D npy/raw), ``name`` (which
-    datacube in a zarr/h5 holding several), and calibration overrides (``r_pixel_size``,
-    ``r_units``, ``q_pixel_size``, ``q_units``, ``energy``) applied after reading.
-    Reads no pixel data.
+    Supported: see :data:`SUPPORTED` (``stem4d_dask.io.SUPPORTED``). ``format`` names a reader
+    of :data:`FORMATS` instead of detecting it; ``dataset=`` reads any HDF5 dataset; ``shape=``
+    / ``dtype=`` read raw binary. Other options go to the reader: ``chunks``, ``scan_shape``,
+    ``name`` (which datacube in a zarr/h5 holding several), reader-specific ones (such as
+    ``sync_offset`` for Merlin), and calibration overrides (``r_pixel_size``, ``r_units``,
+    ``q_pixel_size``, ``q_units``, ``energy``) applied after reading. Reads no pixel data.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"path: {path} does not exist")
     overrides = {k: options.pop(k) for k in CALIBRATION_KEYS if k in options}
-    if is_zarr(path):
-        dc = read_zarr(path, **options)
-    elif is_hdf5(path):
-        dc = read_emd(path, **options)
+    if format is not None:
+        names = {f.name: f for f in FORMATS}
+        if format not in names:
+            raise ValueError(f"format must be one of {sorted(names)}, got {format!r}")
+        dc = names[format].load(names[format].reader)(path, **options)
+    elif "dataset" in options:
+        from .hdf5 import read_hdf5
+        dc = read_hdf5(path, **options)
     elif "shape" in options or "dtype" in options:
         return read_raw(path, **options, **overrides)
-    elif path.suffix.lower() == ".npy":
-        return read_npy(path, **options, **overrides)
     else:
-        raise UnsupportedFormatError(
-            f"path: cannot read {path}: not a supported format. Supported: " + "; ".join(SUPPORTED)
-        )
+        fmt = detect(path)
+        if fmt is None:
+            raise UnsupportedFormatError(
+                f"path: cannot read {path}: not a supported format. Supported: "
+                + "; ".join(SUPPORTED))
+        dc = fmt.load(fmt.reader)(path, **options)
     return with_calibration(dc, **overrides) if overrides else dc
 
 
@@ -57,5 +116,5 @@ def write(dc, path, **options):
     return to_zarr(dc, path, **options)
 
 
-__all__ = ["read", "write", "to_zarr", "to_h5", "read_emd", "read_zarr", "read_npy",
-           "read_raw", "SUPPORTED", "UnsupportedFormatError"]
+__all__ = ["read", "write", "to_zarr", "to_h5", "read_zarr", "read_npy", "read_raw",
+           "detect", "FORMATS", "SUPPORTED", "UnsupportedFormatError"]

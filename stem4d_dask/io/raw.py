@@ -75,3 +75,12 @@ def read_npy(path, *, scan_shape=None, chunks="auto", **calibration):
     return read_raw(path, shape=shape, dtype=dtype, offset=offset,
                     order="F" if fortran else "C", scan_shape=scan_shape, chunks=chunks,
                     **calibration)
+
+
+def is_npy(path) -> bool:
+    """True for a file that starts with the ``.npy`` magic string."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        return f.read(6) == b"\x93NUMPY"
