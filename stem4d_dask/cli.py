@@ -35,6 +35,12 @@ def _ints(text: str, parameter: str) -> tuple:
 
 def _read_options(args) -> dict:
     opts = {}
+    if args.format:
+        opts["format"] = args.format
+    if args.dataset:
+        opts["dataset"] = args.dataset
+    if args.sync_offset:
+        opts["sync_offset"] = args.sync_offset
     if args.shape:
         opts["shape"] = _ints(args.shape, "--shape")
         opts["dtype"] = args.dtype or "uint16"
@@ -47,6 +53,14 @@ def _read_options(args) -> dict:
 
 
 def _add_read_arguments(p):
+    from .io import FORMATS
+
+    p.add_argument("--format", choices=[f.name for f in FORMATS],
+                   help="the file's format (default: detected from the file)")
+    p.add_argument("--dataset", help="HDF5 files: the dataset to read, e.g. entry/data/data")
+    p.add_argument("--sync-offset", type=int, default=0, metavar="N",
+                   help="Merlin: frames to skip (N > 0) or blank frames to pad (N < 0) at the "
+                        "start")
     p.add_argument("--shape", help="raw files: Rx,Ry,Qx,Qy (or N,Qx,Qy with --scan-shape)")
     p.add_argument("--dtype", help="raw files: numpy dtype, e.g. uint16 or >u2 (default uint16)")
     p.add_argument("--offset", type=int, default=0, help="raw files: header bytes to skip")
@@ -70,8 +84,38 @@ def cmd_info(args) -> int:
         step = f"{size:g} {unit}" if size is not None else f"none ({d[f'{space}_grid']})"
         print(f"{label} {step}, first pixel at ({origin}) {unit}")
     print(f"beam energy  {energy}")
+    if d["value_range"] is not None:
+        print(f"values       {d['value_range'][0]} .. {d['value_range'][1]}")
     print(f"size         {_human(d['nbytes'])} uncompressed, {_human(_size_on_disk(path))} on disk")
+    if "format" in dc.attrs:
+        print(f"format       {dc.attrs['format']}")
+    for line in _metadata_lines(dc.attrs.get("metadata") or {}, args.all):
+        print(line)
     return 0
+
+
+def _metadata_lines(metadata: dict, everything: bool, limit: int = 30) -> list:
+    """``metadata`` (nested JSON-able dicts) as indented ``key  value`` lines; the first
+    ``limit`` entries unless ``everything``; long values shortened."""
+    lines = []
+
+    def walk(node, indent):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                lines.append(f"{' ' * indent}{key}:")
+                walk(value, indent + 2)
+            else:
+                text = str(value)
+                text = text if everything or len(text) <= 70 else text[:67] + "..."
+                lines.append(f"{' ' * indent}{key:<{max(28 - indent, 1)}} {text}")
+
+    walk(metadata, 2)
+    if lines:
+        head = ["metadata"]
+        if not everything and len(lines) > limit:
+            return head + lines[:limit] + [f"  ... {len(lines) - limit} more lines (--all)"]
+        return head + lines
+    return lines
 
 
 @contextlib.contextmanager
@@ -180,8 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stem4d", description="Lazy 4D-STEM processing.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("info", help="shape, dtype, chunks, calibration and size of a dataset")
+    p = sub.add_parser("info", help="shape, dtype, chunks, calibration, size and metadata of a "
+                                    "dataset")
     p.add_argument("path")
+    p.add_argument("--all", action="store_true", help="show every metadata entry in full")
     _add_read_arguments(p)
     p.set_defaults(func=cmd_info)
 

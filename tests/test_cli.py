@@ -139,3 +139,17 @@ def test_count_command_writes_events_that_match_the_function(tmp_path, capsys):
         np.testing.assert_array_equal(a.qx, b.qx)
     assert main(["count", str(tmp_path / "raw.zarr"), str(tmp_path / "x.zarr"), "--dark",
                  str(tmp_path / "dark.txt")]) == 2
+
+
+def test_info_shows_value_range_format_and_metadata(tmp_path, capsys):
+    dc = s4.from_array(np.zeros((2, 2, 4, 4), np.uint16), value_range=(0, 4095),
+                       attrs={"format": "merlin",
+                              "metadata": {"header": {"depth": 12, "note": "x" * 100}}})
+    s4.to_zarr(dc, tmp_path / "m.zarr", progress=False)
+    assert main(["info", str(tmp_path / "m.zarr")]) == 0
+    out = capsys.readouterr().out
+    assert "values       0 .. 4095" in out and "format       merlin" in out
+    assert "depth" in out and "x" * 67 + "..." in out
+    assert main(["info", str(tmp_path / "m.zarr"), "--all"]) == 0
+    assert "x" * 100 in capsys.readouterr().out
+    assert main(["info", str(tmp_path / "m.zarr"), "--format", "npy"]) == 2
