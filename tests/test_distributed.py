@@ -8,12 +8,9 @@ import stem4d_dask as s4
 distributed = pytest.importorskip("distributed")
 
 
-@pytest.fixture(scope="module")
-def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as c:
-        yield c
+@pytest.fixture
+def client(process_client):
+    return process_client  # the session's process cluster (tests/conftest.py)
 
 
 def test_distributed_reads_equal_threaded(tmp_path, client, cube_u16):
