@@ -42,6 +42,7 @@ from ..datacube import (
     value_range_of_dtype,
     with_value_range,
 )
+from ..kernels import native
 from ..progress import compute
 
 PROGRESS_DIR = ".stem4d-progress"
@@ -182,7 +183,8 @@ def _check_resumable(markers, settings):
 
 
 def _write_shard(block, array_path, region, marker):
-    zarr.open_array(array_path, mode="r+")[region] = block
+    # stores are native: a big-endian chunk (the Merlin reader's) is swapped here, in its task
+    zarr.open_array(array_path, mode="r+")[region] = native(block)
     Path(marker).touch()
 
 

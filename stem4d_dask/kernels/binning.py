@@ -9,7 +9,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from . import array_module, frame_stacks
+from . import array_module, frame_stacks, native_dtype
+
+COPY_BYTES = 8 * 2**20  # the most a non-contiguous or big-endian chunk is copied at once
 
 
 def accumulator_dtype(dtype, n_summed: int, value_range=None) -> np.dtype:
@@ -67,10 +69,17 @@ def bin_frames(block, factor: int, dtype=None):
     if xp is np and block.dtype != np.bool_:
         out = np.empty((int(np.prod(lead, dtype=np.int64)), ox, oy), dtype=acc)
         start = 0
-        for frames in frame_stacks(block):  # a stepped selection is copied a row at a time
-            n = frames.shape[0]
-            _bin_frames_loop(np.ascontiguousarray(frames), factor, out[start:start + n])
-            start += n
+        batch = max(COPY_BYTES // (qx * qy * block.dtype.itemsize), 1)
+        for frames in frame_stacks(block):
+            # C-contiguous native frames are used in place; others (a stepped selection, a
+            # file's frames with headers between them, big-endian pixels) are copied in
+            # batches of at most COPY_BYTES
+            for first in range(0, frames.shape[0], batch):
+                part = frames[first:first + batch]
+                n = part.shape[0]
+                _bin_frames_loop(np.ascontiguousarray(part, dtype=native_dtype(part.dtype)),
+                                 factor, out[start:start + n])
+                start += n
     else:
         frames = block[..., : ox * factor, : oy * factor].reshape(-1, ox, factor, oy, factor)
         out = frames.sum(axis=(2, 4), dtype=acc)

@@ -4,7 +4,8 @@ For every frame ``I`` (optionally weighted by a detector mask ``w``) it accumula
 ``S = sum w I``, ``Sx = sum w I x`` and ``Sy = sum w I y`` (``x``, ``y``: pixel indices from the
 corner, as py4DSTEM) and returns ``(S, Sx / S, Sy / S)``; ``S == 0`` gives NaN positions.
 Integer frames with no mask or a boolean mask are summed in int64, exactly, without converting
-any pixel to float (that is what lets it beat a plain float sum); other inputs in float64.
+any pixel to float and with only additions per pixel (row and column sums; that is what lets it
+beat a plain float sum); other inputs in float64.
 """
 
 from __future__ import annotations
@@ -12,49 +13,81 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from . import array_module, frame_stacks
+from . import array_module, frame_rows, frame_stacks, native
 
 
 def center_of_mass_frames(block, mask=None):
-    """``(..., Qx, Qy)`` frames -> float64 ``(..., 3)``: intensity, com_x, com_y (pixels)."""
+    """``(..., Qx, Qy)`` frames -> float64 ``(..., 3)``: intensity, com_x, com_y (pixels).
+
+    Frames are read in place when each row is contiguous, whatever lies between frames (a
+    strided view of a file's frames with headers between them) and in either byte order
+    (big-endian unsigned pixels are swapped as they are read); other layouts are copied."""
     xp = array_module(block)
     *lead, qx, qy = block.shape
     if xp is not np:
-        return _com_array_module(xp, block, mask)
+        return _com_array_module(xp, native(block), mask)
     if block.dtype == np.bool_:
         block = block.view(np.uint8)
     out = np.empty((int(np.prod(lead, dtype=np.int64)), 3), dtype=np.float64)
     integer = block.dtype.kind in "ui" and (mask is None or np.asarray(mask).dtype == bool)
     if integer:
-        weights = np.ones((qx, qy), np.uint8) if mask is None else np.asarray(mask, np.uint8)
-        kernel = _com_integer
+        weights = None if mask is None else np.asarray(mask, np.uint8)
     else:
         weights = np.ones((qx, qy)) if mask is None else np.asarray(mask, np.float64)
-        kernel = _com_float
     start = 0
     for frames in frame_stacks(block):  # views: a stepped selection is not copied
-        kernel(np.ascontiguousarray(frames), weights, out[start:start + frames.shape[0]])
-        start += frames.shape[0]
+        n = frames.shape[0]
+        if integer:
+            flat, stride, swap = frame_rows(frames)
+            _com_integer(flat, stride, n, qx, qy, swap, weights, out[start:start + n])
+        else:
+            _com_float(np.ascontiguousarray(native(frames)), weights, out[start:start + n])
+        start += n
     return out.reshape(*lead, 3)
 
 
+@numba.njit(inline="always")
+def _swapped(v, swap):  # pragma: no cover - compiled
+    """``v`` (int64 holding an unsigned value of ``swap`` bytes) with its bytes reversed."""
+    if swap == 2:
+        return ((v >> 8) & 0xFF) | ((v & 0xFF) << 8)
+    if swap == 4:
+        return (((v >> 24) & 0xFF) | ((v >> 8) & 0xFF00) | ((v & 0xFF00) << 8)
+                | ((v & 0xFF) << 24))
+    return v
+
+
 @numba.njit(nogil=True, cache=True)
-def _com_integer(frames, weights, out):  # pragma: no cover - compiled
-    n, qx, qy = frames.shape
+def _com_integer(flat, stride, n, qx, qy, swap, weights, out):  # pragma: no cover - compiled
+    # rows are contiguous slices of ``flat`` (see frame_rows). Per pixel only additions: the
+    # row sums give S and Sx, the column sums Sy (= sum_y y * column_y, once per frame). The
+    # swap and weights tests are loop-invariant: the compiler hoists them and vectorises each
+    # inner loop
+    columns = np.zeros(qy, np.int64)
     for i in range(n):
+        columns[:] = 0
         total = np.int64(0)
         sum_x = np.int64(0)
-        sum_y = np.int64(0)
         for x in range(qx):
-            row = np.int64(0)
-            row_y = np.int64(0)
-            for y in range(qy):
-                v = np.int64(frames[i, x, y]) * weights[x, y]
-                row += v
-                row_y += v * y
-            total += row
-            sum_x += row * x
-            sum_y += row_y
+            begin = i * stride + x * qy
+            row = flat[begin:begin + qy]
+            row_sum = np.int64(0)
+            if weights is None:
+                for y in range(qy):
+                    v = _swapped(np.int64(row[y]), swap)
+                    row_sum += v
+                    columns[y] += v
+            else:
+                w = weights[x]
+                for y in range(qy):
+                    v = _swapped(np.int64(row[y]), swap) * w[y]
+                    row_sum += v
+                    columns[y] += v
+            total += row_sum
+            sum_x += row_sum * x
+        sum_y = np.int64(0)
+        for y in range(qy):
+            sum_y += columns[y] * y
         _finish(out, i, total, sum_x, sum_y)
 
 

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from . import array_module
+from . import array_module, native_dtype
 
 
 class EventBlock(NamedTuple):
@@ -45,7 +45,7 @@ def count_frames(block, dark, thresh_bkgrnd, thresh_xray, *, sub_pixel=True, bin
                                              thresh_bkgrnd, thresh_xray, sub_pixel,
                                              centroid_floor)
         return _finish_events(indptr, xs, ys, (n1, n2), qx, qy, sub_pixel, binfactor)
-    frames = np.ascontiguousarray(block).reshape(n1 * n2, qx, qy)
+    frames = np.ascontiguousarray(block, dtype=native_dtype(block.dtype)).reshape(n1 * n2, qx, qy)
     dark = np.ascontiguousarray(dark, dtype=np.float32)
     capacity = max(1024, frames.shape[0] * qx * qy // 256)
     while True:

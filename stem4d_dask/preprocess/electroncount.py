@@ -39,6 +39,7 @@ from ..graph import (
     rebuild,
     single_key,
 )
+from ..kernels import native, native_dtype
 from ..kernels.binning import bin_frames
 from ..kernels.counting import count_frames, events_to_dense, fit_thresholds, pooled_values
 
@@ -147,7 +148,7 @@ def torch_bin(array, device, factor=2):
     factor = positive_int(factor, "factor")
     if str(device).startswith(("cuda", "gpu")):
         cupy = _cupy("torch_bin")
-        array = cupy.asarray(array)
+        array = cupy.asarray(native(array))  # cupy misreads other byte orders
     elif device != "cpu":
         raise ValueError(f"device must be 'cpu', 'cuda' or 'gpu', got {device!r}")
     return bin_frames(array, factor)
@@ -160,7 +161,8 @@ def electron_count_GPU(datacube, darkreference, Nsamples=40, thresh_bkgrnd_Nsigm
     ``ImportError`` saying what is missing when cupy or a CUDA device is not available."""
     cupy = _cupy("electron_count_GPU")
     datacube, data = frame_blocks(datacube)
-    gpu = rebuild(datacube, data.map_blocks(cupy.asarray))
+    gpu = rebuild(datacube, data.map_blocks(lambda b: cupy.asarray(native(b)),
+                                            dtype=native_dtype(data.dtype)))
     return electron_count(gpu, darkreference, Nsamples, thresh_bkgrnd_Nsigma,
                           thresh_xray_Nsigma, binfactor, sub_pixel, output, seed)
 

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 
 from ..graph import positive_int
-from ..kernels import array_module
+from ..kernels import array_module, native
 from ..kernels.binning import bin_frames
 from ..kernels.maxima import filter_2D_maxima, get_maxima_2D
 from ..kernels.shift import shift_frames
@@ -59,7 +59,7 @@ def get_shifted_ar(ar, xshift, yshift, periodic=True, bilinear=False, device="cp
     elif device == "cpu" and xp is not np:
         ar = ar.get()
         xp = np
-    ar = xp.asarray(ar)
+    ar = xp.asarray(native(ar))  # cupy misreads other byte orders
     if ar.ndim != 2:
         raise ValueError(f"ar must be 2D, got shape {ar.shape}")
     for name, value in (("xshift", xshift), ("yshift", yshift)):
