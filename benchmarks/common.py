@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import statistics
 import subprocess
@@ -82,3 +83,12 @@ def run_py4dstem(script: str, *args) -> dict:
     out = subprocess.run([str(PY4DSTEM_PYTHON), "-c", script, *map(str, args)],
                          capture_output=True, text=True, check=True, timeout=3600)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def format_writers(name: str):
+    """The test-only format writer ``tests/<name>.py`` (benchmarks write their files with the
+    same writers the tests check), imported from its path."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,8 +1,10 @@
-"""LiberTEM's CoMUDF on a .npy scan with 2 local dask workers; run in ``.venv-libertem``:
+"""LiberTEM's CoMUDF on a scan file with 2 local dask workers; run in ``.venv-libertem``:
 
-    .venv-libertem/bin/python benchmarks/libertem_com.py SCAN.npy REPEATS
+    .venv-libertem/bin/python benchmarks/libertem_com.py SCAN REPEATS [TYPE]
 
-Prints one JSON line: median and best seconds of the warm runs, and the CoM of frame (0, 0).
+``TYPE`` is LiberTEM's dataset type (default ``npy``; ``mib`` reads Merlin ``.mib`` frames with
+LiberTEM's own reader: pass the ``.hdr`` file, which gives it the scan shape). Prints one JSON
+line: median and best seconds of the warm runs, and the CoM of frame (0, 0).
 """
 
 import json
@@ -14,10 +16,10 @@ from libertem.executor.dask import DaskJobExecutor, cluster_spec
 from libertem.udf.com import CoMUDF
 
 
-def main(path, repeats):
+def main(path, repeats, kind="npy"):
     spec = cluster_spec(cpus=range(2), cudas=[], has_cupy=False)
     with lt.Context(executor=DaskJobExecutor.make_local(spec=spec)) as ctx:
-        ds = ctx.load("npy", path=path)
+        ds = ctx.load(kind, path=path)
         udf = CoMUDF.with_params()
         result = ctx.run_udf(dataset=ds, udf=udf)  # warm-up run
         times = []
@@ -32,4 +34,4 @@ def main(path, repeats):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    main(sys.argv[1], int(sys.argv[2]), *sys.argv[3:4])

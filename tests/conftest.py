@@ -43,3 +43,14 @@ def process_client():
                                   dashboard_address=None) as cluster, \
             distributed.Client(cluster, set_as_default=False) as client:
         yield client
+
+
+@pytest.fixture
+def no_frame_reads(monkeypatch):
+    """Fail the test if any frame-stack loader reads pixel data (opening must read headers
+    only)."""
+    from stem4d_dask.io.frames import FrameStackLoader
+
+    def refuse(self, slices):
+        raise AssertionError("pixel data was read while opening")
+    monkeypatch.setattr(FrameStackLoader, "__call__", refuse)
