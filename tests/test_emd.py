@@ -14,6 +14,7 @@ from py4dstem_oracle import FIXTURES, SKIP_REASON, available, py4dstem_read
 import stem4d_dask as s4
 from stem4d_dask.datacube import auto_chunks
 from stem4d_dask.io.emd import H5DatasetLoader, _write_layout, is_emd, read_emd, to_h5
+from stem4d_dask.io.hdf5 import is_legacy_emd
 
 EXPECTED = json.loads((FIXTURES / "py4dstem_written.json").read_text())
 HUGE = (512, 512, 256, 256)  # uint16: 32 GiB logical
@@ -313,10 +314,15 @@ def test_bad_inputs(tmp_path):
     legacy = tmp_path / "legacy.h5"
     with h5py.File(legacy, "w") as f:
         g = f.create_group("4DSTEM_experiment")
-        g.attrs.update(emd_group_type=2, version_major=0, version_minor=13)
-    assert is_emd(legacy)
-    with pytest.raises(ValueError, match="legacy py4DSTEM file.*0.13"):
+        g.attrs.update(emd_group_type=2, version_major=0, version_minor=12)
+    assert not is_emd(legacy) and is_legacy_emd(legacy)  # read by io.hdf5, not refused
+    with pytest.raises(ValueError, match="py4DSTEM 0.12 .*holds no 4D datacube"):
         read_emd(legacy)
+    with h5py.File(legacy, "a") as f:  # a datacube group, as py4DSTEM <= 0.12 wrote it
+        g = f.create_group("4DSTEM_experiment/data/datacubes/dc")
+        g.attrs["emd_group_type"] = 1
+        g["data"] = np.arange(16.0).reshape(2, 2, 2, 2)
+    assert np.array_equal(read_emd(legacy).values, np.arange(16.0).reshape(2, 2, 2, 2))
 
 
 def test_distributed_write(tmp_path):

@@ -50,7 +50,6 @@ from .blocks import lazy_from_loader
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 DATA_UNITS = "pixel intensity"
-LEGACY_GROUP = "4DSTEM_experiment"
 
 
 @dataclass(frozen=True)
@@ -103,16 +102,18 @@ def _text(value):
 
 
 def is_emd(path) -> bool:
-    """True when ``path`` is an HDF5 file with an EMD 1.0 header (root attr
-    ``emd_group_type='file'``) or a top-level EMD group (py4DSTEM <= 0.13). Reads attrs only."""
+    """True when ``path`` is an EMD 1.0 HDF5 file (root attr ``emd_group_type='file'``)
+    holding a py4DSTEM DataCube (a group with ``python_class='DataCube'``). Older py4DSTEM
+    (<= 0.13) and EMD 0.x files are :func:`stem4d_dask.io.hdf5.is_legacy_emd`'s. Reads
+    attributes only."""
     if not (Path(path).is_file() and is_hdf5(path)):
         return False
     try:
         with h5py.File(path, "r") as f:
-            if _text(f.attrs.get("emd_group_type")) == "file":
-                return True
-            return any("emd_group_type" in g.attrs for g in f.values()
-                       if isinstance(g, h5py.Group))
+            if _text(f.attrs.get("emd_group_type")) != "file":
+                return False
+            return f.visititems(lambda _, obj: True if isinstance(obj, h5py.Group) and _text(
+                obj.attrs.get("python_class")) == "DataCube" else None) is True
     except OSError:
         return False
 
@@ -131,17 +132,6 @@ def _datacube_groups(f) -> list[str]:
 def _pick_datacube(f, name, path):
     groups = _datacube_groups(f)
     if not groups:
-        legacy = [k for k, g in f.items() if isinstance(g, h5py.Group)
-                  and (k == LEGACY_GROUP or "version_major" in g.attrs)]
-        if legacy:
-            g = f[legacy[0]]
-            version = f"{_text(g.attrs.get('version_major', 0))}." \
-                      f"{_text(g.attrs.get('version_minor', '?'))}"
-            raise ValueError(
-                f"path: {path} is a legacy py4DSTEM file (group {legacy[0]!r}, version "
-                f"{version}); py4DSTEM <= 0.13 files are not supported. Convert it with "
-                "py4DSTEM 0.14: py4DSTEM.save(new_path, py4DSTEM.read(old_path))"
-            )
         raise ValueError(
             f"path: {path} holds no py4DSTEM DataCube (a group with python_class='DataCube'); "
             f"top-level entries: {list(f.keys())}"
@@ -241,6 +231,9 @@ def read_emd(path, *, name=None, chunks="auto"):
         raise FileNotFoundError(f"path: {path} does not exist or is not a file")
     if not is_hdf5(path):
         raise ValueError(f"path: {path} is not an HDF5 file (no HDF5 signature)")
+    from .hdf5 import is_legacy_emd, read_legacy_emd  # (hdf5 imports this module)
+    if is_legacy_emd(path):  # py4DSTEM <= 0.13 or EMD 0.x: read, not refused
+        return read_legacy_emd(path, name=name, chunks=chunks)
     with h5py.File(path, "r") as f:
         group = _pick_datacube(f, name, path)
         if "data" not in group or not isinstance(group["data"], h5py.Dataset):
