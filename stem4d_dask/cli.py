@@ -69,6 +69,7 @@ def _add_read_arguments(p):
 
 def cmd_info(args) -> int:
     from . import describe, read
+    from .datacube import value_range_of_dtype
 
     path = Path(args.path)
     dc = read(path, **_read_options(args))
@@ -84,8 +85,9 @@ def cmd_info(args) -> int:
         step = f"{size:g} {unit}" if size is not None else f"none ({d[f'{space}_grid']})"
         print(f"{label} {step}, first pixel at ({origin}) {unit}")
     print(f"beam energy  {energy}")
-    if d["value_range"] is not None:
-        print(f"values       {d['value_range'][0]} .. {d['value_range'][1]}")
+    if d["value_range"] is not None and d["value_range"] != value_range_of_dtype(dc.dtype):
+        print(f"values       {d['value_range'][0]} .. {d['value_range'][1]} (narrower than "
+              f"{d['dtype']})")
     print(f"size         {_human(d['nbytes'])} uncompressed, {_human(_size_on_disk(path))} on disk")
     if "format" in dc.attrs:
         print(f"format       {dc.attrs['format']}")

@@ -102,8 +102,9 @@ def pixel_size(dc: xr.DataArray, space: str, needed_by: str) -> float:
     if len(steps) == 2 and abs(steps[0] - steps[1]) > REL_TOL * max(steps):
         x, y = axes
         raise ValueError(f"{needed_by} needs square {_name(space)} pixels, but the {x.dim} "
-                         f"step is {x.step:g} and the {y.dim} step {y.step:g} {x.units} (e.g. "
-                         f"after stepping one axis only); select both with the same step")
+                         f"step is {x.step:g} and the {y.dim} step {y.step:g} {x.units} "
+                         f"(non-square pixels, as a file may record or a selection that steps "
+                         f"one axis only makes)")
     return float(np.mean(steps))
 
 
