@@ -63,13 +63,7 @@ class UnsupportedFormatError(ValueError):
 def detect(path) -> Format | None:
     """The first format of :data:`FORMATS` whose test accepts ``path``, or None."""
     for fmt in FORMATS:
-        try:
-            sniff = fmt.load(fmt.sniff)
-        except ModuleNotFoundError as err:
-            if err.name != f"{__name__}.{fmt.module}":
-                raise
-            continue  # a reader not built yet
-        if sniff(path):
+        if fmt.load(fmt.sniff)(path):
             return fmt
     return None
 
