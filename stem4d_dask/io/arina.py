@@ -15,9 +15,11 @@ Layout (DECTRIS firmware, as in the ARINA test files)::
 
 The data files are stacked in link order (``data_000001``, ``data_000002`` ...). Opening reads
 metadata and the chunk index only (``chunk_iter``: where each frame's compressed bytes are);
-each dask task then reads its frames with ``os.pread`` (one call per run of consecutive chunks)
-and decodes them with ``bitshuffle.decompress_lz4``, which releases the GIL: no h5py and no HDF5
-lock in the tasks. Other filters or layouts are read through h5py + hdf5plugin instead.
+each dask task then reads its frames with ``os.preadv`` (one call per run of consecutive
+chunks) and decodes the run straight into its block with the compiled bitshuffle-LZ4 decoder
+(:mod:`stem4d_dask.kernels.bslz4`), which runs without the GIL: no h5py and no HDF5 lock in the
+tasks, and the decode runs in parallel in dask's threads. Other filters or layouts are read
+through h5py + hdf5plugin instead.
 Each task carries only the index of its own frames, so graphs stay small.
 
 Orientation (see ``docs/formats.md``): ``Qx`` = the stored rows, ``Qy`` = columns, no flip;
@@ -27,14 +29,9 @@ Values keep their dtype (uint32 stays uint32; RosettaSciIO and py4DSTEM cast to 
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import glob
 import math
 import os
 import re
-import struct
-import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +44,7 @@ from dask.base import tokenize
 
 from ..coords import regular_coord
 from ..datacube import auto_chunks, from_array, normalize_chunks, user_stacklevel
+from ..kernels.bslz4 import LITTLE, Bslz4Error, decode_run
 from .emd import is_hdf5
 from .frames import checked_scan_shape, frame_count_error
 from .hdf5 import hdf5_filters
@@ -59,8 +57,6 @@ SPECIFIC = DETECTOR + "/detectorSpecific"
 SIDECAR_GROUP = "STEM Metadata"
 _DATA_NAME = re.compile(r"^(?P<stem>.*)_data_(?P<n>\d+)\.(?:h5|hdf5)$", re.IGNORECASE)
 _MASTER_SUFFIX = "_master.h5"
-_HEADER = struct.Struct(">QI")  # bslz4 chunk: uncompressed bytes, block size in bytes
-_SIZE = struct.Struct(">I")  # then per block: its compressed size
 
 
 # --- detection ------------------------------------------------------------------------------
@@ -261,8 +257,7 @@ def _open_data_file(path: str, dataset: str, where: str) -> tuple[_DataFile, tup
         filters = [plist.get_filter(i) for i in range(plist.get_nfilters())]
         bslz4 = (dset.chunks == (1, rows, cols) and len(filters) == 1
                  and filters[0][0] == BSHUF_FILTER and len(filters[0][2]) > 4
-                 and filters[0][2][4] == BSHUF_LZ4 and dtype.byteorder in "=|<"
-                 and _bitshuffle() is not None)
+                 and filters[0][2][4] == BSHUF_LZ4 and dtype.byteorder in "=|<" and LITTLE)
         mtime = os.stat(path).st_mtime_ns
         numbers = (int(dset.attrs["image_nr_low"]), int(dset.attrs["image_nr_high"])) \
             if "image_nr_low" in dset.attrs and "image_nr_high" in dset.attrs else None
@@ -275,53 +270,6 @@ def _open_data_file(path: str, dataset: str, where: str) -> tuple[_DataFile, tup
         offsets, sizes, raw, present = _chunk_index(dset, count, rows * cols * dtype.itemsize)
         return _DataFile(path, dset.name, count, mtime, True, offsets, sizes, raw, present,
                          numbers), (rows, cols), dtype
-
-
-def _bitshuffle():
-    try:
-        import bitshuffle
-    except ImportError:
-        return None
-    return bitshuffle
-
-
-_THREAD = threading.local()
-
-
-def _one_omp_thread():
-    """Limit bitshuffle's OpenMP to one thread in the calling (dask worker) thread: dask's
-    threads already fill the cores, and the wheel's libgomp otherwise spins on every call
-    (measured 20-600x slower per chunk on a loaded 2-core machine). ``omp_set_num_threads``
-    acts per thread, so each task thread calls it once; the wheel bundles its own libgomp,
-    so no other library's OpenMP is touched."""
-    if getattr(_THREAD, "omp", False):
-        return
-    _THREAD.omp = True
-    gomp = _libgomp()
-    if gomp is not None:
-        gomp.omp_set_num_threads(1)
-
-
-@functools.cache
-def _libgomp():
-    """The libgomp that bitshuffle's extension loaded (bundled in ``bitshuffle.libs`` by the
-    wheel, else any libgomp mapped into the process), or None."""
-    bitshuffle = _bitshuffle()
-    if bitshuffle is None:
-        return None
-    here = os.path.dirname(bitshuffle.__file__)
-    paths = sorted(glob.glob(os.path.join(here, os.pardir, "bitshuffle.libs", "libgomp*.so*")))
-    try:
-        with open("/proc/self/maps") as maps:
-            paths += sorted({line.split()[-1] for line in maps if "libgomp" in line})
-    except OSError:
-        pass
-    for path in paths:
-        try:
-            return ctypes.CDLL(path)
-        except OSError:
-            continue
-    return None
 
 
 def _open(path) -> _Acquisition:
@@ -498,39 +446,21 @@ class ArinaBlockLoader:
     def _decode_run(self, run: _Run, out):
         sizes = np.frombuffer(run.sizes, dtype=np.uint32)
         raw = np.frombuffer(run.raw, dtype=bool) if run.raw else None
-        total = int(sizes.sum(dtype=np.int64))
-        fd = os.open(run.path, os.O_RDONLY)
-        try:
-            buf = os.pread(fd, total, run.start)
-        finally:
-            os.close(fd)
-        if len(buf) < total:
-            k = int(np.searchsorted(np.cumsum(sizes, dtype=np.int64), len(buf), side="right"))
+        buf = np.empty(int(sizes.sum(dtype=np.int64)), dtype=np.uint8)
+        got = _pread_into(run.path, buf, run.start)
+        if got < buf.size:
+            k = int(np.searchsorted(np.cumsum(sizes, dtype=np.int64), got, side="right"))
             raise ValueError(f"{run.path}: frame {run.first + k} (scan position "
                              f"{self._position(run.at + k)}) lies beyond the end of the file; "
                              "the file is truncated")
-        frame_shape = out.shape[1:]
-        dtype = np.dtype(self.dtype)
-        view = memoryview(buf)
-        bitshuffle = _bitshuffle()
-        _one_omp_thread()
-        pos = 0
-        for i, size in enumerate(sizes.tolist()):
-            chunk = view[pos: pos + size]
-            pos += size
-            try:
-                if raw is not None and raw[i]:
-                    frame = np.frombuffer(chunk, dtype=dtype).reshape(frame_shape)
-                else:
-                    elems = _check_bslz4(chunk, out[0].nbytes, dtype.itemsize)
-                    frame = bitshuffle.decompress_lz4(np.frombuffer(chunk, np.uint8, offset=12),
-                                                      frame_shape, dtype, elems)
-            except (ValueError, RuntimeError) as err:
-                raise ValueError(
-                    f"{run.path}: frame {run.first + i} (scan position "
-                    f"{self._position(run.at + i)}) is corrupt: its bitshuffle-LZ4 chunk does "
-                    f"not decode ({err})") from None
-            out[run.at + i] = frame
+        try:
+            decode_run(buf, sizes, out[run.at: run.at + run.count], raw)
+        except Bslz4Error as err:
+            i = err.index
+            raise ValueError(
+                f"{run.path}: frame {run.first + i} (scan position "
+                f"{self._position(run.at + i)}) is corrupt: its bitshuffle-LZ4 chunk does "
+                f"not decode ({err})") from None
 
     def _h5_run(self, run: _Run, out):
         hdf5_filters()
@@ -545,30 +475,26 @@ class ArinaBlockLoader:
                              f"({err})") from None
 
 
-def _check_bslz4(chunk, nbytes: int, itemsize: int) -> int:
-    """Check a bitshuffle-LZ4 chunk's framing (12-byte header, then per block a big-endian
-    uint32 size and that many bytes, then the last ``n % 8`` values raw) before decoding, so
-    corrupt sizes can never make the decoder read past the chunk. Returns the block size in
-    values."""
-    if len(chunk) < 12:
-        raise ValueError(f"{len(chunk)}-byte chunk is shorter than its 12-byte header")
-    total, block_bytes = _HEADER.unpack_from(chunk)
-    if total != nbytes:
-        raise ValueError(f"header says {total} bytes, a frame has {nbytes}")
-    if block_bytes <= 0 or block_bytes % itemsize or (block_bytes // itemsize) % 8:
-        raise ValueError(f"bad block size {block_bytes} bytes")
-    n, block = nbytes // itemsize, block_bytes // itemsize
-    left = n % block
-    records = n // block + (1 if left - left % 8 else 0)
-    pos, end = 12, len(chunk)
-    for _ in range(records):
-        if pos + 4 > end:
-            raise ValueError("chunk ends inside a block header")
-        pos += 4 + _SIZE.unpack_from(chunk, pos)[0]
-    if pos + (left % 8) * itemsize != end:
-        raise ValueError(f"block sizes add up to {pos + (left % 8) * itemsize} bytes, the "
-                         f"chunk has {end}")
-    return block
+def _pread_into(path, buf, offset) -> int:
+    """Fill ``buf`` (uint8) with the bytes of ``path`` from ``offset`` on; the bytes read
+    (fewer at the end of the file)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        got = 0
+        view = memoryview(buf)
+        while got < buf.size:
+            if hasattr(os, "preadv"):
+                k = os.preadv(fd, [view[got:]], offset + got)
+            else:  # pragma: no cover - a platform without preadv
+                data = os.pread(fd, buf.size - got, offset + got)
+                k = len(data)
+                buf[got: got + k] = np.frombuffer(data, dtype=np.uint8)
+            if k == 0:
+                break
+            got += k
+        return got
+    finally:
+        os.close(fd)
 
 
 def _block_runs(acq: _Acquisition, index, frames: np.ndarray) -> tuple:
@@ -664,7 +590,8 @@ def read_arina(path, *, scan_shape=None, chunks="auto"):
         "data_files": [Path(f.path).name for f in acq.files],
         "frames": acq.n_frames, "frames_expected": acq.expected,
         "frame_shape": list(acq.frame_shape), "dtype": acq.dtype.str,
-        "decoder": "bitshuffle" if all(f.bslz4 for f in acq.files) else "h5py",
+        "decoder": "bslz4 (stem4d_dask.kernels.bslz4)" if all(f.bslz4 for f in acq.files)
+        else "h5py",
         "scan_shape_source": source, "calibration": cal["notes"],
         "detector": acq.metadata, "stem_metadata": acq.sidecar,
     }
