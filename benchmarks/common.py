@@ -6,6 +6,7 @@ import importlib.util
 import json
 import statistics
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,7 +89,10 @@ def run_py4dstem(script: str, *args) -> dict:
 def format_writers(name: str):
     """The test-only format writer ``tests/<name>.py`` (benchmarks write their files with the
     same writers the tests check), imported from its path."""
+    if name in sys.modules:
+        return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while it runs
     spec.loader.exec_module(module)
     return module
