@@ -48,24 +48,6 @@ def canonical_units(units: str, *, parameter: str = "units", allowed=KNOWN_UNITS
     return canon
 
 
-def check_pixel_size(value, *, parameter: str) -> float:
-    """Return ``value`` as a positive finite float; raise ``ValueError`` naming ``parameter``."""
-    try:
-        size = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{parameter} must be a positive number, got {value!r}") from None
-    if not np.isfinite(size) or size <= 0:
-        raise ValueError(f"{parameter} must be a positive finite number, got {value!r}")
-    return size
-
-
-def check_energy(energy) -> float | None:
-    """Beam energy in eV as a positive float, or None when unknown."""
-    if energy is None:
-        return None
-    return check_pixel_size(energy, parameter="energy")
-
-
 def electron_wavelength_angstrom(E_eV):
     """Relativistic electron wavelength in Å for beam energy ``E_eV`` (eV).
 

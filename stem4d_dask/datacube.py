@@ -19,7 +19,8 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from .calibration import canonical_units, check_energy, check_pixel_size
+from .calibration import canonical_units
+from .checks import check_energy, check_pixel_size
 from .coords import (
     REL_TOL,
     SPACES,

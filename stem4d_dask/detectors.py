@@ -29,16 +29,10 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from .calibration import (
-    Q_UNITS,
-    canonical_units,
-    check_energy,
-    check_pixel_size,
-    electron_wavelength_angstrom,
-)
+from .calibration import Q_UNITS, canonical_units, electron_wavelength_angstrom
+from .checks import check_energy, check_pixel_size, checked_int, positive, real
 from .coords import q_pixels
 from .datacube import Q_DIMS, check_datacube
-from .graph import checked_int
 
 __all__ = [
     "circle_mask",
@@ -62,7 +56,7 @@ def circle_mask(datacube_or_shape, radius, center=None, *, units="pixels") -> np
     """
     shape, frame = _detector(datacube_or_shape)
     units = canonical_units(units, parameter="units", allowed=Q_UNITS)
-    radius = _radius_pixels(_positive(radius, "radius"), "radius", units, frame)
+    radius = _radius_pixels(positive(radius, "radius"), "radius", units, frame)
     return _distance2(shape, center) <= radius**2
 
 
@@ -103,7 +97,7 @@ def segmented_masks(datacube_or_shape, n_segments, inner, outer, rotation_offset
     units = canonical_units(units, parameter="units", allowed=Q_UNITS)
     n = _n_segments(n_segments)
     inner, outer = _radii_pixels(inner, outer, units, frame)
-    offset = np.deg2rad(_finite(rotation_offset_deg, "rotation_offset_deg"))
+    offset = np.deg2rad(real(rotation_offset_deg, "rotation_offset_deg"))
     dx, dy = _offsets(shape, center)
     theta = (np.arctan2(dy, dx) + offset) % (2 * np.pi)
     index = np.floor(n * (theta / (2 * np.pi))).astype(np.int64)
@@ -144,7 +138,7 @@ def annular_segmented_detectors(energy, gpts, sampling, n_angular_bins, rotation
     n_angular_bins = _n_segments(n_angular_bins, "n_angular_bins")
     inner_radius, outer_radius = _check_radii(inner_radius, outer_radius,
                                               ("inner_radius", "outer_radius"))
-    rotation_offset = _finite(rotation_offset, "rotation_offset")
+    rotation_offset = real(rotation_offset, "rotation_offset")
 
     nx, ny = (int(g) for g in gpts)
     wavelength = electron_wavelength_angstrom(energy)
@@ -187,23 +181,6 @@ def _detector(obj):
     if len(shape) != 2 or min(shape) < 1:
         raise ValueError(f"datacube_or_shape: expected a datacube or (Qx, Qy), got {shape}")
     return shape, frame
-
-
-def _finite(value, name) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not np.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return value
-
-
-def _positive(value, name) -> float:
-    value = _finite(value, name)
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value!r}")
-    return value
 
 
 def _n_segments(n, name="n_segments") -> int:

@@ -51,8 +51,9 @@ from dask.highlevelgraph import HighLevelGraph
 from zarr.codecs import BloscCodec
 
 from . import datacube as dcm
-from .calibration import canonical_units, check_energy, check_pixel_size
-from .coords import align, coord, coord_values
+from .calibration import canonical_units
+from .checks import check_energy, check_pixel_size, detector_weights
+from .coords import coord, coord_values
 from .datacube import Q_DIMS, R_DIMS, axis_coord, calibration_attrs
 from .graph import frame_blocks
 from .kernels import events as kev
@@ -459,18 +460,8 @@ class ElectronEvents:
 
     def _check_mask(self, mask) -> np.ndarray:
         """A ``(Qx, Qy)`` mask as numpy; a DataArray is aligned by dim name and coords."""
-        if isinstance(mask, xr.DataArray):
-            frame = xr.Dataset(coords=self._coords(Q_DIMS))
-            mask = align(mask, frame, Q_DIMS, "mask")
-        mask = np.asarray(mask)
-        if mask.shape != self._detector_shape:
-            raise ValueError(f"mask must have the detector shape {self._detector_shape}, "
-                             f"got {mask.shape}")
-        if mask.dtype.kind not in "biuf":
-            raise ValueError(f"mask must be boolean or real weights, got dtype {mask.dtype}")
-        if mask.dtype.kind == "f" and not np.isfinite(mask).all():
-            raise ValueError("mask must be finite, got NaN or inf weights")
-        return mask
+        frame = xr.Dataset(coords=self._coords(Q_DIMS))
+        return detector_weights(mask, frame, "mask", self._detector_shape)
 
     def _cal(self, space) -> dict:
         keys = (f"{space}_pixel_size", f"{space}_units", "energy")

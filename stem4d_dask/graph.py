@@ -9,11 +9,9 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from .coords import align
+from .checks import positive_int
 from .datacube import (
     DIMS,
-    Q_DIMS,
-    R_DIMS,
     VALUE_RANGE_OF,
     assemble,
     check_datacube,
@@ -41,21 +39,6 @@ def rebuild(dc: xr.DataArray, data, coords=None, value_range=None, scale=None) -
     return out if value_range is None else with_value_range(out, value_range)
 
 
-def checked_int(value, name: str, minimum: int = 1, below: int | None = None) -> int:
-    """``value`` as an int in ``[minimum, below)`` (Python or numpy integer, not bool); else
-    ``ValueError`` naming ``name``."""
-    if isinstance(value, bool | np.bool_) or not hasattr(value, "__index__") or \
-            int(value) < minimum or (below is not None and int(value) >= below):
-        span = f">= {minimum}" if below is None else f"in [{minimum}, {below})"
-        raise ValueError(f"{name} must be an integer {span}, got {value!r}")
-    return int(value)
-
-
-def positive_int(value, name: str) -> int:
-    """``value`` as an int >= 1; else ``ValueError`` naming it."""
-    return checked_int(value, name)
-
-
 def whole_frames(data: da.Array) -> da.Array:
     """Rechunk to the default policy (whole frames, 32-128 MiB scan blocks)."""
     return data.rechunk(normalize_chunks("auto", data.shape, data.dtype))
@@ -79,58 +62,6 @@ def frame_blocks(datacube, parameter: str = "datacube") -> tuple:
                       "whole frames for a per-frame operation", stacklevel=3)
         data = data.rechunk({2: -1, 3: -1})
     return datacube, data
-
-
-def detector_array(value, datacube, parameter, kinds="biuf") -> da.Array:
-    """A ``(Qx, Qy)`` detector-sized argument (numpy, dask or DataArray) as a one-chunk dask
-    array (one graph key, shared by every task; lazy inputs stay lazy).
-
-    DataArrays are aligned to the checked ``datacube`` by dimension name and coordinates
-    (:func:`stem4d_dask.coords.align`); plain arrays are positional. ``ValueError`` naming
-    ``parameter`` for the wrong shape, a dtype kind outside ``kinds``, or NaN/inf values (found
-    now for numpy arrays, when computed for lazy ones).
-    """
-    value = checked_array(align(value, datacube, Q_DIMS, parameter), datacube.shape[2:],
-                          parameter, kinds, what="detector ")
-    return value.rechunk(-1) if isinstance(value, da.Array) else da.from_array(value, chunks=-1)
-
-
-def scan_array(value, datacube, parameter, kinds="biuf", finite=True):
-    """An ``(Rx, Ry)`` scan-sized argument aligned like :func:`detector_array`: numpy or
-    dask (lazy stays lazy), checked as :func:`checked_array` does."""
-    return checked_array(align(value, datacube, R_DIMS, parameter), datacube.shape[:2],
-                         parameter, kinds, finite, what="scan ")
-
-
-def checked_array(value, shape, parameter, kinds="biuf", finite=True, what=""):
-    """``value`` (numpy or dask; anything else becomes numpy) of ``shape`` and a dtype kind in
-    ``kinds``, else ``ValueError`` naming ``parameter``. With ``finite``, NaN/inf values raise
-    too: now for numpy, when computed for dask."""
-    if not isinstance(value, da.Array):
-        value = np.asarray(value)
-    if np.dtype(value.dtype).kind not in kinds:
-        raise ValueError(f"{parameter} must hold {'booleans' if kinds == 'biu' else 'real numbers'}"
-                         f", got dtype {value.dtype}")
-    if tuple(value.shape) != tuple(shape):
-        raise ValueError(f"{parameter} must have the {what}shape {tuple(shape)}, got "
-                         f"{tuple(value.shape)}")
-    if not finite or value.dtype.kind != "f":
-        return value
-    if isinstance(value, da.Array):
-        return value.map_blocks(_finite_or_raise, parameter, dtype=value.dtype,
-                                token=f"check-{parameter}")
-    return _finite_or_raise(value, parameter)
-
-
-def _finite_or_raise(array, parameter):
-    """``array`` unchanged; ``ValueError`` naming ``parameter`` when it holds NaN or inf."""
-    if array.dtype.kind == "f":
-        bad = ~np.isfinite(array)
-        if bad.any():
-            where = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(f"{parameter} holds {int(bad.sum())} NaN or infinite value(s), the "
-                             f"first at {where}; replace them (e.g. with a median) first")
-    return array
 
 
 def single_key(array: da.Array):

@@ -41,8 +41,8 @@ import numpy as np
 import xarray as xr
 from scipy.special import ndtr
 
+from .checks import checked_int
 from .datacube import from_array, normalize_chunks
-from .graph import checked_int
 from .io.blocks import lazy_from_loader
 
 EDGE = 2  # strikes keep at least this many pixels from every detector edge

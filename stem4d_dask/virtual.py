@@ -10,6 +10,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from .checks import mask_stack
 from .coords import align
 from .datacube import Q_DIMS, R_DIMS, calibration_attrs, check_datacube
 from .detectors import circle_mask
@@ -40,7 +41,7 @@ def virtual_images(datacube, masks) -> xr.DataArray:
     graph key shared by all tasks, and the graph has one task per chunk.
     """
     datacube, data = frame_blocks(datacube)
-    weights = _mask_stack(masks, datacube)
+    weights = mask_stack(masks, datacube)
     stack = _images(data, weights)
     n = weights.shape[-1]
     return xr.DataArray(stack, dims=(*R_DIMS, "detector"),
@@ -59,7 +60,7 @@ def virtual_image(datacube, mask) -> xr.DataArray:
     if mask.shape != data.shape[2:]:
         raise ValueError(f"mask must have the detector shape {data.shape[2:]}, "
                          f"got {mask.shape}")
-    weights = _mask_stack(mask[None], datacube, parameter="mask")
+    weights = mask_stack(mask[None], datacube, parameter="mask")
     image = da.blockwise(_single, "ij", data, "ijkl", da.from_array(weights, chunks=-1), "klm",
                          concatenate=False, dtype=np.float64,
                          meta=np.empty((0, 0), dtype=np.float64), token="virtual_image")
@@ -92,31 +93,3 @@ def _single(block, weights):
 
 def _stack(block, weights):
     return masked_sums_stack(only_block(block), only_block(weights))
-
-
-def _mask_stack(masks, datacube, parameter="masks") -> np.ndarray:
-    """Validate a mask stack for checked ``datacube`` and return it as float64 ``(Qx, Qy, n)``
-    (C-contiguous). A DataArray is aligned by dim name and coords: ``(Qx, Qy)`` or with one
-    more dim of its own, the stack's."""
-    if isinstance(masks, xr.DataArray):
-        extra = 0 if set(masks.dims) == set(Q_DIMS) else 1
-        masks = np.asarray(align(masks, datacube, Q_DIMS, parameter, extra=extra))
-    if isinstance(masks, list | tuple):
-        if not masks:
-            raise ValueError(f"{parameter} must hold at least one mask, got an empty list")
-        shapes = {np.shape(m) for m in masks}
-        if len(shapes) != 1:
-            raise ValueError(f"{parameter}: masks of different shapes {sorted(shapes)}")
-    masks = np.asarray(masks)
-    detector_shape = tuple(datacube.shape[2:])
-    if masks.shape == detector_shape:
-        masks = masks[None]
-    if masks.ndim != 3 or masks.shape[1:] != detector_shape or masks.shape[0] < 1:
-        raise ValueError(f"{parameter} must be (n, Qx, Qy) = (n, {detector_shape[0]}, "
-                         f"{detector_shape[1]}) or one (Qx, Qy) mask, got shape {masks.shape}")
-    if masks.dtype.kind not in "biuf":
-        raise ValueError(f"{parameter} must be boolean or real weights, got dtype {masks.dtype}")
-    weights = np.ascontiguousarray(np.moveaxis(masks, 0, -1), dtype=np.float64)
-    if not np.isfinite(weights).all():
-        raise ValueError(f"{parameter} must be finite, got NaN or inf weights")
-    return weights

@@ -42,11 +42,12 @@ import numpy as np
 import xarray as xr
 from dask.base import tokenize
 
+from ..checks import checked_scan_shape
 from ..coords import regular_coord
 from ..datacube import auto_chunks, from_array, normalize_chunks, user_stacklevel
 from ..kernels.bslz4 import LITTLE, Bslz4Error, decode_run
 from .emd import is_hdf5
-from .frames import checked_scan_shape, frame_count_error
+from .frames import frame_count_error
 from .hdf5 import hdf5_filters
 from .metadata import SMALL, json_value
 

@@ -46,15 +46,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checks import checked_scan_shape
 from ..datacube import MAX_CHUNK_BYTES, auto_chunks, normalize_chunks, user_stacklevel
 from .blocks import lazy_from_loader
-from .frames import (
-    FrameSegment,
-    FrameStack,
-    FrameStackLoader,
-    checked_scan_shape,
-    frame_count_error,
-)
+from .frames import FrameSegment, FrameStack, FrameStackLoader, frame_count_error
 from .mrc import calibrated
 
 DATA_TYPES = {1: "i2", 2: "f4", 6: "u1", 7: "i4", 9: "i1", 10: "u2", 11: "u4", 12: "f8",

@@ -37,7 +37,8 @@ import h5py
 import numpy as np
 
 from .. import coords as cal
-from ..calibration import Q_UNITS, R_UNITS, canonical_units, check_pixel_size
+from ..calibration import Q_UNITS, R_UNITS, canonical_units
+from ..checks import check_pixel_size
 from ..datacube import (
     DIMS,
     auto_chunks,

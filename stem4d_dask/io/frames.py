@@ -25,8 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..graph import checked_int
-
 
 @dataclass(frozen=True)
 class FrameSegment:
@@ -140,13 +138,3 @@ def frame_count_error(path, n_frames: int, needed: int, scan_shape, hint: str = 
             f"{needed}; the file is truncated or the scan shape is wrong. Read the frames it "
             f"has with scan_shape=(rows, {scan_shape[1]}) for {n_frames // scan_shape[1]} whole "
             f"rows, or scan_shape=({n_frames}, 1){hint}")
-
-
-def checked_scan_shape(scan_shape, parameter: str = "scan_shape") -> tuple:
-    """``scan_shape`` as ``(Rx, Ry)``, two integers >= 1; ``ValueError`` naming ``parameter``."""
-    try:
-        rx, ry = scan_shape
-    except (TypeError, ValueError):
-        raise ValueError(f"{parameter} must be two positive integers (Rx, Ry), got "
-                         f"{scan_shape!r}") from None
-    return (checked_int(rx, f"{parameter}[0]"), checked_int(ry, f"{parameter}[1]"))

@@ -31,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checks import checked_scan_shape
 from ..datacube import from_array, normalize_chunks, user_stacklevel
 from .blocks import lazy_from_loader
-from .frames import FrameSegment, FrameStack, checked_scan_shape, frame_count_error
+from .frames import FrameSegment, FrameStack, frame_count_error
 from .metadata import text_value
 
 MAGIC = b"MQ1,"

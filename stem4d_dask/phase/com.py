@@ -6,9 +6,10 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from ..checks import detector_array
 from ..coords import coord_values, make_axis
 from ..datacube import Q_DIMS, R_DIMS, calibration_attrs
-from ..graph import detector_array, frame_blocks, only_block
+from ..graph import frame_blocks, only_block
 from ..kernels.com import center_of_mass_frames
 
 

@@ -37,6 +37,7 @@ import xarray as xr
 
 from .. import coords as cal
 from ..calibration import electron_wavelength_angstrom
+from ..checks import detector_weights, optional_positive, positive, real
 from ..coords import align
 from ..datacube import Q_DIMS, R_DIMS, check_datacube
 from ..progress import compute
@@ -73,7 +74,7 @@ class DPC:
             except TypeError as err:
                 raise ValueError(str(err)) from None
         self._datacube = datacube
-        self._energy = _positive_or_none(energy, "energy")
+        self._energy = optional_positive(energy, "energy")
         self._object_phase_guess = initial_object_guess
         self._verbose = bool(verbose)
         self._device = device
@@ -147,7 +148,7 @@ class DPC:
         if force_com_shifts is not None:
             _field_pair(force_com_shifts, "force_com_shifts", shape, scalars=True)
         if dp_mask is not None and self._datacube is not None:
-            _check_mask(dp_mask, self._datacube.shape[2:])
+            detector_weights(dp_mask, self._datacube, "dp_mask")
         _check_padding(padding_factor)
         if rotation_angles_deg is not None:
             angles = np.asarray(rotation_angles_deg, dtype=float)
@@ -155,7 +156,7 @@ class DPC:
                 raise ValueError("rotation_angles_deg must be a non-empty 1D array of finite "
                                  f"angles (degrees), got {rotation_angles_deg!r}")
         if force_com_rotation is not None:
-            _finite(force_com_rotation, "force_com_rotation")
+            real(force_com_rotation, "force_com_rotation")
         if force_com_transpose is not None and not isinstance(force_com_transpose,
                                                               bool | np.bool_):
             raise ValueError(f"force_com_transpose must be a bool or None, "
@@ -354,10 +355,10 @@ class DPC:
         for name, value in (("step_size", step_size),
                             ("gaussian_filter_sigma", gaussian_filter_sigma),
                             ("q_lowpass", q_lowpass), ("q_highpass", q_highpass)):
-            _positive_or_none(value, name)
-        if _finite(stopping_criterion, "stopping_criterion") < 0:
+            optional_positive(value, name)
+        if real(stopping_criterion, "stopping_criterion") < 0:
             raise ValueError(f"stopping_criterion must be >= 0, got {stopping_criterion!r}")
-        _positive_or_none(butterworth_order, "butterworth_order", allow_none=False)
+        positive(butterworth_order, "butterworth_order")
 
     def _reset_state(self, reset, step_size, store_iterations):
         """py4DSTEM's restart rules for error, history, step and object."""
@@ -568,36 +569,10 @@ class DPC:
 
 # ---------------------------------------------------------------------- helpers
 
-def _positive_or_none(value, name, allow_none=True):
-    if value is None and allow_none:
-        return None
-    v = _finite(value, name)
-    if v <= 0:
-        raise ValueError(f"{name} must be positive, got {value!r}")
-    return v
-
-
-def _finite(value, name) -> float:
-    if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.number):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    if not np.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return float(value)
-
-
 def _check_padding(padding_factor):
-    if _finite(padding_factor, "padding_factor") < 1:
+    if real(padding_factor, "padding_factor") < 1:
         raise ValueError(f"padding_factor must be >= 1 (the canvas must hold the scan), "
                          f"got {padding_factor!r}")
-
-
-def _check_mask(dp_mask, detector_shape):
-    mask = np.asarray(dp_mask)
-    if mask.shape != tuple(detector_shape):
-        raise ValueError(f"dp_mask must have the detector shape (Qx, Qy) = "
-                         f"{tuple(detector_shape)}, got {mask.shape}")
-    if mask.dtype.kind not in "biuf":
-        raise ValueError(f"dp_mask must be boolean or real weights, got dtype {mask.dtype}")
 
 
 def _field_pair(pair, name, shape, scalars=False):

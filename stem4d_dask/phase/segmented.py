@@ -28,10 +28,11 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from ..checks import mask_stack
 from ..datacube import R_DIMS, calibration_attrs
 from ..detectors import parse_center
 from ..graph import frame_blocks
-from ..virtual import _images, _mask_stack
+from ..virtual import _images
 
 __all__ = ["segmented_com", "monolithic_com"]
 
@@ -57,7 +58,7 @@ def segmented_com(datacube, masks) -> xr.Dataset:
     - ``segment_intensity`` ``(Rx, Ry, detector)``: the ``I_s``.
     """
     datacube, data = frame_blocks(datacube)
-    weights = _mask_stack(masks, datacube)
+    weights = mask_stack(masks, datacube)
     n = weights.shape[-1]
     if n < 2:
         raise ValueError(f"masks: a segmented CoM needs at least 2 segments, got {n}")
@@ -92,7 +93,7 @@ def monolithic_com(datacube, masks, center=None) -> xr.Dataset:
     - ``segment_intensity`` ``(Rx, Ry, detector)``: the ``I_s``.
     """
     datacube, data = frame_blocks(datacube)
-    weights = _mask_stack(masks, datacube)
+    weights = mask_stack(masks, datacube)
     qx, qy = data.shape[2:]
     cx, cy = parse_center(center, (qx // 2, qy // 2))
     totals = weights.sum(axis=(0, 1))

@@ -24,8 +24,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import coords as cal
+from ..checks import positive_int
 from ..datacube import Q_DIMS, R_DIMS, value_range
-from ..graph import frame_blocks, positive_int, rebuild, scan_location
+from ..graph import frame_blocks, rebuild, scan_location
 from ..kernels.binning import accumulator_dtype, bin_frames, bin_scan
 
 

@@ -17,15 +17,9 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from ..checks import checked_int, detector_array
 from ..datacube import Q_DIMS, calibration_attrs
-from ..graph import (
-    checked_int,
-    detector_array,
-    drawn_frames,
-    frame_blocks,
-    rebuild,
-    result_float_dtype,
-)
+from ..graph import drawn_frames, frame_blocks, rebuild, result_float_dtype
 from ..kernels.dark import strip_sums, subtract_reference
 
 SIDES = ("start", "end")

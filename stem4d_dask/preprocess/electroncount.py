@@ -30,15 +30,9 @@ import numpy as np
 import xarray as xr
 
 from .. import coords as cal
+from ..checks import detector_array, positive_int
 from ..datacube import Q_DIMS, R_DIMS, calibration_attrs
-from ..graph import (
-    detector_array,
-    drawn_frames,
-    frame_blocks,
-    positive_int,
-    rebuild,
-    single_key,
-)
+from ..graph import drawn_frames, frame_blocks, rebuild, single_key
 from ..kernels import native, native_dtype
 from ..kernels.binning import bin_frames
 from ..kernels.counting import count_frames, events_to_dense, fit_thresholds, pooled_values

@@ -22,15 +22,9 @@ import dask
 import numpy as np
 import xarray as xr
 
+from ..checks import checked_int, detector_array, positive_int
 from ..datacube import Q_DIMS, value_range
-from ..graph import (
-    checked_int,
-    detector_array,
-    frame_blocks,
-    positive_int,
-    rebuild,
-    single_key,
-)
+from ..graph import frame_blocks, rebuild, single_key
 from ..kernels.pixels import CROSS_OFFSETS, hot_pixel_mask, repair_pixels, repair_plan
 from ..virtual import mean_diffraction_pattern
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import warnings
 
 from .. import coords as cal
+from ..checks import positive_int
 from ..datacube import DIMS, check_datacube, value_range
-from ..graph import positive_int, rebuild, whole_frames
+from ..graph import rebuild, whole_frames
 from .binning import bin_data_diffraction, bin_data_mmap, bin_data_real, thin_data_real
 from .pixels import filter_hot_pixels, median_filter_masked_pixels
 from .resampling import pad_data_diffraction, resample_data_diffraction

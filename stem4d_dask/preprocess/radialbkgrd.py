@@ -46,8 +46,9 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from ..checks import checked_int, flag, real
 from ..datacube import DIMS, R_DIMS, calibration_attrs, check_datacube
-from ..graph import checked_int, frame_blocks, rebuild, result_float_dtype
+from ..graph import frame_blocks, rebuild, result_float_dtype
 from ..kernels import array_module
 from ..kernels.polar import (
     background_1d,
@@ -108,7 +109,7 @@ def get_1D_polar_background(data, p_ellipse, center=None, maskUpdateIter=3,
     kind, arr = _data(data, "data")
     data = arr if kind == "cube" else data
     p = _geometry(p_ellipse, center)
-    return_polararr = _flag(return_polararr, "return_polararr")
+    return_polararr = flag(return_polararr, "return_polararr")
     plan = _plan(arr.shape[-2:], p)
     n = plan.n_valid_r
     options = _options(n, maskUpdateIter, min_relative_threshold, smoothing,
@@ -219,7 +220,7 @@ def subtract_polar_background(datacube, p_ellipse, per_pattern=True, **options):
         raise TypeError(f"subtract_polar_background: unknown options {unknown}; expected some "
                         f"of {sorted(_OPTIONS)}")
     merged = {**_OPTIONS, **options}
-    per_pattern = _flag(per_pattern, "per_pattern")
+    per_pattern = flag(per_pattern, "per_pattern")
     p = _geometry(p_ellipse, merged.pop("center"))
     datacube, blocks = frame_blocks(datacube)
     dtype = result_float_dtype(blocks.dtype)
@@ -342,34 +343,21 @@ def _plan(shape, p):
     return plan
 
 
-def _flag(value, name):
-    if not isinstance(value, bool | np.bool_):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
-
-
-def _number(value, name):
-    if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.integer |
-                                                            np.floating) or np.isnan(value):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    return float(value)
-
-
 def _options(n_r, maskUpdateIter, min_relative_threshold, smoothing, smoothingWindowSize,
              smoothingPolyOrder, smoothing_log, min_background_value):
     """Checked keyword arguments of :func:`stem4d_dask.kernels.polar.background_1d`."""
     iterations = checked_int(maskUpdateIter, "maskUpdateIter", 0)
-    threshold = _number(min_relative_threshold, "min_relative_threshold")
+    threshold = real(min_relative_threshold, "min_relative_threshold", finite=False)
     if not 0 < threshold < np.inf:
         raise ValueError(f"min_relative_threshold must be a finite number > 0, got "
                          f"{min_relative_threshold!r}")
-    smoothing = _flag(smoothing, "smoothing")
-    smoothing_log = _flag(smoothing_log, "smoothing_log")
+    smoothing = flag(smoothing, "smoothing")
+    smoothing_log = flag(smoothing_log, "smoothing_log")
     window = checked_int(smoothingWindowSize, "smoothingWindowSize", 1)
     if window % 2 == 0:
         raise ValueError(f"smoothingWindowSize must be odd, got {smoothingWindowSize!r}")
     order = min(checked_int(smoothingPolyOrder, "smoothingPolyOrder", 0), window - 1)
-    floor = _number(min_background_value, "min_background_value")
+    floor = real(min_background_value, "min_background_value", finite=False)
     if smoothing and window > n_r:
         raise ValueError(f"smoothingWindowSize must not exceed the number of r bins ({n_r}), "
                          f"got {smoothingWindowSize!r}")

@@ -11,9 +11,10 @@ import numpy as np
 import xarray as xr
 
 from .. import coords as cal
+from ..checks import scan_array
 from ..datacube import check_datacube
 from ..detectors import parse_center
-from ..graph import frame_blocks, rebuild, result_float_dtype, scan_array
+from ..graph import frame_blocks, rebuild, result_float_dtype
 from ..kernels.shift import shift_frames
 
 

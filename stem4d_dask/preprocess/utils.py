@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 
-from ..graph import positive_int
+from ..checks import positive_int
 from ..kernels import array_module, native
 from ..kernels.binning import bin_frames
 from ..kernels.maxima import filter_2D_maxima, get_maxima_2D
