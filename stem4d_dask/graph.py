@@ -1,5 +1,7 @@
-"""Helpers shared by the operations: validating arguments, getting whole-frame blocks,
-unwrapping dask's nested blocks and rebuilding datacubes."""
+"""Graph plumbing shared by the operations: whole-frame blocks of a checked datacube, mapping a
+kernel over frames (:func:`map_frames`), unwrapping dask's nested blocks, shared graph keys,
+drawing frames, and rebuilding datacubes from results. Argument checks live in
+:mod:`stem4d_dask.checks`, the array backend in :mod:`stem4d_dask.backend`."""
 
 from __future__ import annotations
 
@@ -9,11 +11,14 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from .backend import meta
 from .checks import positive_int
 from .datacube import (
     DIMS,
+    R_DIMS,
     VALUE_RANGE_OF,
     assemble,
+    calibration_attrs,
     check_datacube,
     normalize_chunks,
     with_value_range,
@@ -62,6 +67,42 @@ def frame_blocks(datacube, parameter: str = "datacube") -> tuple:
                       "whole frames for a per-frame operation", stacklevel=3)
         data = data.rechunk({2: -1, 3: -1})
     return datacube, data
+
+
+_LETTERS = "abcdefgh"  # index letters of a kernel's extra output / argument axes
+
+
+def map_frames(kernel, datacube, *detector_args, out_dims=(), out_sizes=(), dtype=np.float64,
+               name: str, coords=None, attrs=None, **kwargs) -> xr.DataArray:
+    """Map ``kernel`` over the frames of ``datacube``, one task per chunk, lazily.
+
+    ``kernel(block, *args, **kwargs)`` gets a chunk ``(n1, n2, Qx, Qy)`` (whole frames, numpy or
+    cupy, the view dask holds: no concatenation copy) and each of ``detector_args`` whole (dask
+    or numpy arrays ``(Qx, Qy, ...)``: masks, dark references, weights; each one graph key
+    shared by every task), and returns ``(n1, n2, *out_sizes)`` of ``dtype``, of the chunk's
+    array module. Returns a DataArray ``(Rx, Ry, *out_dims)`` with the datacube's scan coords
+    (plus ``coords``), named ``name``, with ``attrs`` (default: the calibration attrs).
+    """
+    datacube, data = frame_blocks(datacube)
+    out_letters = _LETTERS[:len(out_dims)]
+    args = [data, "ijkl"]
+    extra = iter("mnopqrst")
+    for arg in detector_args:
+        arg = arg if isinstance(arg, da.Array) else da.from_array(np.asarray(arg), chunks=-1)
+        args += [arg.rechunk(-1), "kl" + "".join(next(extra) for _ in range(arg.ndim - 2))]
+    result = da.blockwise(
+        _frames_task, "ij" + out_letters, *args, kernel=kernel, kwargs=kwargs,
+        new_axes=dict(zip(out_letters, out_sizes, strict=True)), concatenate=False,
+        dtype=dtype, meta=meta(data._meta, 2 + len(out_dims), dtype), token=name)
+    coords = {**{d: datacube.coords[d] for d in R_DIMS}, **(coords or {})}
+    return xr.DataArray(result, dims=(*R_DIMS, *out_dims), coords=coords, name=name,
+                        attrs=calibration_attrs(datacube.attrs) if attrs is None else attrs)
+
+
+def _frames_task(block, *args, kernel, kwargs):
+    # concatenate=False: the contracted Qx, Qy axes hold one block each, handed over in nested
+    # lists; concatenating them would copy every chunk
+    return kernel(only_block(block), *(only_block(a) for a in args), **kwargs)
 
 
 def single_key(array: da.Array):

@@ -6,15 +6,13 @@ Mask builders (circle, annulus, angular segments) live in :mod:`stem4d_dask.dete
 
 from __future__ import annotations
 
-import dask.array as da
 import numpy as np
 import xarray as xr
 
 from .checks import mask_stack
-from .coords import align
-from .datacube import Q_DIMS, R_DIMS, calibration_attrs, check_datacube
+from .datacube import calibration_attrs, check_datacube
 from .detectors import circle_mask
-from .graph import frame_blocks, only_block
+from .graph import map_frames
 from .kernels.virtual import masked_sums_stack
 
 __all__ = ["circle_mask", "virtual_image", "virtual_images", "mean_diffraction_pattern"]
@@ -40,14 +38,12 @@ def virtual_images(datacube, masks) -> xr.DataArray:
     mask matrix (a BLAS matrix product; numpy or cupy following the chunk). The mask stack is one
     graph key shared by all tasks, and the graph has one task per chunk.
     """
-    datacube, data = frame_blocks(datacube)
+    datacube = check_datacube(datacube)
     weights = mask_stack(masks, datacube)
-    stack = _images(data, weights)
     n = weights.shape[-1]
-    return xr.DataArray(stack, dims=(*R_DIMS, "detector"),
-                        coords={**{d: datacube.coords[d] for d in R_DIMS},
-                                "detector": np.arange(n)},
-                        name="virtual_images", attrs=calibration_attrs(datacube.attrs))
+    return map_frames(masked_sums_stack, datacube, weights, out_dims=("detector",),
+                      out_sizes=(n,), name="virtual_images",
+                      coords={"detector": np.arange(n)})
 
 
 def virtual_image(datacube, mask) -> xr.DataArray:
@@ -55,18 +51,13 @@ def virtual_image(datacube, mask) -> xr.DataArray:
 
     The one-mask case of :func:`virtual_images` (one task per chunk).
     """
-    datacube, data = frame_blocks(datacube)
-    mask = np.asarray(align(mask, datacube, Q_DIMS, "mask"))
-    if mask.shape != data.shape[2:]:
-        raise ValueError(f"mask must have the detector shape {data.shape[2:]}, "
-                         f"got {mask.shape}")
-    weights = mask_stack(mask[None], datacube, parameter="mask")
-    image = da.blockwise(_single, "ij", data, "ijkl", da.from_array(weights, chunks=-1), "klm",
-                         concatenate=False, dtype=np.float64,
-                         meta=np.empty((0, 0), dtype=np.float64), token="virtual_image")
-    return xr.DataArray(image, dims=R_DIMS,
-                        coords={d: datacube.coords[d] for d in R_DIMS},
-                        name="virtual_image", attrs=calibration_attrs(datacube.attrs, ("r",)))
+    datacube = check_datacube(datacube)
+    weights = mask_stack(mask, datacube, parameter="mask")
+    if weights.shape[-1] != 1:
+        raise ValueError(f"mask must be one (Qx, Qy) mask, got a stack of {weights.shape[-1]}; "
+                         "use virtual_images for a stack")
+    return map_frames(_first_image, datacube, weights, name="virtual_image",
+                      attrs=calibration_attrs(datacube.attrs, ("r",)))
 
 
 def mean_diffraction_pattern(datacube) -> xr.DataArray:
@@ -78,18 +69,5 @@ def mean_diffraction_pattern(datacube) -> xr.DataArray:
                         name="mean_pattern", attrs=calibration_attrs(datacube.attrs, ("q",)))
 
 
-def _images(data, weights) -> da.Array:
-    """``(Rx, Ry, n)`` dask array of masked sums; ``weights``: float64 ``(Qx, Qy, n)`` numpy."""
-    # the stack is one graph key; Qx, Qy are whole in every chunk (frame_blocks)
-    return da.blockwise(_stack, "ijm", data, "ijkl",
-                        da.from_array(weights, chunks=-1), "klm", concatenate=False,
-                        dtype=np.float64, meta=np.empty((0, 0, 0), dtype=np.float64),
-                        token="virtual_images")
-
-
-def _single(block, weights):
-    return masked_sums_stack(only_block(block), only_block(weights))[..., 0]
-
-
-def _stack(block, weights):
-    return masked_sums_stack(only_block(block), only_block(weights))
+def _first_image(block, weights):
+    return masked_sums_stack(block, weights)[..., 0]

@@ -14,6 +14,7 @@ from fakecupy import FakeCupy
 from matplotlib.figure import Figure
 
 import stem4d_dask as s4
+import stem4d_dask.phase.dpc as dpc_module
 import stem4d_dask.phase.integrate as integrate
 from stem4d_dask.phase.dpc import DPC, NotComputedError
 from stem4d_dask.synthetic import dpc_scan
@@ -421,7 +422,7 @@ def test_device_path_agrees_with_cpu(monkeypatch):
     expected = preprocessed("default")
     expected.reconstruct(reset=True, progress_bar=False, backtrack=False, q_lowpass=0.3)
     fake = FakeCupy()
-    monkeypatch.setattr(integrate, "get_xp", lambda device: fake)
+    monkeypatch.setattr(dpc_module, "device_module", lambda device, what: fake)
     monkeypatch.setattr(integrate, "array_module", lambda x: fake)
     dpc = run_preprocess("default", device="gpu")
     dpc.reconstruct(progress_bar=False, backtrack=False, q_lowpass=0.3)

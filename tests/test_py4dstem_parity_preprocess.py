@@ -198,7 +198,7 @@ def test_utils_parity():
                                FIXTURES["lin2d_img"], rtol=1e-12)
 
 
-def test_get_shifted_ar_gpu_without_cupy_warns(monkeypatch):
+def test_get_shifted_ar_gpu_without_cupy_raises(monkeypatch):
     import builtins
 
     real_import = builtins.__import__
@@ -209,8 +209,11 @@ def test_get_shifted_ar_gpu_without_cupy_warns(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_cupy)
-    with pytest.warns(UserWarning, match="cupy is not installed"):
-        out = pp.get_shifted_ar(FIXTURES["in__img"], 1.3, -2.7, device="gpu")
+    # every GPU path answers the same way (stem4d_dask.backend): py4DSTEM silently computes
+    # on the CPU instead
+    with pytest.raises(ImportError, match=r"get_shifted_ar\(device='gpu'\) needs cupy"):
+        pp.get_shifted_ar(FIXTURES["in__img"], 1.3, -2.7, device="gpu")
+    out = pp.get_shifted_ar(FIXTURES["in__img"], 1.3, -2.7, device="cpu")
     np.testing.assert_allclose(out, FIXTURES["gsa_img"], atol=1e-12)
     with pytest.raises(ValueError, match="device"):
         pp.get_shifted_ar(FIXTURES["in__img"], 1, 1, device="tpu")

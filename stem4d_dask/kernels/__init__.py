@@ -7,13 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def array_module(x):
-    """``cupy`` when ``x`` is a cupy array, else ``numpy``."""
-    if type(x).__module__.split(".")[0] == "cupy":
-        import cupy
-        return cupy
-    return np
+from ..backend import array_module, native, native_dtype  # noqa: F401  (re-exported)
 
 
 def frame_stacks(block):
@@ -34,23 +28,6 @@ def frame_stacks(block):
             block, shape=(n, qx, qy), strides=(lead[-1][1] if lead else 0, *block.strides[-2:]))]
     flat = block.reshape(-1, *block.shape[-3:]) if block.ndim > 4 else block
     return [flat[i] for i in range(flat.shape[0])]
-
-
-def native_dtype(dtype) -> np.dtype:
-    """``dtype`` in the machine's byte order (``>u2`` -> ``uint16`` on x86 and ARM)."""
-    return np.dtype(dtype).newbyteorder("=")
-
-
-def native(x):
-    """``x`` itself when its dtype is in the machine's byte order, else a copy that is, with the
-    same values: for kernels that cannot read other byte orders (numba, cupy, zarr codecs).
-
-    Big-endian datacubes are legitimate: the Merlin reader keeps the file's ``>u2`` pixels
-    (its chunks are views of the page cache) and kernels that can, read them in place."""
-    dtype = getattr(x, "dtype", None)
-    if dtype is None or dtype.isnative:
-        return x
-    return x.astype(native_dtype(dtype))
 
 
 def frame_rows(frames):

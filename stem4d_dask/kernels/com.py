@@ -14,6 +14,7 @@ import numba
 import numpy as np
 
 from . import array_module, frame_rows, frame_stacks, native
+from .virtual import masked_sums_stack
 
 
 def center_of_mass_frames(block, mask=None):
@@ -25,7 +26,7 @@ def center_of_mass_frames(block, mask=None):
     xp = array_module(block)
     *lead, qx, qy = block.shape
     if xp is not np:
-        return _com_array_module(xp, native(block), mask)
+        return com_from_sums(masked_sums_stack(native(block), com_masks((qx, qy), mask, xp)))
     if block.dtype == np.bool_:
         block = block.view(np.uint8)
     out = np.empty((int(np.prod(lead, dtype=np.int64)), 3), dtype=np.float64)
@@ -122,17 +123,24 @@ def _finish(out, i, total, sum_x, sum_y):  # pragma: no cover - compiled
         out[i, 2] = sum_y / total
 
 
-def _com_array_module(xp, block, mask):
-    """GPU (cupy) path: two matrix products per batch of frames, no broadcast of the chunk."""
-    *lead, qx, qy = block.shape
-    frames = block.reshape(-1, qx * qy).astype(xp.float64)
+def com_masks(shape, mask=None, xp=np):
+    """The three detector weights of a centre of mass, ``(Qx, Qy, 3)`` float64: ``w``,
+    ``w * x`` and ``w * y`` (pixel indices from the corner; ``w`` = ``mask`` or ones). Masked
+    sums with them (:func:`stem4d_dask.kernels.virtual.masked_sums_stack`, a virtual detector)
+    give ``S, Sx, Sy``, which :func:`com_from_sums` turns into a centre of mass."""
+    qx, qy = shape
     w = xp.ones((qx, qy)) if mask is None else xp.asarray(mask, dtype=xp.float64)
     x, y = xp.meshgrid(xp.arange(qx, dtype=xp.float64), xp.arange(qy, dtype=xp.float64),
                        indexing="ij")
-    weights = xp.stack([w.ravel(), (w * x).ravel(), (w * y).ravel()], axis=1)  # (Q, 3)
-    sums = frames @ weights
-    total = sums[:, 0]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        com_x = xp.where(total == 0, xp.nan, sums[:, 1] / xp.where(total == 0, 1, total))
-        com_y = xp.where(total == 0, xp.nan, sums[:, 2] / xp.where(total == 0, 1, total))
-    return xp.stack([total, com_x, com_y], axis=1).reshape(*lead, 3)
+    return xp.stack([w, w * x, w * y], axis=-1)
+
+
+def com_from_sums(sums):
+    """``(..., 3)`` sums ``S, Sx, Sy`` -> ``(..., 3)`` float64 ``S, Sx / S, Sy / S``, NaN
+    positions where ``S == 0``: the finish step of every centre of mass (dense, GPU, events)."""
+    xp = array_module(sums)
+    total = sums[..., 0]
+    empty = total == 0
+    safe = xp.where(empty, 1, total)
+    return xp.stack([total, xp.where(empty, xp.nan, sums[..., 1] / safe),
+                     xp.where(empty, xp.nan, sums[..., 2] / safe)], axis=-1)

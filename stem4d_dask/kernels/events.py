@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .com import com_from_sums
 from .counting import EventBlock
 
 MAX_DETECTOR = 2**16  # uint16 pixel indices
@@ -186,10 +187,5 @@ def center_of_mass(block: EventBlock, mask=None) -> np.ndarray:
         total = np.bincount(frame, weights=w, minlength=n)
         sum_x = np.bincount(frame, weights=w * qx, minlength=n)
         sum_y = np.bincount(frame, weights=w * qy, minlength=n)
-    out = np.empty((n, 3), np.float64)
-    out[:, 0] = total
-    empty = total == 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out[:, 1] = np.where(empty, np.nan, sum_x / np.where(empty, 1, total))
-        out[:, 2] = np.where(empty, np.nan, sum_y / np.where(empty, 1, total))
+    out = com_from_sums(np.stack([total, sum_x, sum_y], axis=-1))
     return out.reshape(*block.scan_shape, 3)

@@ -58,7 +58,7 @@ import numbers
 import numpy as np
 from scipy.spatial import cKDTree
 
-from . import array_module
+from ..backend import array_module, to_host
 
 #: dtype of a set of maxima: positions ``x``, ``y`` (pixels) and ``intensity``.
 MAXIMA_DTYPE = np.dtype([("x", np.float64), ("y", np.float64), ("intensity", np.float64)])
@@ -68,12 +68,6 @@ SUBPIXEL_MODES = ("pixel", "poly", "multicorr")
 
 # --------------------------------------------------------------------------------------------
 # helpers
-
-
-def to_host(x):
-    """``x`` as a numpy array: ``x.get()`` for a device (cupy) array, else ``numpy.asarray``."""
-    get = getattr(x, "get", None)
-    return np.asarray(get() if callable(get) else x)
 
 
 def _ndimage(xp):

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import dask.array as da
-import numpy as np
 import xarray as xr
 
 from ..checks import detector_array
 from ..coords import coord_values, make_axis
-from ..datacube import Q_DIMS, R_DIMS, calibration_attrs
-from ..graph import frame_blocks, only_block
+from ..datacube import Q_DIMS, R_DIMS, check_datacube
+from ..graph import map_frames
 from ..kernels.com import center_of_mass_frames
 
 
@@ -28,23 +26,26 @@ def center_of_mass(datacube, mask=None) -> xr.Dataset:
     has NaN centre of mass. One fused compiled pass per chunk (integer data accumulate exactly
     in int64), one task per chunk.
     """
-    datacube, data = frame_blocks(datacube)
-    weights = None if mask is None else detector_array(mask, datacube, "mask")
-    args = (data, "ijkl") if weights is None else (data, "ijkl", weights, "kl")
-    stacked = da.blockwise(_com_block, "ijc", *args, new_axes={"c": 3}, concatenate=False,
-                           dtype=np.float64, meta=np.empty((0, 0, 0), dtype=np.float64),
-                           token="center_of_mass")
-    coords = {d: datacube.coords[d] for d in R_DIMS}
-    attrs = calibration_attrs(datacube.attrs)
+    datacube = check_datacube(datacube)
+    weights = () if mask is None else (detector_array(mask, datacube, "mask"),)
+    stacked = map_frames(center_of_mass_frames, datacube, *weights, out_dims=("c",),
+                         out_sizes=(3,), name="center_of_mass")
+    return com_dataset(stacked.data, {d: datacube.coords[d] for d in R_DIMS},
+                       {d: datacube.coords[d] for d in Q_DIMS}, stacked.attrs)
+
+
+def com_dataset(stacked, r_coords: dict, q_coords: dict, attrs: dict) -> xr.Dataset:
+    """The centre-of-mass Dataset (``com_x``, ``com_y``, ``intensity``, and ``com_qx``,
+    ``com_qy`` when calibrated) from a lazy ``(Rx, Ry, 3)`` stack of (intensity, com_x, com_y)
+    in pixels: the one layout of every centre of mass (dense and events)."""
     pixels = {"units": "pixels", "origin": "corner pixel (0, 0)"}
     variables = {
         "com_x": xr.DataArray(stacked[..., 1], dims=R_DIMS, attrs=pixels),
         "com_y": xr.DataArray(stacked[..., 2], dims=R_DIMS, attrs=pixels),
         "intensity": xr.DataArray(stacked[..., 0], dims=R_DIMS, attrs={"units": "counts"}),
     }
-    variables.update(calibrated_com({d: datacube.coords[d] for d in Q_DIMS}, stacked[..., 1],
-                                    stacked[..., 2]))
-    return xr.Dataset(variables, coords=coords, attrs=attrs)
+    variables.update(calibrated_com(q_coords, stacked[..., 1], stacked[..., 2]))
+    return xr.Dataset(variables, coords=r_coords, attrs=attrs)
 
 
 def calibrated_com(q_coords: dict, com_x, com_y) -> dict:
@@ -61,9 +62,3 @@ def calibrated_com(q_coords: dict, com_x, com_y) -> dict:
         step = a.step if a.step is not None else 0.0
         out[name] = xr.DataArray(a.origin + com * step, dims=R_DIMS, attrs={"units": a.units})
     return out
-
-
-def _com_block(block, mask=None):
-    # concatenate=False: the contracted Qx, Qy axes hold one block each, which dask hands over
-    # in nested lists; concatenating them would copy every chunk
-    return center_of_mass_frames(only_block(block), None if mask is None else only_block(mask))

@@ -36,6 +36,7 @@ import numpy as np
 import xarray as xr
 
 from .. import coords as cal
+from ..backend import device_module, to_host
 from ..calibration import electron_wavelength_angstrom
 from ..checks import detector_weights, optional_positive, positive, real
 from ..coords import align
@@ -78,7 +79,7 @@ class DPC:
         self._object_phase_guess = initial_object_guess
         self._verbose = bool(verbose)
         self._device = device
-        self._xp = integrate.get_xp(device)
+        self._xp = device_module(device, "DPC(device='gpu')")
         self._preprocessed = False
         self.figures = {}
 
@@ -378,7 +379,7 @@ class DPC:
 
     def _store_result(self, result, store_iterations, stopping_criterion):
         rx, ry = self._grid_scan_shape
-        self._padded_object_phase = integrate.to_host(result.obj).astype(np.float32)
+        self._padded_object_phase = to_host(result.obj).astype(np.float32)
         self._object_phase = self._padded_object_phase[:rx, :ry].copy()
         self.error = float(result.error)
         self._step_size = float(result.step)

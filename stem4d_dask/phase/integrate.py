@@ -17,30 +17,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..backend import to_host
 from ..kernels import array_module
 
 #: py4DSTEM's default rotation grid, degrees: -89, -88, ..., 89.
 ROTATION_GRID_DEG = np.arange(-89.0, 90.0, 1.0)
 _BATCH_ELEMENTS = 2**22  # rotated fields evaluated per batch of angles (bounded memory)
-
-
-def get_xp(device: str):
-    """The array module for ``device``: numpy for ``"cpu"``, cupy for ``"gpu"``."""
-    if device == "cpu":
-        return np
-    if device == "gpu":
-        try:
-            import cupy
-        except ImportError as err:
-            raise ImportError("device='gpu' needs cupy (pip install 'stem4d_dask[gpu]', i.e. "
-                              "cupy-cuda12x); use device='cpu' without a GPU") from err
-        return cupy
-    raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
-
-
-def to_host(a) -> np.ndarray:
-    """A numpy copy-or-view of a numpy or cupy array."""
-    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
 
 
 # ---------------------------------------------------------------- rotation and transpose

@@ -29,10 +29,10 @@ import numpy as np
 import xarray as xr
 
 from ..checks import mask_stack
-from ..datacube import R_DIMS, calibration_attrs
+from ..datacube import R_DIMS, calibration_attrs, check_datacube
 from ..detectors import parse_center
-from ..graph import frame_blocks
-from ..virtual import _images
+from ..graph import map_frames
+from ..kernels.virtual import masked_sums_stack
 
 __all__ = ["segmented_com", "monolithic_com"]
 
@@ -57,14 +57,14 @@ def segmented_com(datacube, masks) -> xr.Dataset:
       is a difference of counts, not a position: it scales with the dose and the disk edge.
     - ``segment_intensity`` ``(Rx, Ry, detector)``: the ``I_s``.
     """
-    datacube, data = frame_blocks(datacube)
+    datacube = check_datacube(datacube)
     weights = mask_stack(masks, datacube)
     n = weights.shape[-1]
     if n < 2:
         raise ValueError(f"masks: a segmented CoM needs at least 2 segments, got {n}")
     angles = 2 * np.pi * np.arange(n) / n
     wx, wy = _exact(np.cos(angles)), _exact(np.sin(angles))
-    return _dataset(datacube, data, weights, wx, wy, "counts",
+    return _dataset(datacube, weights, wx, wy, "counts",
                     "sum_s I_s cos(2 pi s / n), sum_s I_s sin(2 pi s / n) (n = 4: I0 - I2, "
                     "I1 - I3), segments' frame")
 
@@ -92,9 +92,9 @@ def monolithic_com(datacube, masks, center=None) -> xr.Dataset:
     - ``intensity = sum_s I_s``: ``com_x / intensity`` estimates the CoM in pixels from ``center``.
     - ``segment_intensity`` ``(Rx, Ry, detector)``: the ``I_s``.
     """
-    datacube, data = frame_blocks(datacube)
+    datacube = check_datacube(datacube)
     weights = mask_stack(masks, datacube)
-    qx, qy = data.shape[2:]
+    qx, qy = datacube.shape[2:]
     cx, cy = parse_center(center, (qx // 2, qy // 2))
     totals = weights.sum(axis=(0, 1))
     empty = np.flatnonzero(totals == 0)
@@ -103,7 +103,7 @@ def monolithic_com(datacube, masks, center=None) -> xr.Dataset:
                          "monolithic CoM needs each segment's centroid")
     kx = np.einsum("klm,k->m", weights, np.arange(qx, dtype=np.float64)) / totals
     ky = np.einsum("klm,l->m", weights, np.arange(qy, dtype=np.float64)) / totals
-    ds = _dataset(datacube, data, weights, kx - cx, ky - cy, "counts x pixels",
+    ds = _dataset(datacube, weights, kx - cx, ky - cy, "counts x pixels",
                   "sum_s I_s (centroid_s - center), detector frame", total=True)
     ds.attrs["center"] = (cx, cy)
     return ds
@@ -115,11 +115,13 @@ def _exact(w, tol=1e-12):
     return np.where(np.abs(np.abs(w) - 1) < tol, np.sign(w), w)
 
 
-def _dataset(datacube, data, weights, wx, wy, units, definition, total=False) -> xr.Dataset:
+def _dataset(datacube, weights, wx, wy, units, definition, total=False) -> xr.Dataset:
     """One pass: the segments plus the combined masks ``sum_s w_s mask_s`` for x, y (and the
     total), then a Dataset of their images."""
     extra = [weights @ wx, weights @ wy] + ([weights.sum(axis=-1)] if total else [])
-    stack = _images(data, np.concatenate([weights, np.stack(extra, axis=-1)], axis=-1))
+    masks = np.concatenate([weights, np.stack(extra, axis=-1)], axis=-1)
+    stack = map_frames(masked_sums_stack, datacube, masks, out_dims=("mask",),
+                       out_sizes=(masks.shape[-1],), name="virtual_images").data
     n = weights.shape[-1]
     coords = {d: datacube.coords[d] for d in R_DIMS}
     variables = {

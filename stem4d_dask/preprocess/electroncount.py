@@ -30,10 +30,10 @@ import numpy as np
 import xarray as xr
 
 from .. import coords as cal
+from ..backend import native, native_dtype, require_cupy
 from ..checks import detector_array, positive_int
 from ..datacube import Q_DIMS, R_DIMS, calibration_attrs
 from ..graph import drawn_frames, frame_blocks, rebuild, single_key
-from ..kernels import native, native_dtype
 from ..kernels.binning import bin_frames
 from ..kernels.counting import count_frames, events_to_dense, fit_thresholds, pooled_values
 
@@ -141,7 +141,7 @@ def torch_bin(array, device, factor=2):
     ``'cpu'`` (numpy) or ``'cuda'``/``'gpu'`` (cupy; py4DSTEM used torch). Kept by name."""
     factor = positive_int(factor, "factor")
     if str(device).startswith(("cuda", "gpu")):
-        cupy = _cupy("torch_bin")
+        cupy = require_cupy("torch_bin")
         array = cupy.asarray(native(array))  # cupy misreads other byte orders
     elif device != "cpu":
         raise ValueError(f"device must be 'cpu', 'cuda' or 'gpu', got {device!r}")
@@ -153,19 +153,9 @@ def electron_count_GPU(datacube, darkreference, Nsamples=40, thresh_bkgrnd_Nsigm
                        seed=None):
     """:func:`electron_count` with the chunks moved to the GPU (cupy); same results. Raises
     ``ImportError`` saying what is missing when cupy or a CUDA device is not available."""
-    cupy = _cupy("electron_count_GPU")
+    cupy = require_cupy("electron_count_GPU")
     datacube, data = frame_blocks(datacube)
     gpu = rebuild(datacube, data.map_blocks(lambda b: cupy.asarray(native(b)),
                                             dtype=native_dtype(data.dtype)))
     return electron_count(gpu, darkreference, Nsamples, thresh_bkgrnd_Nsigma,
                           thresh_xray_Nsigma, binfactor, sub_pixel, output, seed)
-
-
-def _cupy(name):
-    try:
-        import cupy
-        cupy.cuda.runtime.getDeviceCount()
-    except Exception as err:  # ImportError, or a CUDA runtime error without a device
-        raise ImportError(f"{name} needs cupy and a CUDA GPU (pip install "
-                          f"'stem4d_dask[gpu]'): {err}") from None
-    return cupy

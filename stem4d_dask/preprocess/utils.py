@@ -8,12 +8,10 @@ live in ``kernels/maxima.py`` (their differences are listed there).
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
+from ..backend import array_module, device_module, native, to_host
 from ..checks import positive_int
-from ..kernels import array_module, native
 from ..kernels.binning import bin_frames
 from ..kernels.maxima import filter_2D_maxima, get_maxima_2D
 from ..kernels.shift import shift_frames
@@ -45,21 +43,10 @@ def make_Fourier_coords2D(Nx, Ny, pixelSize=1):
 def get_shifted_ar(ar, xshift, yshift, periodic=True, bilinear=False, device="cpu"):
     """``ar`` shifted by ``(xshift, yshift)`` pixels (positive moves content to higher
     indices), Fourier (default) or bilinear, periodic or with the wrapped rows/columns zeroed.
-    Returns float64 on ``device`` (``'cpu'``: numpy, ``'gpu'``: cupy; without cupy a warning
-    and numpy, as py4DSTEM falls back)."""
-    if device not in ("cpu", "gpu"):
-        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
-    xp = array_module(ar)
-    if device == "gpu" and xp is np:
-        try:
-            import cupy as xp
-        except ImportError:
-            warnings.warn("get_shifted_ar: device='gpu' but cupy is not installed; "
-                          "computing on the CPU", stacklevel=2)
-    elif device == "cpu" and xp is not np:
-        ar = ar.get()
-        xp = np
-    ar = xp.asarray(native(ar))  # cupy misreads other byte orders
+    Returns float64 on ``device`` (``'cpu'``: numpy, ``'gpu'``: cupy, and ``ImportError``
+    saying so without cupy and a GPU: py4DSTEM silently computes on the CPU instead)."""
+    xp = device_module(device, "get_shifted_ar(device='gpu')")
+    ar = xp.asarray(native(to_host(ar) if xp is np else ar))  # cupy misreads other orders
     if ar.ndim != 2:
         raise ValueError(f"ar must be 2D, got shape {ar.shape}")
     for name, value in (("xshift", xshift), ("yshift", yshift)):

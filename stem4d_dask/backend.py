@@ -1,0 +1,66 @@
+"""The array backend, decided once: which array module a chunk uses (numpy or cupy), what a
+GPU path needs, moving arrays to the host, the native byte order, and the empty ``meta`` array
+that tells dask what a kernel returns. numpy only at import: cupy is imported when a GPU path
+asks for it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def array_module(x):
+    """``cupy`` when ``x`` is a cupy array, else ``numpy``."""
+    if type(x).__module__.split(".")[0] == "cupy":
+        import cupy
+        return cupy
+    return np
+
+
+def require_cupy(what: str):
+    """The cupy module, with a CUDA device; else ``ImportError`` saying that ``what`` needs it
+    and how to install it."""
+    try:
+        import cupy
+        cupy.cuda.runtime.getDeviceCount()
+    except Exception as err:  # ImportError, or a CUDA runtime error without a device
+        raise ImportError(f"{what} needs cupy and a CUDA GPU (pip install "
+                          f"'stem4d_dask[gpu]'): {err}") from None
+    return cupy
+
+
+def device_module(device: str, what: str):
+    """numpy for ``device='cpu'``, cupy for ``'gpu'`` (:func:`require_cupy`); ``ValueError``
+    for anything else."""
+    if device == "cpu":
+        return np
+    if device == "gpu":
+        return require_cupy(what)
+    raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+
+
+def to_host(a) -> np.ndarray:
+    """A numpy array of a numpy or cupy array (a view for numpy)."""
+    return a.get() if array_module(a) is not np else np.asarray(a)
+
+
+def native_dtype(dtype) -> np.dtype:
+    """``dtype`` in the machine's byte order (``>u2`` -> ``uint16`` on x86 and ARM)."""
+    return np.dtype(dtype).newbyteorder("=")
+
+
+def native(x):
+    """``x`` itself when its dtype is in the machine's byte order, else a copy that is, with the
+    same values: for code that cannot read other byte orders (numba, cupy, zarr codecs).
+
+    Big-endian datacubes are legitimate: the Merlin reader keeps the file's ``>u2`` pixels
+    (its chunks are views of the page cache) and kernels that can, read them in place."""
+    dtype = getattr(x, "dtype", None)
+    if dtype is None or dtype.isnative:
+        return x
+    return x.astype(native_dtype(dtype))
+
+
+def meta(like, ndim: int, dtype):
+    """An empty ``ndim``-dimensional array of ``dtype`` of ``like``'s array module: the ``meta``
+    of a dask array whose kernel returns arrays of the module its input chunks have."""
+    return array_module(like).empty((0,) * ndim, dtype=dtype)
