@@ -19,7 +19,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from .calibration import canonical_units
+from .calibration import canonical_units, convert_q_pixel_size
 from .checks import check_energy, check_pixel_size
 from .coords import (
     REL_TOL,
@@ -33,6 +33,7 @@ from .coords import (
     regular_coord,
     units,
 )
+from .lazy import from_memory, lazy_from_loader, memmap_loader
 
 DIMS = ("Rx", "Ry", "Qx", "Qy")
 R_DIMS = DIMS[:2]
@@ -108,7 +109,6 @@ def _to_dask(data, chunks):
                 stacklevel=3,
             )
         return data.rechunk(normalize_chunks(chunks, data.shape, data.dtype))
-    from .io.blocks import from_memory, lazy_from_loader, memmap_loader  # io imports us
 
     if not hasattr(data, "shape") or not hasattr(data, "dtype"):
         data = np.asarray(data)
@@ -444,8 +444,6 @@ def with_q_units(dc: xr.DataArray, units: str) -> xr.DataArray:
     """Re-express the detector coords in ``units`` (``"mrad"`` <-> ``"A^-1"``, a linear map at
     ``attrs["energy"]``, eV): every Qx, Qy coordinate is scaled, the origin included. Pixel
     data are untouched."""
-    from .calibration import convert_q_pixel_size
-
     dc = check_datacube(dc)
     own = dc.coords["Qx"].attrs["units"]
     target = canonical_units(units, parameter="units", allowed=UNITS["q"])

@@ -26,7 +26,7 @@ import numpy as np
 import xarray as xr
 
 from .datacube import from_array, normalize_chunks
-from .io.blocks import lazy_from_loader
+from .lazy import lazy_from_loader
 
 
 @dataclass(frozen=True)

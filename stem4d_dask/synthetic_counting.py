@@ -43,7 +43,7 @@ from scipy.special import ndtr
 
 from .checks import checked_int
 from .datacube import from_array, normalize_chunks
-from .io.blocks import lazy_from_loader
+from .lazy import lazy_from_loader
 
 EDGE = 2  # strikes keep at least this many pixels from every detector edge
 _HALF = 2  # spread footprints cover the (2 * _HALF + 1)^2 pixels around the nearest pixel

@@ -17,9 +17,9 @@ from writers_hdf5 import (
 
 import stem4d_dask as s4
 from stem4d_dask.io import detect
-from stem4d_dask.io.blocks import RawFileLoader
 from stem4d_dask.io.emd import is_emd, read_emd, to_h5
 from stem4d_dask.io.hdf5 import H5BlockLoader, is_legacy_emd, read_hdf5, read_legacy_emd
+from stem4d_dask.lazy import RawFileLoader
 
 SHAPE = (12, 10, 32, 24)
 

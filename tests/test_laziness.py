@@ -8,7 +8,7 @@ import pytest
 import zarr
 
 import stem4d_dask as s4
-from stem4d_dask.io.blocks import RawFileLoader
+from stem4d_dask.lazy import RawFileLoader
 from stem4d_dask.preprocess import set_scan_shape, swap_Qxy, swap_RQ, swap_Rxy
 
 HUGE = (512, 512, 256, 256)  # uint16: 32 GiB, far beyond what a test may allocate

@@ -46,6 +46,7 @@ from ..checks import checked_scan_shape
 from ..coords import regular_coord
 from ..datacube import auto_chunks, from_array, normalize_chunks, user_stacklevel
 from ..kernels.bslz4 import LITTLE, Bslz4Error, decode_run
+from ..lazy import lazy_from_loader
 from .emd import is_hdf5
 from .frames import frame_count_error
 from .hdf5 import hdf5_filters
@@ -622,7 +623,6 @@ def read_arina_masks(path) -> xr.Dataset:
     applied to the data by the detector when ``flatfield_correction_applied`` is 0 (see
     ``attrs["metadata"]["detector"]``). E.g. ``bad = read_arina_masks(p).pixel_mask != 0``.
     """
-    from .blocks import lazy_from_loader
 
     acq = _open(path)
     if acq.master is None:

@@ -31,7 +31,7 @@ import xarray as xr
 from ..checks import checked_scan_shape
 from ..coords import regular_coord
 from ..datacube import DIMS, assemble, from_array, normalize_chunks
-from .blocks import lazy_from_loader
+from ..lazy import lazy_from_loader
 from .frames import FrameSegment, FrameStack, FrameStackLoader, frame_count_error
 
 MAGICS = {0x0102: "1.2", 0x0103: "1.3"}

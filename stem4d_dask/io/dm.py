@@ -48,7 +48,7 @@ import numpy as np
 
 from ..checks import checked_scan_shape
 from ..datacube import MAX_CHUNK_BYTES, auto_chunks, normalize_chunks, user_stacklevel
-from .blocks import lazy_from_loader
+from ..lazy import lazy_from_loader
 from .frames import FrameSegment, FrameStack, FrameStackLoader, frame_count_error
 from .mrc import calibrated
 

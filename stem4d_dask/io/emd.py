@@ -46,8 +46,8 @@ from ..datacube import (
     from_array,
     normalize_chunks,
 )
+from ..lazy import lazy_from_loader
 from ..progress import active_client, compute
-from .blocks import lazy_from_loader
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 DATA_UNITS = "pixel intensity"

@@ -30,7 +30,7 @@ import numpy as np
 from ..checks import checked_scan_shape
 from ..coords import regular_coord
 from ..datacube import DIMS, assemble, from_array, normalize_chunks
-from .blocks import lazy_from_loader
+from ..lazy import lazy_from_loader
 from .frames import FrameSegment, FrameStack, FrameStackLoader, frame_count_error
 from .metadata import text_value
 

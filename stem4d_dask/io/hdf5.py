@@ -39,7 +39,7 @@ import numpy as np
 from ..calibration import Q_UNITS, R_UNITS
 from ..checks import checked_scan_shape
 from ..datacube import auto_chunks, from_array, normalize_chunks, user_stacklevel
-from .blocks import RawFileLoader, lazy_from_loader
+from ..lazy import RawFileLoader, lazy_from_loader
 from .emd import _text, is_hdf5
 from .frames import frame_count_error
 from .metadata import json_value

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..checks import checked_scan_shape
 from ..datacube import from_array, normalize_chunks, user_stacklevel
-from .blocks import lazy_from_loader
+from ..lazy import lazy_from_loader
 from .frames import FrameSegment, FrameStack, frame_count_error
 from .metadata import text_value
 

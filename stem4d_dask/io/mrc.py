@@ -48,7 +48,7 @@ from dask.base import tokenize
 from ..checks import checked_scan_shape
 from ..coords import regular_coord
 from ..datacube import assemble, from_array, normalize_chunks, user_stacklevel
-from .blocks import lazy_from_loader
+from ..lazy import lazy_from_loader
 from .frames import FrameSegment, FrameStack, FrameStackLoader, frame_count_error
 from .metadata import text_value
 

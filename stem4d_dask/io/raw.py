@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..datacube import from_array, normalize_chunks
-from .blocks import lazy_from_loader, raw_file_loader
+from ..lazy import lazy_from_loader, raw_file_loader
 
 
 def _scan_shape_4d(shape, scan_shape, parameter="shape"):
