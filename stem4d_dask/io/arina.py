@@ -47,9 +47,8 @@ from ..coords import regular_coord
 from ..datacube import auto_chunks, from_array, normalize_chunks, user_stacklevel
 from ..kernels.bslz4 import LITTLE, Bslz4Error, decode_run
 from ..lazy import lazy_from_loader
-from .emd import is_hdf5
 from .frames import frame_count_error
-from .hdf5 import hdf5_filters
+from .h5 import hdf5_filters, is_hdf5
 from .metadata import SMALL, json_value
 
 BSHUF_FILTER = 32008

@@ -48,8 +48,9 @@ from ..datacube import (
 )
 from ..lazy import lazy_from_loader
 from ..progress import active_client, compute
+from .h5 import h5_text, is_hdf5
+from .hdf5 import is_legacy_emd, read_legacy_emd
 
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 DATA_UNITS = "pixel intensity"
 
 
@@ -83,25 +84,6 @@ class H5DatasetWriter:
             f[self.dataset_path][region] = block
 
 
-def is_hdf5(path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(8) == HDF5_SIGNATURE
-    except OSError:
-        return False
-
-
-def _text(value):
-    """An attribute or scalar dataset value as str (bytes decoded) or a Python scalar."""
-    if isinstance(value, h5py.Dataset):
-        value = value[()]
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    if isinstance(value, np.ndarray) and value.ndim == 0:
-        value = value[()]
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def is_emd(path) -> bool:
     """True when ``path`` is an EMD 1.0 HDF5 file (root attr ``emd_group_type='file'``)
     holding a py4DSTEM DataCube (a group with ``python_class='DataCube'``). Older py4DSTEM
@@ -111,9 +93,9 @@ def is_emd(path) -> bool:
         return False
     try:
         with h5py.File(path, "r") as f:
-            if _text(f.attrs.get("emd_group_type")) != "file":
+            if h5_text(f.attrs.get("emd_group_type")) != "file":
                 return False
-            return f.visititems(lambda _, obj: True if isinstance(obj, h5py.Group) and _text(
+            return f.visititems(lambda _, obj: True if isinstance(obj, h5py.Group) and h5_text(
                 obj.attrs.get("python_class")) == "DataCube" else None) is True
     except OSError:
         return False
@@ -123,7 +105,7 @@ def _datacube_groups(f) -> list[str]:
     found = []
 
     def visit(name, obj):
-        if isinstance(obj, h5py.Group) and _text(obj.attrs.get("python_class")) == "DataCube":
+        if isinstance(obj, h5py.Group) and h5_text(obj.attrs.get("python_class")) == "DataCube":
             found.append("/" + name)
 
     f.visititems(visit)
@@ -180,20 +162,20 @@ def _read_calibration(group) -> dict:
     for space, allowed, dims in spaces:
         key = space.upper()
         if cal is not None and f"{key}_pixel_size" in cal:
-            size = _text(cal[f"{key}_pixel_size"])
-            units = _text(cal[f"{key}_pixel_units"]) if f"{key}_pixel_units" in cal else "pixels"
+            size = h5_text(cal[f"{key}_pixel_size"])
+            units = h5_text(cal[f"{key}_pixel_units"]) if f"{key}_pixel_units" in cal else "pixels"
             where = cal.name
         elif dims[0] in group:
             vec = group[dims[0]][()]
             size = float(vec[1] - vec[0]) if vec.size > 1 else 1.0
-            units = _text(group[dims[0]].attrs.get("units", "pixels"))
+            units = h5_text(group[dims[0]].attrs.get("units", "pixels"))
             where = group[dims[0]].name
         else:
             size, units, where = 1.0, "pixels", group.name
         size, units = _checked(size, units, allowed, space, where)
         out[f"{space}_pixel_size"], out[f"{space}_units"] = size, units
         out[f"{space}_origin"] = tuple(_origin(group, d, units) for d in dims)
-    energy = _text(cal["energy"]) if cal is not None and "energy" in cal else None
+    energy = h5_text(cal["energy"]) if cal is not None and "energy" in cal else None
     if isinstance(energy, int | float) and energy > 0:
         out["energy"] = float(energy)
     elif energy not in (None, "_None"):  # emdfile stores None as b"_None"
@@ -207,7 +189,7 @@ def _origin(group, dim, units) -> float:
     if dim not in group:
         return 0.0
     vec = np.asarray(group[dim][()], dtype=np.float64).ravel()
-    same = _text(group[dim].attrs.get("units", units)) == units
+    same = h5_text(group[dim].attrs.get("units", units)) == units
     return float(vec[0]) if same and vec.size and np.isfinite(vec[0]) else 0.0
 
 
@@ -232,7 +214,6 @@ def read_emd(path, *, name=None, chunks="auto"):
         raise FileNotFoundError(f"path: {path} does not exist or is not a file")
     if not is_hdf5(path):
         raise ValueError(f"path: {path} is not an HDF5 file (no HDF5 signature)")
-    from .hdf5 import is_legacy_emd, read_legacy_emd  # (hdf5 imports this module)
     if is_legacy_emd(path):  # py4DSTEM <= 0.13 or EMD 0.x: read, not refused
         return read_legacy_emd(path, name=name, chunks=chunks)
     with h5py.File(path, "r") as f:

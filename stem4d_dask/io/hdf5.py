@@ -40,21 +40,11 @@ from ..calibration import Q_UNITS, R_UNITS
 from ..checks import checked_scan_shape
 from ..datacube import auto_chunks, from_array, normalize_chunks, user_stacklevel
 from ..lazy import RawFileLoader, lazy_from_loader
-from .emd import _text, is_hdf5
 from .frames import frame_count_error
+from .h5 import h5_text, hdf5_filters, is_hdf5
 from .metadata import json_value
 
 _LIST = 20  # datasets listed in an error message
-
-
-def hdf5_filters() -> bool:
-    """Register hdf5plugin's compression filters (bitshuffle, LZ4, zstd, ...) with HDF5;
-    False when hdf5plugin is not installed."""
-    try:
-        import hdf5plugin  # noqa: F401  (registers compression filters with HDF5)
-    except ImportError:
-        return False
-    return True
 
 
 # --- any dataset ----------------------------------------------------------------------------
@@ -244,7 +234,7 @@ def read_hdf5(path, *, dataset, scan_shape=None, chunks="auto"):
     path, f = _open(path)
     with f:
         layout = _layout(path, f, dataset, scan_shape)
-        attrs = {k: json_value(_text(v)) for k, v in f[layout.dataset].attrs.items()}
+        attrs = {k: json_value(h5_text(v)) for k, v in f[layout.dataset].attrs.items()}
     data = _lazy(layout, chunks, f"hdf5-{Path(path).name}")
     metadata = {"dataset": layout.dataset, "stored_shape": list(layout.stored),
                 "dtype": layout.dtype.str, "attrs": attrs}
@@ -254,7 +244,7 @@ def read_hdf5(path, *, dataset, scan_shape=None, chunks="auto"):
 # --- legacy EMD / py4DSTEM ------------------------------------------------------------------
 
 def _attr(obj, key):
-    return _text(obj.attrs[key]) if key in obj.attrs else None
+    return h5_text(obj.attrs[key]) if key in obj.attrs else None
 
 
 def _is_emd1(f) -> bool:
@@ -364,7 +354,7 @@ def _units(units) -> tuple[str, float] | None:
 
 
 def _number(value):
-    value = _text(value)
+    value = h5_text(value)
     if isinstance(value, np.ndarray) and value.size >= 1 and value.dtype.kind in "iuf":
         values = np.unique(value.astype(float))
         value = values[0] if values.size == 1 else None
@@ -406,10 +396,10 @@ def _legacy_calibration(f, group, dset) -> tuple[dict, dict]:
         key = space.upper()
         dims = [group.get(f"dim{a + first}") for a in axes]
         given = items.get(f"{key}_pixel_size")
-        size, units = _number(given), _units(_text(items.get(f"{key}_pixel_units")))
+        size, units = _number(given), _units(h5_text(items.get(f"{key}_pixel_units")))
         source, problem = f"{where}/{key}_pixel_size", None
         if given is not None and size is None:
-            problem = f"{source} = {json_value(_text(given))!r}"
+            problem = f"{source} = {json_value(h5_text(given))!r}"
         elif size is None or units is None:
             steps = [_dim_step(d, dset.shape[a]) for d, a in zip(dims, axes, strict=True)]
             (size, units, source), other = steps
@@ -429,7 +419,7 @@ def _legacy_calibration(f, group, dset) -> tuple[dict, dict]:
         out[f"{space}_units"] = units[0]
         out[f"{space}_origin"] = tuple(_dim_origin(d, units) for d in dims)
         notes[space] = source
-    return out, {k: json_value(_text(v)) for k, v in items.items()} | {"sources": notes}
+    return out, {k: json_value(h5_text(v)) for k, v in items.items()} | {"sources": notes}
 
 
 def _dim_step(vec, n):
@@ -439,7 +429,7 @@ def _dim_step(vec, n):
             or vec.size < 2:
         return None, None, None
     values = vec[()].astype(float)
-    units = _units(_text(vec.attrs.get("units", "pixels")))
+    units = _units(h5_text(vec.attrs.get("units", "pixels")))
     steps = np.diff(values)
     if values.size == n and not np.allclose(steps, steps[0], rtol=1e-6, atol=0):
         warnings.warn(f"{vec.name}: irregular coordinates; using pixels",
@@ -453,7 +443,7 @@ def _dim_origin(vec, units) -> float:
     if not isinstance(vec, h5py.Dataset) or vec.ndim != 1 or vec.size == 0 \
             or vec.dtype.kind not in "iuf":
         return 0.0
-    own = _units(_text(vec.attrs.get("units", "pixels")))
+    own = _units(h5_text(vec.attrs.get("units", "pixels")))
     start = float(vec[0])
     return start * own[1] if own is not None and own[0] == units[0] and np.isfinite(start) \
         else 0.0
