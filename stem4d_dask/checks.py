@@ -111,8 +111,8 @@ def checked_array(value, shape, parameter, kinds="biuf", finite=True, what=""):
     if not finite or value.dtype.kind != "f":
         return value
     if isinstance(value, da.Array):
-        return value.map_blocks(finite_or_raise, parameter, dtype=value.dtype,
-                                token=f"check-{parameter}")
+        return da.map_blocks(finite_or_raise, value, parameter, dtype=value.dtype,
+                             token=f"check-{parameter}")
     return finite_or_raise(value, parameter)
 
 
@@ -184,3 +184,25 @@ def scan_array(value, datacube, parameter, kinds="biuf", finite=True):
     dask (lazy stays lazy), checked as :func:`checked_array` does."""
     return checked_array(align(value, datacube, R_DIMS, parameter), datacube.shape[:2],
                          parameter, kinds, finite, what="scan ")
+
+
+def scan_field_pair(pair, name: str, shape=None, scalars: bool = False) -> list:
+    """A pair ``(x, y)`` of ``(Rx, Ry)`` real arrays (numpy-convertible; with ``scalars``, numbers
+    are allowed too) as two float64 numpy arrays. ``shape``: the scan shape they must have
+    (None: any 2D shape). ``ValueError`` naming ``name`` for anything but a pair, a non-real
+    dtype or the wrong shape."""
+    if isinstance(pair, str | bytes) or not hasattr(pair, "__len__") or len(pair) != 2:
+        raise ValueError(f"{name} must be a pair (x, y) of (Rx, Ry) arrays, got {type(pair)}")
+    out = []
+    for a in pair:
+        arr = np.asarray(a)
+        if arr.dtype.kind not in "biuf":
+            raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+        want = shape if shape is not None else arr.shape
+        ok = arr.ndim == 2 and arr.shape == want or (scalars and arr.ndim == 0)
+        if not ok:
+            raise ValueError(f"{name} must be a pair of arrays of the scan shape "
+                             f"{want if shape is not None else '(Rx, Ry)'}"
+                             f"{' or scalars' if scalars else ''}, got shape {arr.shape}")
+        out.append(arr.astype(np.float64))
+    return out

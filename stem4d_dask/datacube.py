@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import types
 import warnings
 
 import dask.array as da
@@ -342,7 +343,8 @@ def user_stacklevel() -> int:
     """The ``stacklevel`` of the first caller outside this package, so a warning points at the
     user's line, however deep in the package it is raised."""
     package = os.path.dirname(os.path.abspath(__file__))
-    frame, level = sys._getframe(1), 1
+    frame: types.FrameType | None = sys._getframe(1)
+    level = 1
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
         frame, level = frame.f_back, level + 1
     return level
