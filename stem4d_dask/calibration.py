@@ -11,6 +11,8 @@ Common aliases (``"Å"``, ``"1/Å"``, ``"1/A"``, ``"angstrom"`` ...) are accepte
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 R_UNITS = ("pixels", "A", "nm")
@@ -99,3 +101,67 @@ def convert_q_pixel_size(q_pixel_size: float, from_units: str, to_units: str, en
     if src == "mrad":
         return float(mrad_to_inv_angstrom(q_pixel_size, energy))
     return float(inv_angstrom_to_mrad(q_pixel_size, energy))
+
+
+def scan_sampling(r_units: str, r_size: float) -> tuple[float, str]:
+    """A scan pixel size in the units a phase reconstruction works in: ``(size, "A")`` from a
+    canonical ``"A"`` or ``"nm"`` calibration (nm converted to Å), ``(r_size, "pixels")`` when
+    the scan is uncalibrated."""
+    if r_units == "pixels":
+        return r_size, "pixels"
+    return (r_size * 10 if r_units == "nm" else r_size), "A"
+
+
+def reciprocal_sampling(q_units: str, q_size: float, energy, *,
+                        hint: str = "") -> tuple[float, str, float | None]:
+    """A detector pixel size as ``(reciprocal, units, angular)`` (py4DSTEM's DPC samplings).
+
+    ``q_units`` (canonical) and ``q_size``: the detector calibration; ``energy``: beam energy
+    in eV, or None. ``reciprocal`` is in ``units``: Å⁻¹ (``"A^-1"``, an ``"mrad"`` calibration
+    converted with the wavelength) or ``"pixels"``; ``angular`` is mrad per pixel (None for an
+    ``"A^-1"`` calibration without an energy; ``q_size`` itself, as in py4DSTEM, for
+    ``"pixels"``). An ``"mrad"`` calibration without an energy raises ``ValueError`` naming
+    ``energy`` (``hint`` is appended to the message).
+    """
+    wavelength = electron_wavelength_angstrom(energy) if energy is not None else None
+    if q_units == "pixels":
+        return q_size, "pixels", q_size
+    if q_units == "A^-1":
+        return q_size, "A^-1", (q_size * wavelength * 1e3 if wavelength is not None else None)
+    if wavelength is None:
+        raise ValueError("energy: a detector calibrated in 'mrad' needs the beam energy (eV) to "
+                         f"convert to A^-1{hint}")
+    return q_size / wavelength / 1e3, "A^-1", q_size
+
+
+@dataclass(frozen=True)
+class PhaseSamplings:
+    """The samplings of a phase reconstruction (py4DSTEM's DPC attributes), each a pair
+    ``(x, y)``: ``scan`` in ``scan_units`` (Å or pixels), ``reciprocal`` in
+    ``reciprocal_units`` (Å⁻¹ or pixels), ``angular`` in mrad per pixel (or None)."""
+
+    scan: tuple
+    scan_units: tuple
+    reciprocal: tuple
+    reciprocal_units: tuple
+    angular: tuple | None
+
+
+def phase_samplings(r_units: str, r_size: float, q_units: str, q_size: float, energy, *,
+                    warn=None, hint: str = "") -> PhaseSamplings:
+    """:class:`PhaseSamplings` of square pixels of ``r_size`` (scan, canonical ``r_units``) and
+    ``q_size`` (detector, canonical ``q_units``) at beam ``energy`` (eV or None), from
+    :func:`scan_sampling` and :func:`reciprocal_sampling` (``hint``: appended to the latter's
+    error). ``warn(message)``, when given, is called for an uncalibrated space (the result
+    is then not quantitative): first the scan's, before the detector calibration is
+    converted."""
+    scan, scan_units = scan_sampling(r_units, r_size)
+    if warn is not None and scan_units == "pixels":
+        warn("Iterative reconstruction will not be quantitative unless you specify "
+             "real-space calibrations in 'A'")
+    recip, units, angular = reciprocal_sampling(q_units, q_size, energy, hint=hint)
+    if warn is not None and units == "pixels":
+        warn("Iterative reconstruction will not be quantitative unless you specify "
+             "appropriate reciprocal-space calibrations")
+    return PhaseSamplings((scan, scan), (scan_units, scan_units), (recip, recip),
+                          (units, units), None if angular is None else (angular, angular))

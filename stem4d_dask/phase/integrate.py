@@ -318,3 +318,22 @@ def _step(obj, update, step):
     """``obj + step * update`` rounded to float32 (py4DSTEM's in-place float32 update)."""
     xp = array_module(obj)
     return (obj + step * update).astype(xp.float32, copy=False)
+
+
+def integrate_on_canvas(obj, com_x, com_y, sampling, xp=np, *, gaussian_sigma=None,
+                        butterworth: bool = True, q_lowpass=None, q_highpass=None,
+                        butterworth_order=2, **loop) -> IntegrationResult:
+    """:func:`fourier_integrate` of ``(com_x, com_y)`` (float32 ``(Rx, Ry)``) into the padded
+    object ``obj`` (float32 canvas; host arrays are moved to ``xp``), with the operators and
+    filters of the canvas: ``gaussian_sigma`` in scan units (Å or pixels; None: no Gaussian),
+    the Butterworth envelope of ``q_lowpass``/``q_highpass`` (Å⁻¹) when ``butterworth``.
+    ``loop``: ``error``, ``step``, ``max_iter``, ... of :func:`fourier_integrate`."""
+    shape = tuple(obj.shape)
+    ops = fourier_operators(shape, sampling, xp)
+    envelope = None
+    if butterworth:
+        envelope = butterworth_envelope(shape, sampling, q_lowpass, q_highpass,
+                                        butterworth_order, xp)
+    sigma = None if gaussian_sigma is None else float(gaussian_sigma) / sampling[0]
+    return fourier_integrate(xp.asarray(obj), xp.asarray(com_x), xp.asarray(com_y), sampling,
+                             *ops, gaussian_sigma_px=sigma, envelope=envelope, **loop)

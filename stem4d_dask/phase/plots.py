@@ -5,11 +5,18 @@ nothing elsewhere, so scripts and tests have no display side effects.
 
 Images follow py4DSTEM's layout: the first dim (``Rx``) runs down the rows, the second
 (``Ry``) across, with extents from the calibrated coords.
+
+The ``dpc_*`` functions build the figures of a :class:`stem4d_dask.phase.DPC` from its public
+results (``com_x``, ``rotation_curve``, ``object_phase``, ``error_iterations`` ...); the class
+stores them in ``dpc.figures`` and shows them.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import xarray as xr
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import hsv_to_rgb
 from matplotlib.figure import Figure
@@ -172,3 +179,99 @@ def plot_phase_iterations(iterations, errors=None, *, grid=(2, 4), cmap="magma",
         ax.set_ylabel("NMSE")
     fig.tight_layout()
     return fig
+
+
+# ---- DPC figures ------------------------------------------------------------------------------
+
+_PY4DSTEM_ONLY = ("scalebar", "pixelsize", "pixelunits")  # accepted, ignored: axes are calibrated
+
+
+def _like(values, template: xr.DataArray, name: str) -> xr.DataArray:
+    """``values`` (an ``(Rx, Ry)`` array) on ``template``'s dims and coords, without units."""
+    return xr.DataArray(np.asarray(values), dims=template.dims, coords=template.coords,
+                        name=name, attrs={"units": "", "long_name": ""})
+
+
+def dpc_com_figure(dpc, all_fields: bool = False, **kwargs) -> Figure:
+    """The corrected CoM ``(com_x, com_y)`` of a preprocessed DPC; with ``all_fields`` the
+    measured (detector pixels) and normalised CoM before them. ``kwargs``: ``figsize``, ``cmap``
+    ... of :func:`plot_com_fields`."""
+    panels = [("Corrected CoM_x", dpc.com_x), ("Corrected CoM_y", dpc.com_y)]
+    if all_fields:
+        panels = [("CoM_x", dpc.com_measured_x), ("CoM_y", dpc.com_measured_y),
+                  ("Normalized CoM_x", dpc.com_normalized_x),
+                  ("Normalized CoM_y", dpc.com_normalized_y)] + panels
+    return plot_com_fields(panels, **kwargs)
+
+
+def dpc_preprocess_figures(dpc, plot_center_of_mass, plot_rotation, kwargs) -> dict:
+    """``{"rotation": Figure, "center_of_mass": Figure}`` as ``DPC.preprocess`` draws them:
+    the rotation curve when ``plot_rotation`` and there is a curve (more than one angle, or a
+    finite value), the CoM when ``plot_center_of_mass`` is ``'default'``/True (corrected) or
+    ``'all'``. ``kwargs``: ``figsize`` (both) and ``cmap`` (CoM)."""
+    figs = {}
+    curve = dpc.rotation_curve if plot_rotation else None
+    if curve is not None and (curve.sizes["angle"] > 1
+                              or np.isfinite(curve["untransposed"].values).any()):
+        figs["rotation"] = plot_rotation_curve(curve, figsize=kwargs.get("figsize", (8, 3)))
+    if plot_center_of_mass in ("default", "all", True):
+        figs["center_of_mass"] = dpc_com_figure(dpc, plot_center_of_mass == "all", **kwargs)
+    return figs
+
+
+def dpc_complex_figure(dpc, com=None, cbar=True, vmax=None, **kwargs) -> Figure:
+    """Complex-colour image of ``com_x + i com_y`` (``com``: a ``(com_x, com_y)`` pair of
+    ``(Rx, Ry)`` arrays instead); py4DSTEM's ``scalebar``, ``pixelsize``, ``pixelunits`` are
+    ignored (the axes are calibrated), the rest go to :func:`plot_complex`."""
+    if com is None:
+        cx, cy = dpc.com_x, dpc.com_y
+    else:
+        template = dpc.com_x
+        cx, cy = _like(com[0], template, "com_x"), _like(com[1], template, "com_y")
+    for ignored in _PY4DSTEM_ONLY:
+        kwargs.pop(ignored, None)
+    return plot_complex(cx, cy, cbar=cbar, vmax=vmax, **kwargs)
+
+
+def dpc_phase_figure(dpc, fig=None, iterations_grid=None, plot_convergence: bool = True,
+                     cbar: bool = True, **kwargs) -> Figure:
+    """``object_phase`` and the error per iteration (``fig``: draw into this Figure); with
+    ``iterations_grid=(rows, cols)`` the stored iterations instead (``ValueError`` when
+    ``reconstruct(store_iterations=True)`` did not store them)."""
+    if iterations_grid is None:
+        return plot_phase(dpc.object_phase, dpc.error_iterations, cbar=cbar,
+                          plot_convergence=plot_convergence, fig=fig,
+                          title=f"Normalized mean squared error: {dpc.error:.3e}", **kwargs)
+    if not hasattr(dpc, "object_phase_iterations"):
+        raise ValueError("iterations_grid: object iterations were not stored; run "
+                         "reconstruct(store_iterations=True)")
+    template = dpc.com_x  # any (Rx, Ry) result: the scan coords
+    its = [_like(a, template, "object_phase") for a in dpc.object_phase_iterations]
+    return plot_phase_iterations(its, dpc.error_iterations if plot_convergence else None,
+                                 grid=iterations_grid, fig=fig)
+
+
+def dpc_figures(dpc, phase: bool) -> dict:
+    """The figures ``DPC.save_figures`` writes, by file stem: ``dpc_center_of_mass`` (measured,
+    normalised and corrected CoM), ``dpc_rotation``, ``dpc_complex_com`` and, with ``phase``
+    (after ``reconstruct``), ``dpc_phase``."""
+    figs = {"dpc_center_of_mass": dpc_com_figure(dpc, True),
+            "dpc_rotation": plot_rotation_curve(dpc.rotation_curve),
+            "dpc_complex_com": plot_complex(dpc.com_x, dpc.com_y)}
+    if phase:
+        figs["dpc_phase"] = plot_phase(dpc.object_phase, dpc.error_iterations,
+                                       title=f"Normalized mean squared error: {dpc.error:.3e}")
+    return figs
+
+
+def save_pngs(figs: dict, out_dir) -> list:
+    """Write ``{stem: Figure}`` as ``out_dir/stem.png`` (the folder created if needed); returns
+    the paths written, in order."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, fig in figs.items():
+        path = out / f"{name}.png"
+        fig.savefig(path)
+        paths.append(path)
+    return paths

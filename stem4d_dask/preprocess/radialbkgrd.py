@@ -46,10 +46,10 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from ..checks import checked_int, flag, real
-from ..datacube import DIMS, R_DIMS, calibration_attrs, check_datacube
+from ..backend import array_module
+from ..checks import flag
+from ..datacube import DIMS, R_DIMS, calibration_attrs
 from ..graph import frame_blocks, rebuild, result_float_dtype
-from ..kernels import array_module
 from ..kernels.polar import (
     background_1d,
     background_1d_frames,
@@ -59,17 +59,15 @@ from ..kernels.polar import (
     subtract_background_frames,
     subtract_fixed_background,
 )
-
-_OPTIONS = {  # get_1D_polar_background's options and defaults
-    "center": None,
-    "maskUpdateIter": 3,
-    "min_relative_threshold": 4,
-    "smoothing": False,
-    "smoothingWindowSize": 3,
-    "smoothingPolyOrder": 4,
-    "smoothing_log": True,
-    "min_background_value": 1e-3,
-}
+from .radialbkgrd_checks import (
+    background_options,
+    checked_background,
+    checked_plan,
+    checked_r_bins,
+    data_kind,
+    ellipse,
+    merged_options,
+)
 
 
 def get_1D_polar_background(data, p_ellipse, center=None, maskUpdateIter=3,
@@ -106,13 +104,13 @@ def get_1D_polar_background(data, p_ellipse, center=None, maskUpdateIter=3,
       lazy DataArray with dim ``r``; for a datacube a lazy float64 DataArray ``(Rx, Ry, r)``
       (one task per chunk), with coord ``r = r_bins`` (units pixels).
     """
-    kind, arr = _data(data, "data")
+    kind, arr = data_kind(data, "data")
     data = arr if kind == "cube" else data
-    p = _geometry(p_ellipse, center)
+    p = ellipse(p_ellipse, center)
     return_polararr = flag(return_polararr, "return_polararr")
-    plan = _plan(arr.shape[-2:], p)
+    plan = checked_plan(arr.shape[-2:], p)
     n = plan.n_valid_r
-    options = _options(n, maskUpdateIter, min_relative_threshold, smoothing,
+    options = background_options(n, maskUpdateIter, min_relative_threshold, smoothing,
                        smoothingWindowSize, smoothingPolyOrder, smoothing_log,
                        min_background_value)
     r_bins = plan.rr[0, :n].copy()
@@ -161,11 +159,11 @@ def get_2D_polar_background(data, background1D, r_bins, p_ellipse, center=None):
     DataArray. For a datacube: a lazy datacube of backgrounds (float32 for data of <= 16 bits,
     float64 otherwise; see ``result_float_dtype``), one task per chunk, no pixel data read.
     """
-    kind, arr = _data(data, "data")
+    kind, arr = data_kind(data, "data")
     data = arr if kind == "cube" else data
-    p = _geometry(p_ellipse, center)
-    r = _r_bins(r_bins)
-    bg = _background(background1D, r.shape[0])
+    p = ellipse(p_ellipse, center)
+    r = checked_r_bins(r_bins)
+    bg = checked_background(background1D, r.shape[0])
     shape = tuple(arr.shape[-2:])
     if kind != "cube" or bg.ndim == 1:
         if bg.ndim != 1:
@@ -215,17 +213,13 @@ def subtract_polar_background(datacube, p_ellipse, per_pattern=True, **options):
     """
     from ..virtual import mean_diffraction_pattern
 
-    unknown = sorted(set(options) - set(_OPTIONS))
-    if unknown:
-        raise TypeError(f"subtract_polar_background: unknown options {unknown}; expected some "
-                        f"of {sorted(_OPTIONS)}")
-    merged = {**_OPTIONS, **options}
+    merged = merged_options(options, "subtract_polar_background")
     per_pattern = flag(per_pattern, "per_pattern")
-    p = _geometry(p_ellipse, merged.pop("center"))
+    p = ellipse(p_ellipse, merged.pop("center"))
     datacube, blocks = frame_blocks(datacube)
     dtype = result_float_dtype(blocks.dtype)
-    plan = _plan(blocks.shape[2:], p)
-    opts = _options(plan.n_valid_r, **merged)
+    plan = checked_plan(blocks.shape[2:], p)
+    opts = background_options(plan.n_valid_r, **merged)
     meta = array_module(blocks._meta).empty((0, 0, 0, 0), dtype=dtype)
     if per_pattern:
         out = blocks.map_blocks(subtract_background_frames, p_ellipse=p, options=opts,
@@ -272,131 +266,3 @@ def _broadcast_background(datacube, background2d):
                         dtype=dtype, meta=np.empty((0, 0, 0, 0), dtype=dtype),
                         token="polar_background_2d")
     return rebuild(datacube, out)
-
-
-def _data(data, name):
-    """``("frame", 2D numpy/cupy)``, ``("lazy", 2D dask array)`` or ``("cube", datacube)``."""
-    if isinstance(data, xr.DataArray):
-        if data.ndim == 4:
-            kind, arr = "cube", check_datacube(data, parameter=name)
-        elif data.ndim == 2:
-            if set(data.dims) == set(DIMS[2:]):
-                data = data.transpose(*DIMS[2:])
-            inner = data.data
-            kind, arr = ("lazy", inner) if isinstance(inner, da.Array) else (
-                "frame", np.asarray(inner))
-        else:
-            raise ValueError(f"{name} must be a 2D pattern (Qx, Qy) or a datacube (Rx, Ry, Qx, "
-                             f"Qy), got a DataArray with dims {data.dims}")
-    elif isinstance(data, da.Array):
-        if data.ndim != 2:
-            raise ValueError(f"{name} must be a 2D pattern or a datacube DataArray, got a "
-                             f"{data.ndim}D dask array of shape {data.shape} (wrap a scan with "
-                             "stem4d_dask.from_array)")
-        kind, arr = "lazy", data
-    else:
-        if array_module(data) is np:
-            try:
-                data = np.asarray(data)
-            except (TypeError, ValueError) as err:
-                raise ValueError(f"{name} must be a 2D array, got {type(data).__name__}") from err
-        if data.ndim != 2:
-            raise ValueError(f"{name} must be a 2D pattern (Qx, Qy) or a datacube DataArray "
-                             f"(Rx, Ry, Qx, Qy), got an array of shape {tuple(data.shape)}"
-                             + (" (wrap a scan with stem4d_dask.from_array)"
-                                if data.ndim == 4 else ""))
-        kind, arr = "frame", data
-    if np.dtype(arr.dtype).kind not in "biuf":
-        raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    return kind, arr
-
-
-def _geometry(p_ellipse, center):
-    """``(qx0, qy0, a, b, theta)`` as floats, the centre replaced by ``center`` if given."""
-    try:
-        p = np.array(p_ellipse, dtype=np.float64)
-    except (TypeError, ValueError):
-        p = None
-    if p is None or p.shape != (5,) or not np.all(np.isfinite(p)):
-        raise ValueError("p_ellipse must be 5 finite numbers (qx0, qy0, a, b, theta) in pixels "
-                         f"and radians, got {p_ellipse!r}")
-    if p[2] <= 0 or p[3] <= 0:
-        raise ValueError(f"p_ellipse: the semi-axes a and b must be > 0, got a={float(p[2])!r}, "
-                         f"b={float(p[3])!r} (p_ellipse={p_ellipse!r})")
-    if center is not None:
-        try:
-            c = np.array(center, dtype=np.float64)
-        except (TypeError, ValueError):
-            c = None
-        if c is None or c.shape != (2,) or not np.all(np.isfinite(c)):
-            raise ValueError(f"center must be None or two finite numbers (qx0, qy0) in pixels, "
-                             f"got {center!r}")
-        p[:2] = c
-    return tuple(float(v) for v in p)
-
-
-def _plan(shape, p):
-    plan = polar_plan(shape, p)
-    if plan.n_valid_r == 0:
-        raise ValueError(f"p_ellipse: no polar sample falls inside the {tuple(shape)} pattern "
-                         f"for the centre ({p[0]}, {p[1]}) (pixels)")
-    return plan
-
-
-def _options(n_r, maskUpdateIter, min_relative_threshold, smoothing, smoothingWindowSize,
-             smoothingPolyOrder, smoothing_log, min_background_value):
-    """Checked keyword arguments of :func:`stem4d_dask.kernels.polar.background_1d`."""
-    iterations = checked_int(maskUpdateIter, "maskUpdateIter", 0)
-    threshold = real(min_relative_threshold, "min_relative_threshold", finite=False)
-    if not 0 < threshold < np.inf:
-        raise ValueError(f"min_relative_threshold must be a finite number > 0, got "
-                         f"{min_relative_threshold!r}")
-    smoothing = flag(smoothing, "smoothing")
-    smoothing_log = flag(smoothing_log, "smoothing_log")
-    window = checked_int(smoothingWindowSize, "smoothingWindowSize", 1)
-    if window % 2 == 0:
-        raise ValueError(f"smoothingWindowSize must be odd, got {smoothingWindowSize!r}")
-    order = min(checked_int(smoothingPolyOrder, "smoothingPolyOrder", 0), window - 1)
-    floor = real(min_background_value, "min_background_value", finite=False)
-    if smoothing and window > n_r:
-        raise ValueError(f"smoothingWindowSize must not exceed the number of r bins ({n_r}), "
-                         f"got {smoothingWindowSize!r}")
-    if smoothing and smoothing_log and not floor > 0:
-        raise ValueError("min_background_value must be > 0 when smoothing in log space "
-                         f"(smoothing_log=True), got {min_background_value!r}")
-    return dict(mask_update_iter=iterations, min_relative_threshold=threshold,
-                min_background_value=floor, smoothing=smoothing, window=window,
-                polyorder=order, smoothing_log=smoothing_log)
-
-
-def _r_bins(r_bins):
-    if isinstance(r_bins, da.Array) or (isinstance(r_bins, xr.DataArray)
-                                        and isinstance(r_bins.data, da.Array)):
-        raise ValueError("r_bins must be a numpy array (it is known when the graph is built), "
-                         "got a dask array")
-    try:
-        r = np.array(r_bins, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"r_bins must be a 1D array of numbers, got {r_bins!r}") from err
-    if r.ndim != 1 or r.shape[0] < 2 or not np.all(np.isfinite(r)) or np.any(np.diff(r) <= 0):
-        raise ValueError("r_bins must be a 1D array of at least 2 finite, increasing radii "
-                         f"(pixels), got shape {r.shape}: {r!r}")
-    return r
-
-
-def _background(background1D, n_r):
-    """``background1D`` as a numpy or dask array, its last axis checked against ``n_r``."""
-    if isinstance(background1D, xr.DataArray):
-        if "r" in background1D.dims and background1D.ndim == 3:
-            background1D = background1D.transpose(*R_DIMS, "r")
-        background1D = background1D.data
-    if not isinstance(background1D, da.Array) and array_module(background1D) is np:
-        try:
-            background1D = np.asarray(background1D, dtype=np.float64)
-        except (TypeError, ValueError) as err:
-            raise ValueError("background1D must be an array of numbers, got "
-                             f"{type(background1D).__name__}") from err
-    if background1D.ndim not in (1, 3) or background1D.shape[-1] != n_r:
-        raise ValueError(f"background1D and r_bins must have the same length: background1D has "
-                         f"shape {tuple(background1D.shape)}, r_bins has {n_r} bins")
-    return background1D
