@@ -1,15 +1,22 @@
 """Graph plumbing shared by the operations: whole-frame blocks of a checked datacube, mapping a
 kernel over frames (:func:`map_frames`), unwrapping dask's nested blocks, shared graph keys,
-drawing frames, and rebuilding datacubes from results. Argument checks live in
+drawing frames, rebuilding datacubes from results, and one layer of tasks per chunk over values
+that are not dask arrays (:func:`chunk_tasks`: the events' blocks). Argument checks live in
 :mod:`stem4d_dask.checks`, the array backend in :mod:`stem4d_dask.backend`."""
 
 from __future__ import annotations
 
+import functools
 import warnings
+from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
+from dask.base import tokenize
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
 
 from .backend import meta
 from .checks import positive_int
@@ -160,3 +167,66 @@ def result_float_dtype(dtype) -> np.dtype:
     if out.kind != "f":
         raise ValueError(f"datacube: expected real data, got dtype {np.dtype(dtype)}")
     return out
+
+
+def chunk_location(chunks, index) -> str:
+    """``'scan chunk (i, j) (rows a:b, columns c:d)'``: where chunk ``index`` ``(i, j)`` of the
+    dask-style scan ``chunks`` ``((rows, ...), (columns, ...))`` lies, for error messages."""
+    i, j = index
+    r0, c0 = sum(chunks[0][:i]), sum(chunks[1][:j])
+    return (f"scan chunk ({i}, {j}) (rows {r0}:{r0 + chunks[0][i]}, columns "
+            f"{c0}:{c0 + chunks[1][j]})")
+
+
+def chunk_tasks(name: str, tasks: dict, dependencies) -> HighLevelGraph:
+    """One graph layer ``name`` with one task per chunk: ``{index: task}`` (``index`` a tuple of
+    ints, ``task`` a dask task tuple ``(callable, *args)`` whose args may be keys of
+    ``dependencies``, the collections it reads) becomes key ``(name, *index)``.
+
+    The one idiom for a per-chunk graph over values that are not chunks of a dask array (the
+    events' CSR blocks: ``Delayed`` values): a single layer, however many chunks, where
+    ``da.from_delayed`` + ``da.block`` would add a layer and a concatenation per chunk. Views
+    of it: :func:`delayed_chunks` and :func:`map_chunk_values`."""
+    layer: dict[Any, Any] = {(name, *index): task for index, task in tasks.items()}
+    return HighLevelGraph.from_collections(name, layer, dependencies=list(dependencies))
+
+
+def delayed_chunks(name: str, tasks: dict, dependencies, shape) -> np.ndarray:
+    """The :func:`chunk_tasks` layer as an object array of ``shape``: a ``Delayed`` per task at
+    its index, ``None`` where there is no task."""
+    graph = chunk_tasks(name, tasks, dependencies)
+    out = np.empty(shape, dtype=object)
+    for index in tasks:
+        out[index] = Delayed((name, *index), graph, layer=name)
+    return out
+
+
+def object_grid(values, shape) -> np.ndarray:
+    """``values`` (one per chunk, in C order: e.g. what ``dask.compute`` returns for the
+    ``.flat`` of a :func:`delayed_chunks` grid) as an object array of ``shape``."""
+    out = np.empty(shape, dtype=object)
+    for index, value in zip(np.ndindex(*shape), values, strict=True):
+        out[index] = value
+    return out
+
+
+def map_chunk_values(func, values: np.ndarray, *shared, chunks, dtype, name: str,
+                     keywords=None) -> da.Array:
+    """A numpy-backed dask array with one task per chunk over ``values``, an object array of
+    ``Delayed`` (one per chunk, e.g. from :func:`delayed_chunks`): the block at index ``(*ix,
+    0, ...)`` is ``func(values[ix], *shared, **keywords(ix))``.
+
+    ``shared``: arguments every task receives whole (masks), one graph key each. ``chunks``:
+    the result's chunks (dask style), one block per value along the first ``values.ndim``
+    axes, whole along the rest. ``keywords``: ``index -> dict`` of per-chunk keywords (where
+    the chunk lies, its shape), part of the token. One :func:`chunk_tasks` layer."""
+    keys = [dask.delayed(a, traverse=False, pure=True) for a in shared]
+    handles: dict[tuple, Any] = {ix: values[ix] for ix in np.ndindex(*values.shape)}
+    per_chunk = {ix: (keywords(ix) if keywords else {}) for ix in handles}
+    out = f"{name}-" + tokenize(func, [h.key for h in handles.values()], [k.key for k in keys],
+                                list(per_chunk.values()), chunks, np.dtype(dtype).str)
+    zeros = (0,) * (len(chunks) - values.ndim)
+    tasks = {(*ix, *zeros): (functools.partial(func, **per_chunk[ix]), h.key,
+                             *(k.key for k in keys)) for ix, h in handles.items()}
+    graph = chunk_tasks(out, tasks, [*values.flat, *keys])
+    return da.Array(graph, out, chunks, meta=np.empty((0,) * len(chunks), dtype))

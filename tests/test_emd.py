@@ -13,7 +13,8 @@ from py4dstem_oracle import FIXTURES, SKIP_REASON, available, py4dstem_read
 
 import stem4d_dask as s4
 from stem4d_dask.datacube import auto_chunks
-from stem4d_dask.io.emd import H5DatasetLoader, _write_layout, is_emd, read_emd, to_h5
+from stem4d_dask.io.emd import _write_layout, is_emd, read_emd, to_h5
+from stem4d_dask.io.h5 import H5BlockLoader
 from stem4d_dask.io.hdf5 import is_legacy_emd
 
 EXPECTED = json.loads((FIXTURES / "py4dstem_written.json").read_text())
@@ -214,7 +215,7 @@ def test_read_huge_file_reads_no_pixels(tmp_path, monkeypatch):
     def refuse(self, slices):
         raise AssertionError("pixel data was read while building a graph")
 
-    monkeypatch.setattr(H5DatasetLoader, "__call__", refuse)
+    monkeypatch.setattr(H5BlockLoader, "__call__", refuse)
     tracemalloc.start()
     dc = read_emd(path)
     summed = dc.sum(("Qx", "Qy"))
@@ -225,6 +226,16 @@ def test_read_huge_file_reads_no_pixels(tmp_path, monkeypatch):
     assert dc.data.chunksize == (4, 128, 256, 256)  # 64 MiB, whole HDF5 chunks
     assert dc.attrs["q_units"] == "mrad" and dc.attrs["r_pixel_size"] == 2.0
     assert len(cloudpickle.dumps(dict(dc.data.__dask_graph__()))) < 1_000_000
+
+
+def test_unreadable_block_names_file_and_scan_positions(tmp_path):
+    dc, _ = make_dc("uint16")
+    path = s4.to_h5(dc, tmp_path / "gone.h5", progress=False)
+    lazy = read_emd(path)
+    path.write_bytes(b"not an HDF5 file any more")  # replaced after the graph was built
+    with pytest.raises(ValueError, match=r"gone.h5:/datacube_root/datacube/data: the block of "
+                                         r"scan positions Rx \(0, \d\)"):
+        lazy.compute()
 
 
 def test_scan_chunks_policy():

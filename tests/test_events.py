@@ -15,15 +15,15 @@ import pytest
 import xarray as xr
 
 import stem4d_dask as s4
-from stem4d_dask.events import (
-    FORMAT,
-    ElectronEvents,
-    counted_datacube_to_pointlistarray,
-    counted_pointlistarray_to_datacube,
-)
+from stem4d_dask.events import ElectronEvents
+from stem4d_dask.io.events_store import FORMAT
 from stem4d_dask.kernels.counting import EventBlock
 from stem4d_dask.kernels.events import dense_to_events
 from stem4d_dask.phase import center_of_mass
+from stem4d_dask.preprocess.electroncount import (
+    counted_datacube_to_pointlistarray,
+    counted_pointlistarray_to_datacube,
+)
 from stem4d_dask.virtual import virtual_image
 
 CAL = dict(r_pixel_size=1.5, r_units="A", q_pixel_size=0.25, q_units="mrad", energy=300e3)
@@ -330,6 +330,7 @@ def test_zarr_overwrite_partial_and_failed_write(tmp_path):
     with pytest.raises(ValueError, match="qx positions"):
         broken.to_zarr(tmp_path / "b.zarr", progress=False)
     assert not (tmp_path / "b.zarr").exists()
+    assert not (tmp_path / "b.zarr.partial").exists()  # removed on failure, as to_h5 does
 
 
 def test_compression_of_a_sparse_counted_scan(tmp_path):

@@ -7,6 +7,7 @@ import xarray as xr
 import zarr
 
 import stem4d_dask as s4
+from stem4d_dask.io.storage import completed_at, compressor_codecs
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "int32", "float32", "float64"])
@@ -118,3 +119,52 @@ def test_rechunk_on_write_and_inner_chunks(tmp_path, dc_u16, cube_u16):
     assert arr.shards == (7, 3, 12, 10)
     assert arr.chunks[0] == 1 and 3 % arr.chunks[1] == 0
     assert np.array_equal(s4.read(tmp_path / "c.zarr").values, cube_u16)
+
+
+# --- storage helpers shared by every writer (zarr stores, events stores, EMD files) ----------
+
+
+def test_completed_at_renames_only_a_complete_write(tmp_path):
+    target = tmp_path / "out.bin"
+    with completed_at(target) as tmp:
+        assert tmp == tmp_path / "out.bin.partial" and not target.exists()
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new" and not tmp.exists()
+    with pytest.raises(FileExistsError, match="out.bin"):
+        with completed_at(target):
+            raise AssertionError("the block must not run")
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        with completed_at(target, overwrite=True) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("disk on fire")
+    assert target.read_bytes() == b"new" and not tmp.exists()  # old kept, partial removed
+    (tmp_path / "out.bin.partial").mkdir()  # a stale partial directory is replaced
+    with completed_at(target, overwrite=True) as tmp:
+        tmp.write_bytes(b"newer")
+    assert target.read_bytes() == b"newer"
+
+
+def test_completed_at_resumable_keeps_the_partial(tmp_path):
+    target = tmp_path / "out.zarr"
+    (tmp_path / "out.zarr.partial").mkdir()
+    (tmp_path / "out.zarr.partial" / "done").touch()
+    with pytest.raises(KeyboardInterrupt):
+        with completed_at(target, resumable=True) as tmp:
+            assert (tmp / "done").exists()  # kept for the writer to resume from
+            raise KeyboardInterrupt
+    assert (tmp / "done").exists() and not target.exists()
+    with completed_at(target, resumable=True) as tmp:
+        pass
+    assert (target / "done").exists() and not tmp.exists()
+
+
+def test_compressor_codecs_built_once():
+    (zstd,) = compressor_codecs()
+    assert (zstd.cname.value, zstd.clevel, zstd.shuffle.value) == ("zstd", 3, "bitshuffle")
+    (events,) = compressor_codecs("zstd", 5, shuffle="shuffle")
+    assert (events.clevel, events.shuffle.value) == (5, "shuffle")
+    assert compressor_codecs("none") == ()
+    for kwargs, match in (({"clevel": True}, "clevel"), ({"clevel": "3"}, "clevel"),
+                          ({"shuffle": "bits"}, "shuffle"), ({"compressor": "gzip"}, "compressor")):
+        with pytest.raises(ValueError, match=match):
+            compressor_codecs(**kwargs)

@@ -48,27 +48,11 @@ from ..datacube import (
 )
 from ..lazy import lazy_from_loader
 from ..progress import active_client, compute
-from .h5 import h5_text, is_hdf5
+from .h5 import H5BlockLoader, h5_text, is_hdf5
 from .hdf5 import is_legacy_emd, read_legacy_emd
+from .storage import completed_at
 
 DATA_UNITS = "pixel intensity"
-
-
-@dataclass(frozen=True)
-class H5DatasetLoader:
-    """Read the block ``slices`` of dataset ``dataset_path`` in HDF5 file ``path``.
-
-    The file is opened and closed inside each call, so the loader pickles to any worker.
-    """
-
-    path: str
-    dataset_path: str
-    dtype: str
-    mtime_ns: int = 0  # part of the token: a rewritten file gives a new graph
-
-    def __call__(self, slices):
-        with h5py.File(self.path, "r") as f:
-            return np.asarray(f[self.dataset_path][slices], dtype=self.dtype)
 
 
 @dataclass(frozen=True)
@@ -231,7 +215,8 @@ def read_emd(path, *, name=None, chunks="auto"):
     if isinstance(chunks, str) and chunks == "auto":
         chunks = auto_chunks(shape, dtype.itemsize, multiple_of=store_chunks or (1, 1))
     norm = normalize_chunks(chunks, shape, dtype)
-    loader = H5DatasetLoader(path, dataset_path, dtype.str, os.stat(path).st_mtime_ns)
+    loader = H5BlockLoader(path, dataset_path, dtype.str, shape, shape[:2],
+                           mtime_ns=os.stat(path).st_mtime_ns)
     data = lazy_from_loader(loader, shape, dtype, norm, f"emd-{Path(path).name}")
     return from_array(data, chunks=None, **calibration)
 
@@ -327,14 +312,11 @@ def to_h5(dc, path, *, name="datacube", overwrite=False, progress=True):
     if not isinstance(name, str) or not name or "/" in name or name == ".":
         raise ValueError(f"name must be a non-empty HDF5 group name without '/', got {name!r}")
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"path: {path} already exists (pass overwrite=True to replace it)")
-    if path.is_dir():
-        raise IsADirectoryError(f"path: {path} is a directory, not an .h5 file")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"path: the folder {path.parent} does not exist")
-    tmp = path.with_name(path.name + ".partial")
-    try:
+    with completed_at(path, overwrite=overwrite) as tmp:
+        if path.is_dir():
+            raise IsADirectoryError(f"path: {path} is a directory, not an .h5 file")
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"path: the folder {path.parent} does not exist")
         with h5py.File(tmp, "w") as f:
             dataset_path = _write_layout(f, name, dc.shape, dc.dtype, dc.attrs,
                                          origins=origins).name
@@ -342,11 +324,7 @@ def to_h5(dc, path, *, name="datacube", overwrite=False, progress=True):
         writer = H5DatasetWriter(str(tmp.absolute()), dataset_path)
         stored = da.store(data, writer, lock=_store_lock(), compute=False)
         compute(stored, progress=progress)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
     return path
 
 
-__all__ = ["is_emd", "read_emd", "to_h5", "H5DatasetLoader", "H5DatasetWriter"]
+__all__ = ["is_emd", "read_emd", "to_h5", "H5DatasetWriter"]

@@ -10,7 +10,8 @@ Layout of a store written by :func:`to_zarr`::
                            steps and irregular spacings included) and read back unchanged
 
 Writes go to ``out.zarr.partial`` and are renamed to ``out.zarr`` only when every shard is
-written, so a store at the final name is always complete. Each finished shard leaves a marker in
+written (:func:`stem4d_dask.io.storage.completed_at`), so a store at the final name is always
+complete. Each finished shard leaves a marker in
 ``out.zarr.partial/.stem4d-progress``; ``resume=True`` skips marked shards and rewrites the rest
 (every shard is written whole, so a shard cut short by a crash is simply written again).
 """
@@ -18,16 +19,13 @@ written, so a store at the final name is always complete. Each finished shard le
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import warnings
 from pathlib import Path
 
-import dask
 import numpy as np
 import xarray as xr
 import zarr
-from zarr.codecs import BloscCodec
+from dask.base import tokenize
 
 from ..datacube import (
     DIMS,
@@ -42,24 +40,14 @@ from ..datacube import (
     value_range_of_dtype,
     with_value_range,
 )
+from ..graph import delayed_chunks
 from ..kernels import native
 from ..progress import compute
+from .storage import completed_at, compressor_codecs, remove
 
 PROGRESS_DIR = ".stem4d-progress"
 STORED = "stored"  # value_range_of in a store: the range describes the stored array
 INNER_CHUNK_BYTES = 4 * 2**20
-COMPRESSORS = ("zstd", "lz4", "none")
-
-
-def compressor_codecs(compressor: str = "zstd", clevel: int = 3):
-    """Zarr v3 compressor codecs: blosc ``zstd`` or ``lz4`` with bitshuffle, or ``none``."""
-    if compressor not in COMPRESSORS:
-        raise ValueError(f"compressor must be one of {list(COMPRESSORS)}, got {compressor!r}")
-    if not (isinstance(clevel, int | np.integer) and 0 <= clevel <= 9):
-        raise ValueError(f"clevel must be an int in 0..9, got {clevel!r}")
-    if compressor == "none":
-        return ()
-    return (BloscCodec(cname=compressor, clevel=int(clevel), shuffle="bitshuffle"),)
 
 
 def _regular_chunks(dc, chunks):
@@ -112,10 +100,16 @@ def to_zarr(
     Returns the final ``Path``.
     """
     dc = _stored_attrs(check_datacube(dc, parameter="dc"))
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"path: {path} already exists (pass overwrite=True to replace it)")
-    tmp = path.with_name(path.name + ".partial")
+    # resumable: a failed or killed write keeps its partial store and finished-shard markers
+    with completed_at(path, overwrite=overwrite, resumable=True) as tmp:
+        _write_shards(dc, tmp, chunks, compressor, clevel, resume, progress)
+    return Path(path)
+
+
+def _write_shards(dc, tmp, chunks, compressor, clevel, resume, progress):
+    """Write ``dc`` into the store at ``tmp``: every shard not yet marked done (all of them
+    unless ``resume`` finds a partial store started with the same settings), then drop the
+    markers."""
     shard = _regular_chunks(dc, chunks)
     inner = _inner_chunks(shard, dc.dtype.itemsize)
     codecs = compressor_codecs(compressor, clevel)
@@ -127,28 +121,26 @@ def to_zarr(
     if resume and markers.is_dir():
         _check_resumable(markers, settings)
     else:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        remove(tmp)
         _write_metadata(dc, tmp, encoding)
         markers.mkdir()
         (markers / "settings.json").write_text(json.dumps(settings, sort_keys=True))
 
     data = dc.data
-    tasks = []
-    for index, block in np.ndenumerate(data.to_delayed()):
+    blocks = data.to_delayed()
+    tasks = {}
+    for index, block in np.ndenumerate(blocks):
         marker = markers / "-".join(map(str, index))
         if marker.exists():
             continue
         region = tuple(slice(sum(c[:i]), sum(c[:i]) + c[i])
                        for c, i in zip(data.chunks, index, strict=True))
-        tasks.append(dask.delayed(_write_shard)(block, str(tmp / NAME), region, str(marker)))
+        tasks[index] = (_write_shard, block.key, str(tmp / NAME), region, str(marker))
     if tasks:
-        compute(*tasks, progress=progress)
-    shutil.rmtree(markers)
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
-    return path
+        name = "zarr-write-" + tokenize(str(tmp), [b.key for b in blocks.flat], sorted(tasks))
+        writes = delayed_chunks(name, tasks, blocks.flat, blocks.shape)
+        compute(*(w for w in writes.flat if w is not None), progress=progress)
+    remove(markers)
 
 
 def _stored_attrs(dc):

@@ -31,6 +31,33 @@ def empty_block(scan_shape, subpixel: bool) -> EventBlock:
                       (int(scan_shape[0]), int(scan_shape[1])))
 
 
+def check_scan_chunks(scan_chunks) -> tuple:
+    """``scan_chunks`` (the scan positions of each block, dask style) as ``((rows, ...),
+    (columns, ...))`` of ints >= 1; ``ValueError`` naming ``scan_chunks`` otherwise."""
+    try:
+        chunks = tuple(tuple(int(c) for c in axis) for axis in scan_chunks)
+    except (TypeError, ValueError):
+        raise ValueError("scan_chunks must be ((rows, ...), (columns, ...)), got "
+                         f"{scan_chunks!r}") from None
+    if len(chunks) != 2 or any(not axis or min(axis) < 1 for axis in chunks):
+        raise ValueError("scan_chunks must be two non-empty tuples of positive chunk sizes, "
+                         f"got {scan_chunks!r}")
+    return chunks
+
+
+def check_detector_shape(detector_shape, parameter: str = "detector_shape") -> tuple:
+    """``detector_shape`` as ``(Qx, Qy)`` ints in ``1 .. MAX_DETECTOR`` (the format's uint16
+    pixel indices); ``ValueError`` naming ``parameter`` otherwise."""
+    try:
+        shape = tuple(int(s) for s in detector_shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"{parameter} must be (Qx, Qy), got {detector_shape!r}") from None
+    if len(shape) != 2 or not all(1 <= s <= MAX_DETECTOR for s in shape):
+        raise ValueError(f"{parameter} must be two sizes in 1 .. {MAX_DETECTOR} (uint16 "
+                         f"pixel indices), got {detector_shape!r}")
+    return shape
+
+
 def check_block(block, scan_shape, detector_shape, subpixel: bool, where: str) -> EventBlock:
     """Validate one block against the format; ``ValueError`` naming ``where`` (the scan block)
     and what is wrong. Returns the block (an :class:`EventBlock`).
@@ -128,6 +155,20 @@ def counts_image(block: EventBlock) -> np.ndarray:
     return np.diff(block.indptr).reshape(block.scan_shape)
 
 
+def dense_dtype(dtype) -> np.dtype:
+    """The dtype of :func:`events_to_dense`'s frames: None -> bool; else ``dtype`` when bool,
+    integer or float (``ValueError`` naming ``dtype`` otherwise)."""
+    if dtype is None:
+        return np.dtype(np.bool_)
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise ValueError(f"dtype must be a numpy dtype, got {dtype!r}") from None
+    if dtype.kind not in "biuf":
+        raise ValueError(f"dtype must be bool, integer or float, got {dtype}")
+    return dtype
+
+
 def events_to_dense(block: EventBlock, detector_shape, dtype=np.bool_) -> np.ndarray:
     """``(n1, n2, Qx, Qy)`` frames of ``dtype``: bool marks the pixels hit at least once; other
     dtypes hold the number of events per pixel, counted exactly (``ValueError`` when a count
@@ -178,7 +219,7 @@ def center_of_mass(block: EventBlock, mask=None) -> np.ndarray:
     frame = frame_index(block)
     qx, qy = block.qx.astype(np.float64), block.qy.astype(np.float64)
     if mask is None:
-        total = np.bincount(frame, minlength=n).astype(np.float64)
+        total: np.ndarray = np.bincount(frame, minlength=n).astype(np.float64)
         sum_x = np.bincount(frame, weights=qx, minlength=n)
         sum_y = np.bincount(frame, weights=qy, minlength=n)
     else:

@@ -20,6 +20,11 @@ algorithm it intends, fixed and lazy:
 ``output='datacube'`` gives a lazy counted datacube (bool for ``binfactor=1``, uint8 counts
 otherwise); ``output='pointlist'`` an :class:`~stem4d_dask.events.ElectronEvents` (CSR per scan
 chunk). Both are one task per chunk, after one small task that fits the thresholds.
+
+py4DSTEM's converters between the two, :func:`counted_datacube_to_pointlistarray` and
+:func:`counted_pointlistarray_to_datacube` (broken in 0.14.18, see
+``reference/py4dstem-behaviour.md`` §2.5-2.6), map to :meth:`ElectronEvents.from_datacube` and
+:meth:`ElectronEvents.to_datacube`: exact inverses for any scan shape.
 """
 
 from __future__ import annotations
@@ -31,8 +36,9 @@ import xarray as xr
 
 from .. import coords as cal
 from ..backend import native, native_dtype, require_cupy
-from ..checks import detector_array, positive_int
+from ..checks import detector_array, flag, positive_int
 from ..datacube import Q_DIMS, R_DIMS, calibration_attrs
+from ..events import ElectronEvents
 from ..graph import drawn_frames, frame_blocks, rebuild, single_key
 from ..kernels.binning import bin_frames
 from ..kernels.counting import count_frames, events_to_dense, fit_thresholds, pooled_values
@@ -88,8 +94,6 @@ def electron_count(datacube, darkreference, Nsamples=40, thresh_bkgrnd_Nsigma=4,
                                   **options)
         return rebuild(datacube, counted, coords, (0, 1 if b == 1 else min(b * b, 255)),
                        scale={"q": b})
-    from ..events import ElectronEvents
-
     blocks = data.to_delayed()[:, :, 0, 0]
     counted = np.empty(blocks.shape, dtype=object)
     for index in np.ndindex(blocks.shape):
@@ -99,6 +103,45 @@ def electron_count(datacube, darkreference, Nsamples=40, thresh_bkgrnd_Nsigma=4,
                                       calibration_attrs(datacube.attrs),
                                       coords={**{d: datacube.coords[d] for d in R_DIMS},
                                               **coords})
+
+
+def counted_datacube_to_pointlistarray(counted_datacube, subpixel=False) -> ElectronEvents:
+    """py4DSTEM's converter, working: the events of a counted datacube, lazily.
+
+    counted_datacube : datacube, or numpy / dask 4D array ``(Rx, Ry, Qx, Qy)``, bool or
+        non-negative integer counts (a count ``c`` gives ``c`` events at that pixel).
+    subpixel : only marks the positions as float32 sub-pixel coordinates (same values).
+
+    Returns an :class:`ElectronEvents` (py4DSTEM: a PointListArray with fields ``qx``, ``qy``).
+    """
+    return ElectronEvents.from_datacube(counted_datacube, subpixel=subpixel)
+
+
+def counted_pointlistarray_to_datacube(counted_pointlistarray, shape, subpixel=False,
+                                       dtype=None) -> xr.DataArray:
+    """py4DSTEM's converter, working for every scan shape: a lazy dense datacube of ``shape``
+    ``(Rx, Ry, Qx, Qy)`` (py4DSTEM 0.14.18 allocated ``(Rx, Rx, Qx, Qy)``).
+
+    ``shape`` must equal the events' scan and detector shapes. ``subpixel`` is py4DSTEM's flag
+    (there it had to be False); here the events know whether they are sub-pixel, and sub-pixel
+    events fall in pixel ``rint(q)``. ``dtype``: None -> bool, as py4DSTEM (the inverse of
+    :func:`counted_datacube_to_pointlistarray` for bool cubes); an integer dtype gives counts
+    (the inverse for integer cubes). See :meth:`ElectronEvents.to_datacube`.
+    """
+    if not isinstance(counted_pointlistarray, ElectronEvents):
+        raise TypeError("counted_pointlistarray must be an ElectronEvents, got "
+                        f"{type(counted_pointlistarray).__name__}")
+    flag(subpixel, "subpixel")
+    events = counted_pointlistarray
+    expected = (*events.scan_shape, *events.detector_shape)
+    try:
+        given = tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"shape must be 4 ints (Rx, Ry, Qx, Qy), got {shape!r}") from None
+    if given != expected:
+        raise ValueError(f"shape {tuple(shape)} does not match the events' scan and detector "
+                         f"shape {expected}")
+    return events.to_datacube(dtype=dtype)
 
 
 def _thresholds(datacube, data, darkreference, n_samples, nb, nx, seed):

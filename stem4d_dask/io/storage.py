@@ -1,0 +1,86 @@
+"""What every writer shares: the blosc codecs of our zarr stores, and writing a result under
+``path + ".partial"`` that is renamed to ``path`` only once it is complete.
+
+A file or store at its final name is therefore always complete: a crash, an error or an
+interrupt leaves at most ``path.partial`` behind (removed again, unless the writer resumes from
+it), never a truncated ``path``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from zarr.codecs import BloscCodec
+
+from ..checks import checked_int
+
+COMPRESSORS = ("zstd", "lz4", "none")
+SHUFFLES = ("bitshuffle", "shuffle", "noshuffle")
+PARTIAL_SUFFIX = ".partial"
+
+
+def compressor_codecs(compressor: str = "zstd", clevel: int = 3,
+                      shuffle: str = "bitshuffle") -> tuple:
+    """Zarr v3 compressor codecs: blosc ``"zstd"`` or ``"lz4"`` at level ``clevel`` (int 0..9)
+    with ``shuffle`` (``"bitshuffle"``: bit planes, best for detector counts; ``"shuffle"``:
+    byte planes, best for event positions; ``"noshuffle"``), or ``()`` for ``"none"``."""
+    if compressor not in COMPRESSORS:
+        raise ValueError(f"compressor must be one of {list(COMPRESSORS)}, got {compressor!r}")
+    clevel = checked_int(clevel, "clevel", minimum=0, below=10)
+    if shuffle not in SHUFFLES:
+        raise ValueError(f"shuffle must be one of {list(SHUFFLES)}, got {shuffle!r}")
+    if compressor == "none":
+        return ()
+    return (BloscCodec(cname=compressor, clevel=clevel, shuffle=shuffle),)
+
+
+def partial_path(path) -> Path:
+    """Where the result for ``path`` is written until it is complete: ``path + ".partial"``."""
+    path = Path(path)
+    return path.with_name(path.name + PARTIAL_SUFFIX)
+
+
+@contextmanager
+def completed_at(path, *, overwrite: bool = False, resumable: bool = False) -> Iterator[Path]:
+    """Write to ``path + ".partial"`` (the yielded ``Path``), renamed to ``path`` when the
+    ``with`` block completes.
+
+    - ``path`` exists and not ``overwrite``: ``FileExistsError`` (nothing touched); with
+      ``overwrite`` the old file or store is replaced only at the rename, once the new one is
+      complete.
+    - the block raises (any exception, interrupts included): the partial file or directory is
+      removed and the exception propagates; ``path`` is left as it was.
+    - ``resumable``: a partial left by an earlier, interrupted write is kept for the block to
+      resume from (it decides what to reuse), and is kept again when the block raises.
+      Otherwise a stale partial is removed before the block runs.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"path: {path} already exists (pass overwrite=True to replace it)")
+    tmp = partial_path(path)
+    if not resumable:
+        remove(tmp)
+    try:
+        yield tmp
+    except BaseException:
+        if not resumable:
+            remove(tmp)
+        raise
+    remove(path)
+    os.replace(tmp, path)
+
+
+def remove(path) -> None:
+    """Remove the file or directory tree at ``path``, if any."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+__all__ = ["COMPRESSORS", "compressor_codecs", "completed_at", "partial_path", "remove"]
