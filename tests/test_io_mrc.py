@@ -13,7 +13,7 @@ import pytest
 from writers_mrc_dm import de_info, info_text, write_de_movie, write_de_scan, write_mrc
 
 import stem4d_dask as s4
-from stem4d_dask.io import detect, mrc
+from stem4d_dask.io import detect, frames
 from stem4d_dask.io.frames import FrameStack
 from stem4d_dask.io.mrc import is_mrc, read_mrc, scan_visits
 
@@ -27,7 +27,7 @@ def _refuse(*args):
 @pytest.fixture
 def no_reads(monkeypatch):
     monkeypatch.setattr(FrameStack, "read", _refuse)
-    monkeypatch.setattr(mrc, "_span", _refuse)
+    monkeypatch.setattr(frames, "_map_frames", _refuse)
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +255,7 @@ def test_random_scan_unvisited_and_revisited(tmp_path):
 
 
 def test_random_scan_lazy_small_graph_and_processes(tmp_path, process_client, monkeypatch):
-    monkeypatch.setattr(mrc, "_span", _refuse)
+    monkeypatch.setattr(frames, "_map_frames", _refuse)
     path, _, _ = _random_scan(tmp_path, "lazy")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

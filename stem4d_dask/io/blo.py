@@ -30,9 +30,9 @@ import xarray as xr
 
 from ..checks import checked_scan_shape
 from ..coords import regular_coord
-from ..datacube import DIMS, assemble, from_array, normalize_chunks
-from ..lazy import lazy_from_loader
-from .frames import FrameSegment, FrameStack, FrameStackLoader, frame_count_error
+from ..datacube import DIMS
+from .frames import FrameSegment, FrameStack, FrameStackLoader, frame_count_error, scan_array
+from .metadata import calibrated
 
 MAGICS = {0x0102: "1.2", 0x0103: "1.3"}
 HEADER = np.dtype([
@@ -63,8 +63,6 @@ class BloFrameLoader(FrameStackLoader):
     ``(1, stride)`` bytes): checks each record's ``AA 55`` + frame index and returns the pixels
     as a view ``(n, dp, dp)`` of ``out_dtype``."""
 
-    path: str = ""
-
     def _frames(self, first, count):
         records = self.stack.read(first, count)[:, 0, :]
         head = records[:, :FRAME_HEADER]
@@ -75,8 +73,9 @@ class BloFrameLoader(FrameStackLoader):
             j = int(np.argmax(bad))
             k = first - self.sync_offset + j
             rx, ry = divmod(k, self.scan_shape[1])
+            path, frame = self.stack.locate(first + j)
             raise ValueError(
-                f"{self.path}: the record of scan position ({rx}, {ry}) (frame {first + j}) "
+                f"{path}: the record of scan position ({rx}, {ry}) (frame {frame}) "
                 f"starts with {bytes(head[j, :2]).hex(' ')} and frame index {int(index[j])}, "
                 f"expected aa 55 and {first + j}: the file is corrupt")
         dp = self.out_shape
@@ -146,18 +145,11 @@ def read_blo(path, *, scan_shape=None, chunks="auto"):
         hint = f" ({os.path.getsize(path)} bytes; records of {stride} B from byte {off2})"
         raise ValueError(frame_count_error(path, segment.count, needed, shape, hint))
     stack = FrameStack((segment,), (1, stride), "u1")
-    loader = BloFrameLoader(stack, shape, (dp, dp), dtype.str, path=str(segment.path))
-    full = (*shape, dp, dp)
-    data = lazy_from_loader(loader, full, dtype, normalize_chunks(chunks, full, dtype),
-                            f"blo-{path.name}")
+    loader = BloFrameLoader(stack, shape, (dp, dp), dtype.str)
+    data = scan_array(loader, chunks, f"blo-{path.name}")
     cal = _calibration(header)
-    dc = from_array(data, chunks=None, r_pixel_size=cal["step"][1], r_units=cal["units"],
-                    energy=cal["energy"], attrs={"format": "blo", "metadata": header})
-    if cal["step"][0] != cal["step"][1]:
-        coords = {d: dc.coords[d] for d in DIMS}
-        coords["Rx"] = regular_coord(shape[0], cal["step"][0], cal["units"], "Rx")
-        dc = assemble(dc.data, coords, dc.attrs)
-    return dc
+    return calibrated(data, r_steps=cal["step"], r_units=cal["units"], energy=cal["energy"],
+                      attrs={"format": "blo", "metadata": header})
 
 
 def read_blo_vbf(path) -> xr.DataArray:

@@ -49,199 +49,23 @@ import numpy as np
 from ..checks import checked_scan_shape
 from ..datacube import MAX_CHUNK_BYTES, auto_chunks, normalize_chunks, user_stacklevel
 from ..lazy import lazy_from_loader
-from .frames import FrameSegment, FrameStack, FrameStackLoader, frame_count_error
-from .mrc import calibrated
+from .dm_tags import ArrayRef, read_tags, tags_metadata
+from .frames import (
+    FrameSegment,
+    FrameStack,
+    FrameStackLoader,
+    frame_count_error,
+    scan_array,
+    scan_runs,
+)
+from .metadata import Q_VENDOR_UNITS, R_VENDOR_UNITS, calibrated, positive_number
 
 DATA_TYPES = {1: "i2", 2: "f4", 6: "u1", 7: "i4", 9: "i1", 10: "u2", 11: "u4", 12: "f8",
               14: "b1"}
 UNSUPPORTED_TYPES = {3: "complex64", 4: "packed complex", 5: "packed complex",
                      8: "RGB", 13: "complex128", 23: "RGBA", 27: "packed complex64",
                      28: "packed complex128"}
-# tag value types: struct format and size
-TAG_TYPES = {2: "h", 3: "i", 4: "H", 5: "I", 6: "f", 7: "d", 8: "?", 9: "b", 10: "B", 11: "q",
-             12: "Q"}
-STRUCT, STRING, ARRAY = 15, 18, 20
-KEEP_VALUES = 256  # arrays up to this length are copied into the metadata
 LAYOUTS = ("frames", "scan-fastest")
-R_UNITS = {"nm": ("nm", 1.0), "µm": ("nm", 1e3), "um": ("nm", 1e3), "μm": ("nm", 1e3),
-           "Å": ("A", 1.0), "A": ("A", 1.0), "pm": ("A", 0.01)}
-Q_UNITS = {"1/nm": ("A^-1", 0.1), "nm^-1": ("A^-1", 0.1), "1/Å": ("A^-1", 1.0),
-           "1/A": ("A^-1", 1.0), "Å^-1": ("A^-1", 1.0), "A^-1": ("A^-1", 1.0),
-           "mrad": ("mrad", 1.0), "rad": ("mrad", 1e3), "µrad": ("mrad", 1e-3)}
-
-
-# --- the tag tree --------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ArrayRef:
-    """An array payload left in the file: ``count`` values of tag type ``kind`` (or
-    ``itemsize``-byte elements) at byte ``offset``."""
-
-    offset: int
-    count: int
-    itemsize: int
-    kind: int
-
-    def describe(self) -> str:
-        name = TAG_TYPES.get(self.kind, f"type {self.kind}")
-        return f"<{self.count} values ({name}, {self.itemsize} B) at byte {self.offset}>"
-
-
-class _Truncated(ValueError):
-    pass
-
-
-class _Stop(Exception):  # noqa: N818 - not an error: the walk ends early
-    def __init__(self, value):
-        super().__init__()
-        self.value = value
-
-
-def _add(named: dict, items: list, name: str, value):
-    if value is None:
-        return
-    if name:
-        named[name] = value
-    else:
-        items.append(value)
-
-
-def _finish(named: dict, items: list):
-    if named and items:
-        named.update({str(k): v for k, v in enumerate(items)})
-    return named if named or not items else items
-
-
-class TagReader:
-    """Walks a DM tag tree from an open file; groups become dicts, or lists when their tags
-    are unnamed; ``ImageData.Data`` and long arrays become :class:`ArrayRef`."""
-
-    def __init__(self, f, path, size: int):
-        self.f, self.path, self.size = f, path, size
-        self.version = struct.unpack(">i", self._read(4))[0]
-        if self.version not in (3, 4):
-            raise ValueError(f"path: {path} is DM version {self.version}; only 3 and 4 are read")
-        self.wide = self.version == 4
-        self._u()  # root size
-        self.endian = "<" if struct.unpack(">i", self._read(4))[0] == 1 else ">"
-
-    def _read(self, n: int) -> bytes:
-        data = self.f.read(n)
-        if len(data) != n:
-            raise _Truncated(f"the file ends at byte {self.size} inside the tag tree")
-        return data
-
-    def _u(self) -> int:
-        return struct.unpack(">Q", self._read(8))[0] if self.wide else \
-            struct.unpack(">I", self._read(4))[0]
-
-    def root(self) -> dict:
-        """The tag tree; when the image data run past the end of the file, the tree read so
-        far, with :attr:`truncated` = the tag's path."""
-        self.truncated = None
-        self._read(2)  # sorted, open
-        try:
-            return self._group(self._u(), "")
-        except _Stop as stop:
-            return stop.value
-
-    def _group(self, ntags: int, where: str):
-        named, items, name, value = {}, [], "", None
-        try:
-            for k in range(ntags):
-                value = None
-                kind = self._read(1)[0]
-                name = self._read(struct.unpack(">H", self._read(2))[0]).decode("latin-1")
-                here = f"{where}.{name or k}".lstrip(".")
-                if self.wide:
-                    self._read(8)  # the tag's byte size
-                if kind == 20:
-                    self._read(2)  # sorted, open
-                    value = self._group(self._u(), here)
-                elif kind == 21:
-                    value = self._data(here, data=name == "Data" and where.endswith("ImageData"))
-                else:
-                    raise ValueError(f"path: {self.path} is corrupt: tag {here!r} at byte "
-                                     f"{self.f.tell()} has kind {kind} (expected 20 or 21)")
-                _add(named, items, name, value)
-        except _Stop as stop:  # the image data run past the end: keep what was read
-            _add(named, items, name, stop.value)
-            raise _Stop(_finish(named, items)) from None
-        return _finish(named, items)
-
-    def _data(self, where: str, data: bool):
-        if self._read(4) != b"%%%%":
-            raise ValueError(f"path: {self.path} is corrupt: tag {where!r} lacks its '%%%%' "
-                             f"delimiter (byte {self.f.tell() - 4})")
-        info = [self._u() for _ in range(self._u())]
-        if not info:
-            raise ValueError(f"path: {self.path} is corrupt: tag {where!r} has no type")
-        kind = info[0]
-        if kind in TAG_TYPES and len(info) == 1:
-            fmt = self.endian + TAG_TYPES[kind]
-            return struct.unpack(fmt, self._read(struct.calcsize(fmt)))[0]
-        if kind == STRING:
-            return self._read(info[1]).decode("latin-1")
-        if kind == STRUCT:
-            fields = [info[4 + 2 * k] for k in range(info[2])]
-            fmt = self.endian + "".join(TAG_TYPES[t] for t in fields)
-            return list(struct.unpack(fmt, self._read(struct.calcsize(fmt))))
-        if kind != ARRAY:
-            raise ValueError(f"path: {self.path} is corrupt: tag {where!r} has type {kind}")
-        itemsize, _ = _element_size(info, 1)
-        count = info[-1]
-        offset = self.f.tell()
-        if data or info[1] not in TAG_TYPES or count > KEEP_VALUES and info[1] != 4 or \
-                count > 65536:
-            end = offset + count * itemsize
-            if end > self.size:
-                if not data:
-                    raise _Truncated(f"the file ends at byte {self.size}, inside {where} "
-                                     f"({count} values of {itemsize} B from byte {offset})")
-                self.truncated = where
-                raise _Stop(ArrayRef(offset, count, itemsize, info[1]))
-            self.f.seek(end)
-            return ArrayRef(offset, count, itemsize, info[1])
-        values = np.frombuffer(self._read(count * itemsize),
-                               dtype=self.endian + TAG_TYPES[info[1]])
-        if info[1] == 4:  # UTF-16 text
-            return values.astype("<u2").tobytes().decode("utf-16-le", errors="replace")
-        return values.tolist()
-
-
-def _element_size(info, i: int) -> tuple[int, int]:
-    """Byte size of the element type defined at ``info[i]`` and the index after it."""
-    kind = info[i]
-    if kind in TAG_TYPES:
-        return struct.calcsize(TAG_TYPES[kind]), i + 1
-    if kind == STRING:
-        return info[i + 1], i + 2
-    if kind == STRUCT:
-        n = info[i + 2]
-        return sum(struct.calcsize(TAG_TYPES[info[i + 4 + 2 * k]]) for k in range(n)), \
-            i + 3 + 2 * n
-    if kind == ARRAY:
-        size, j = _element_size(info, i + 1)
-        return size * info[j], j + 1
-    raise ValueError(f"unknown DM tag type {kind}")
-
-
-def read_tags(path) -> tuple[dict, int, str, str | None]:
-    """``(tag tree, DM version, data byte order, truncated)`` of ``path``: ``truncated`` is the
-    path of the image data tag the file ends in (the tree then stops there), else None.
-    ``ValueError`` for a corrupt tree or one truncated elsewhere."""
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        reader = TagReader(f, path, size)
-        try:
-            tree = reader.root()
-        except _Truncated as err:
-            raise ValueError(f"path: {path} is truncated: {err.args[0]}; the tags after that "
-                             "point (image dimensions, type) cannot be read") from None
-        except (struct.error, KeyError, IndexError, UnicodeDecodeError) as err:
-            raise ValueError(f"path: {path} is corrupt: its tag tree cannot be parsed at byte "
-                             f"{f.tell()} ({type(err).__name__}: {err})") from None
-    return tree, reader.version, reader.endian, reader.truncated
 
 
 def is_dm(path) -> bool:
@@ -275,18 +99,13 @@ class ScanFastestLoader:
     tile: int = 8  # detector pixels copied per step of the transpose
 
     def __call__(self, slices):
-        (r0, r1, _), (c0, c1, _) = (s.indices(n) for s, n in
-                                    zip(slices[:2], self.scan_shape, strict=True))
-        ry = self.scan_shape[1]
+        nrx, nry, runs = scan_runs(slices, self.scan_shape)
+        runs = [(first, first + count) for first, count in runs]
         stored = np.dtype(self.dtype)
         pixels = int(np.prod(self.frame_shape))
         mm = np.memmap(self.path, dtype=stored, mode="r", offset=self.offset,
                        shape=(pixels, self.n_positions))
-        if c0 == 0 and c1 == ry:
-            runs = [(r0 * ry, r1 * ry)]
-        else:
-            runs = [(r * ry + c0, r * ry + c1) for r in range(r0, r1)]
-        n = sum(b - a for a, b in runs)
+        n = nrx * nry
         out = np.empty((n, pixels), dtype=stored.newbyteorder("="))
         tmp = np.empty((min(self.tile, pixels), n), dtype=stored)
         for p0 in range(0, pixels, self.tile):
@@ -297,39 +116,44 @@ class ScanFastestLoader:
                 at += b - a
             out[:, p0:p1] = tmp[:p1 - p0].T
         del mm
-        return out.reshape(r1 - r0, c1 - c0, *self.frame_shape)
+        return out.reshape(nrx, nry, *self.frame_shape)
 
 
 # --- choosing the image and its layout -----------------------------------------------------
 
+def _listed(group) -> list:
+    """A tag group's values in order: a group of unnamed tags already is a list."""
+    return group if isinstance(group, list) else list(group.values())
+
+
 def _images(tree) -> list[tuple[int, dict]]:
-    images = tree.get("ImageList", [])
-    images = images if isinstance(images, list) else list(images.values())
-    thumbs = tree.get("Thumbnails", [])
-    thumbs = thumbs if isinstance(thumbs, list) else list(thumbs.values())
+    """``(index in ImageList, image)`` of the images that are not thumbnails."""
+    thumbs = _listed(tree.get("Thumbnails", []))
     skip = {t.get("ImageIndex") for t in thumbs if isinstance(t, dict)}
-    return [(k, im) for k, im in enumerate(images) if k not in skip and isinstance(im, dict)]
+    return [(k, im) for k, im in enumerate(_listed(tree.get("ImageList", [])))
+            if k not in skip and isinstance(im, dict)]
 
 
 def _dims(image) -> list[int]:
-    dims = image.get("ImageData", {}).get("Dimensions", [])
-    return [int(d) for d in (dims if isinstance(dims, list) else dims.values())]
+    """``ImageData.Dimensions``: the axes' lengths, X (fastest) first."""
+    return [int(d) for d in _listed(image.get("ImageData", {}).get("Dimensions", []))]
 
 
 def _calibrations(image, n: int) -> list[dict]:
-    cal = image.get("ImageData", {}).get("Calibrations", {}).get("Dimension", [])
-    cal = cal if isinstance(cal, list) else list(cal.values())
+    """``n`` axis calibrations (``Scale``, ``Origin``, ``Units``), X first; {} where none."""
+    cal = _listed(image.get("ImageData", {}).get("Calibrations", {}).get("Dimension", []))
     return [c if isinstance(c, dict) else {} for c in cal] + [{}] * (n - len(cal))
 
 
 def _space(cals, table):
-    """``(steps, units, origins)`` for two calibrations ``(x, y)`` over our axes, or None."""
+    """``(steps, units, origins)`` for two calibrations ``(x, y)`` over our axes, or None.
+    ``table``: the units the space may have (:data:`~.metadata.R_VENDOR_UNITS` or
+    :data:`~.metadata.Q_VENDOR_UNITS`)."""
     out = []
     for c in cals:
         units = str(c.get("Units", "")).strip()
-        scale = c.get("Scale", 1.0)
-        if units not in table or not isinstance(scale, int | float) or not \
-                math.isfinite(scale) or scale <= 0:
+        scale = positive_number(c.get("Scale", 1.0))
+        if units not in table or scale is None:
             return None
         unit, factor = table[units]
         origin = c.get("Origin", 0.0)
@@ -342,11 +166,11 @@ def _space(cals, table):
 
 
 def _is_q(c) -> bool:
-    return str(c.get("Units", "")).strip() in Q_UNITS
+    return str(c.get("Units", "")).strip() in Q_VENDOR_UNITS
 
 
 def _is_r(c) -> bool:
-    return str(c.get("Units", "")).strip() in R_UNITS
+    return str(c.get("Units", "")).strip() in R_VENDOR_UNITS
 
 
 def _layout(image, cals, layout, path) -> tuple[str, str]:
@@ -376,27 +200,14 @@ def _layout(image, cals, layout, path) -> tuple[str, str]:
 def _image_metadata(tree, im) -> dict:
     """The read image's name, tags and calibrations, a list of every image in the file, and
     the file's other tags."""
-    images = tree.get("ImageList", [])
-    images = images if isinstance(images, list) else list(images.values())
     listing = [{"index": k, "name": other.get("Name"), "dimensions": _dims(other),
                 "data_type": other.get("ImageData", {}).get("DataType")}
-               for k, other in enumerate(images) if isinstance(other, dict)]
-    return _metadata({"name": im.get("Name"), "image_tags": im.get("ImageTags", {}),
+               for k, other in enumerate(_listed(tree.get("ImageList", [])))
+               if isinstance(other, dict)]
+    return tags_metadata({"name": im.get("Name"), "image_tags": im.get("ImageTags", {}),
                       "calibrations": im.get("ImageData", {}).get("Calibrations", {}),
                       "images": listing,
                       "tags": {k: v for k, v in tree.items() if k != "ImageList"}})
-
-
-def _metadata(value):
-    if isinstance(value, dict):
-        return {k: _metadata(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_metadata(v) for v in value]
-    if isinstance(value, ArrayRef):
-        return value.describe()
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
 
 
 # --- the reader ----------------------------------------------------------------------------
@@ -466,14 +277,12 @@ def read_dm(path, *, scan_shape=None, chunks="auto", layout=None, image=None):
         held = (os.path.getsize(path) - ref.offset) // frame_bytes if cut else positions
         if shape[0] * shape[1] > held:
             raise ValueError(frame_count_error(path, held, shape[0] * shape[1], shape))
-        seg = FrameSegment(str(path.resolve()), ref.offset, frame_bytes, held,
-                           os.stat(path).st_mtime_ns)
+        seg = FrameSegment.in_file(path, ref.offset, frame_bytes, held)
         stack = FrameStack((seg,), frame, stored.str)
         # the file's byte order is kept: frames are read in place, every operation takes it
         loader = FrameStackLoader(stack, scan_shape=shape, out_shape=frame,
                                   out_dtype=stored.str)
-        native = stored
-        norm = normalize_chunks(chunks, full, native)
+        data = scan_array(loader, chunks, f"dm-{path.name}")
     else:
         if cut:
             raise ValueError(f"path: {path} is truncated inside {truncated} and stores the "
@@ -487,18 +296,17 @@ def read_dm(path, *, scan_shape=None, chunks="auto", layout=None, image=None):
                                    positions, shape, os.stat(path).st_mtime_ns)
         if chunks == "auto":  # long runs per detector pixel: the largest default chunks
             chunks = auto_chunks(full, native.itemsize, target_bytes=MAX_CHUNK_BYTES)
-        norm = normalize_chunks(chunks, full, native)
         warnings.warn(f"{path} stores the scan fastest (older GMS layout): every chunk reads "
                       f"{frame[0] * frame[1]} short runs spread over the whole file. Convert "
                       "it once for fast reads: stem4d_dask.to_zarr(dc, 'scan.zarr') (or "
                       "`stem4d convert`) reads each byte of it once",
                       stacklevel=user_stacklevel())
-    data = lazy_from_loader(loader, full, native, norm, f"dm-{path.name}")
-    r = _space(r_cals, R_UNITS) if r_cals is not None and tuple(shape) == native_scan else None
-    q = _space(q_cals, Q_UNITS)
-    voltage = im.get("ImageTags", {}).get("Microscope Info", {}).get("Voltage")
-    energy = float(voltage) if isinstance(voltage, int | float) and math.isfinite(voltage) \
-        and voltage > 0 else None
+        data = lazy_from_loader(loader, full, native, normalize_chunks(chunks, full, native),
+                                f"dm-{path.name}")
+    r = _space(r_cals, R_VENDOR_UNITS) if r_cals is not None and tuple(shape) == native_scan \
+        else None
+    q = _space(q_cals, Q_VENDOR_UNITS)
+    energy = positive_number(im.get("ImageTags", {}).get("Microscope Info", {}).get("Voltage"))
     meta.update(_image_metadata(tree, im))
     kwargs = {}
     if r is not None:  # DM (x, y) -> ours (y, x)
@@ -549,3 +357,6 @@ def _scan(scan_shape, native, positions, path):
                              "pass scan_shape=(Rx, Ry)")
         return tuple(native)
     return checked_scan_shape(scan_shape)
+
+
+__all__ = ["is_dm", "read_dm", "read_tags", "ScanFastestLoader"]

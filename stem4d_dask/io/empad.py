@@ -25,14 +25,9 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import numpy as np
-
 from ..checks import checked_scan_shape
-from ..coords import regular_coord
-from ..datacube import DIMS, assemble, from_array, normalize_chunks
-from ..lazy import lazy_from_loader
-from .frames import FrameSegment, FrameStack, FrameStackLoader, frame_count_error
-from .metadata import text_value
+from .frames import FrameSegment, FrameStack, FrameStackLoader, frame_count_error, scan_array
+from .metadata import calibrated, positive_number, text_value
 
 ROWS, COLS, DATA_ROWS = 130, 128, 128
 STRIDE = ROWS * COLS * 4  # 66560 B per stored frame, footer included
@@ -128,27 +123,17 @@ def read_empad(path, *, scan_shape=None, chunks="auto"):
     needed = shape[0] * shape[1]
     if segment.count < needed:
         raise ValueError(frame_count_error(raw, segment.count, needed, shape))
-    full = (*shape, DATA_ROWS, COLS)
     stack = FrameStack((segment,), (DATA_ROWS, COLS), "<f4")
     loader = FrameStackLoader(stack, shape, (DATA_ROWS, COLS), "<f4")
-    dtype = np.dtype("<f4")
-    data = lazy_from_loader(loader, full, dtype, normalize_chunks(chunks, full, dtype),
-                            f"empad-{raw.name}")
+    data = scan_array(loader, chunks, f"empad-{raw.name}")
     cal = _calibration(info, info.get("matched"))
     metadata = {"raw_file": raw.name, "xml_file": xml.name if xml else None,
                 "scan_source": "scan_shape=" if scan_shape is not None else info["matched"][0],
                 "frame_bytes": STRIDE, "footer_bytes": STRIDE - FRAME_BYTES,
                 "calibration": cal["notes"], "xml": info.get("tree")}
-    dc = from_array(data, chunks=None, r_pixel_size=cal["r_step"][1], r_units=cal["r_units"],
-                    q_pixel_size=cal["q_step"], q_units=cal["q_units"], energy=cal["energy"],
-                    attrs={"format": "empad", "metadata": metadata})
-    if cal["r_step"][0] != cal["r_step"][1]:  # (Rx, Ry) steps differ: the coords say so
-        coords = {d: dc.coords[d] for d in DIMS}
-        coords["Rx"] = regular_coord(shape[0], cal["r_step"][0], cal["r_units"], "Rx")
-        dc = assemble(dc.data, coords, dc.attrs)
-    return dc
-
-
+    return calibrated(data, r_steps=cal["r_step"], r_units=cal["r_units"],
+                      q_steps=(cal["q_step"],) * 2, q_units=cal["q_units"], energy=cal["energy"],
+                      attrs={"format": "empad", "metadata": metadata})
 
 
 # --- the XML --------------------------------------------------------------------------------
@@ -247,8 +232,8 @@ def _calibration(info, matched) -> dict:
     return out
 
 
-def _positive(v) -> bool:
-    return v is not None and math.isfinite(v) and v > 0
+def _positive(value) -> bool:
+    return positive_number(value) is not None
 
 
 def _int(text):

@@ -1,29 +1,11 @@
-"""Any HDF5 dataset by path (:func:`read_hdf5`), and legacy EMD 0.x / py4DSTEM <= 0.13 files
-(:func:`read_legacy_emd`), read lazily.
+"""Any HDF5 dataset by path (:func:`read_hdf5`), and the datacube of a legacy EMD 0.x /
+py4DSTEM <= 0.13 file (:func:`read_legacy_emd`; what such a file says, its layouts and
+calibration: :mod:`stem4d_dask.io.legacy_emd`), read lazily.
 
 Each dask chunk is read by its own task. A contiguous, uncompressed dataset is mapped straight
 from the file (its byte offset is read once at open): no h5py and no HDF5 lock in the tasks.
 Chunked or compressed datasets are read through h5py (with hdf5plugin's filters when installed),
 and the dask chunks are made of whole HDF5 chunks so that no stored chunk is decoded twice.
-
-Legacy layouts (learnt from py4DSTEM 0.14.18's legacy readers and the EMD 0.1 spec)::
-
-    py4DSTEM 0.13    /<root>  attrs emd_group_type='root', version_major/minor/release ('0',
-                              '13', ...)
-                       <name>/  emd_group_type=1, py4dstem_class='DataCube': data (Rx, Ry, Qx,
-                                Qy), dim0..dim3 = [0, step] (attrs name, units), and a
-                                'calibration' group (py4dstem_class='Calibration'): datasets
-                                R_pixel_size, R_pixel_units, Q_pixel_size, Q_pixel_units
-    py4DSTEM <= 0.12 /<top>   attrs emd_group_type=2, version_major/minor
-                       data/datacubes/<name>/  emd_group_type=1: data ('datacube' before 0.6),
-                                dim1..dim4 (pixel aranges, units '[pix]')
-                       metadata/calibration/   (R_pixel_size, ... when recorded)
-    EMD 0.x          /        attrs version_major=0, version_minor
-                       .../<group>/  emd_group_type=1: data, dim1..dimN (attrs name, units such
-                                as '[n_m]', '[n_m^-1]', '[pix]')
-
-The datacube axes are the stored axes (no transposes); calibration comes from the Calibration
-group (0.13), the metadata/calibration group (<= 0.12) or the dim vectors, else pixels.
 """
 
 from __future__ import annotations
@@ -36,58 +18,25 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..calibration import Q_UNITS, R_UNITS
 from ..checks import checked_scan_shape
 from ..datacube import auto_chunks, from_array, normalize_chunks, user_stacklevel
 from ..lazy import RawFileLoader, lazy_from_loader
 from .frames import frame_count_error
-from .h5 import h5_text, hdf5_filters, is_hdf5
+from .h5 import H5BlockLoader, h5_text, hdf5_filters, is_hdf5
+from .legacy_emd import (
+    cube_groups,
+    is_emd1,
+    is_legacy_emd,
+    layout_name,
+    legacy_calibration,
+    pick_datacube,
+)
 from .metadata import json_value
 
 _LIST = 20  # datasets listed in an error message
 
 
 # --- any dataset ----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class H5BlockLoader:
-    """Read block ``slices`` ``(Rx, Ry, Qx, Qy)`` of dataset ``dataset`` of ``path`` (opened in
-    the call). ``stored``: the dataset's shape; a 3D ``(N, Qx, Qy)`` dataset is read as scan
-    ``scan_shape``; a 5D one has its length-1 axis ``drop`` indexed away."""
-
-    path: str
-    dataset: str
-    dtype: str
-    stored: tuple
-    scan_shape: tuple
-    drop: int = -1
-    mtime_ns: int = 0  # part of the token: a rewritten file gives a new graph
-
-    def __call__(self, slices):
-        hdf5_filters()
-        try:
-            with h5py.File(self.path, "r") as f:
-                return self._read(f[self.dataset].astype(self.dtype), slices)
-        except OSError as err:
-            bounds = [(s.start, s.stop - 1) for s in slices[:2]]
-            raise ValueError(f"{self.path}:{self.dataset}: the block of scan positions "
-                             f"Rx {bounds[0]}, Ry {bounds[1]} could not be read ({err})") from None
-
-    def _read(self, dset, slices):
-        if len(self.stored) == 4:
-            return dset[slices]
-        if len(self.stored) == 5:
-            index = list(slices)
-            index.insert(self.drop, 0)
-            return dset[tuple(index)]
-        (r0, r1, _), (c0, c1, _) = (s.indices(n) for s, n in zip(slices[:2], self.scan_shape,
-                                                                 strict=True))
-        ry, q = self.scan_shape[1], slices[2:]
-        if c0 == 0 and c1 == ry:
-            block = dset[(slice(r0 * ry, r1 * ry), *q)]
-            return block.reshape(r1 - r0, ry, *block.shape[1:])
-        return np.stack([dset[(slice(r * ry + c0, r * ry + c1), *q)] for r in range(r0, r1)])
-
 
 @dataclass
 class _Layout:
@@ -181,8 +130,6 @@ def _layout(path: str, f, dataset: str, scan_shape) -> _Layout:
     return _Layout(path, dset.name, stored, shape, dtype, drop, tuple(multiple), offset)
 
 
-
-
 def _lazy(layout: _Layout, chunks, name: str):
     shape, dtype = layout.shape, layout.dtype.newbyteorder("=")
     if isinstance(chunks, str) and chunks == "auto":
@@ -198,18 +145,30 @@ def _lazy(layout: _Layout, chunks, name: str):
     return lazy_from_loader(loader, shape, dtype, norm, name)
 
 
-def _open(path) -> tuple[str, h5py.File]:
-    """(absolute path, the file open for reading), or an error naming the file."""
+def hdf5_path(path) -> str:
+    """The absolute path of HDF5 file ``path``; ``FileNotFoundError`` or ``ValueError`` (no
+    HDF5 signature) naming it."""
     path = os.path.abspath(os.fspath(path))
     if not os.path.isfile(path):
         raise FileNotFoundError(f"path: {path} does not exist or is not a file")
     if not is_hdf5(path):
         raise ValueError(f"path: {path} is not an HDF5 file (no HDF5 signature)")
+    return path
+
+
+def open_hdf5(path) -> h5py.File:
+    """``path`` opened read-only; ``ValueError`` naming it when HDF5 cannot read it."""
     try:
-        return path, h5py.File(path, "r")
+        return h5py.File(path, "r")
     except OSError as err:
         raise ValueError(f"path: {path} is not a readable HDF5 file; it may be truncated or "
                          f"corrupt ({err})") from None
+
+
+def _open(path) -> tuple[str, h5py.File]:
+    """(absolute path, the file open for reading), or an error naming the file."""
+    path = hdf5_path(path)
+    return path, open_hdf5(path)
 
 
 def read_hdf5(path, *, dataset, scan_shape=None, chunks="auto"):
@@ -243,212 +202,6 @@ def read_hdf5(path, *, dataset, scan_shape=None, chunks="auto"):
 
 # --- legacy EMD / py4DSTEM ------------------------------------------------------------------
 
-def _attr(obj, key):
-    return h5_text(obj.attrs[key]) if key in obj.attrs else None
-
-
-def _is_emd1(f) -> bool:
-    return _attr(f, "emd_group_type") == "file"
-
-
-def is_legacy_emd(path) -> bool:
-    """True for an HDF5 file in a pre-EMD-1.0 layout: a py4DSTEM <= 0.13 file (a top-level
-    group with an ``emd_group_type`` attribute) or an EMD 0.x file (root ``version_major`` 0
-    and an EMD data group, ``emd_group_type`` 1). EMD 1.0 files are :func:`~.emd.is_emd`'s.
-    Reads attributes only."""
-    path = Path(path)
-    if not path.is_file() or not is_hdf5(path):
-        return False
-    try:
-        with h5py.File(path, "r") as f:
-            if _is_emd1(f):
-                return False
-            if any("emd_group_type" in g.attrs for g in f.values()
-                   if isinstance(g, h5py.Group)):
-                return True
-            if _attr(f, "version_major") not in (0, "0"):
-                return False
-            return f.visititems(lambda _, obj: True if isinstance(obj, h5py.Group)
-                                and _attr(obj, "emd_group_type") in (1, "1") else None) is True
-    except OSError:
-        return False
-
-
-def _cube_groups(f) -> list:
-    """EMD data groups (``emd_group_type`` 1) holding a 4D numeric ``data`` (or, py4DSTEM
-    <= 0.5, ``datacube``) dataset: ``[(group path, dataset name)]``."""
-    found = []
-
-    def visit(name, obj):
-        if isinstance(obj, h5py.Group) and _attr(obj, "emd_group_type") in (1, "1"):
-            for key in ("data", "datacube"):
-                dset = obj.get(key)
-                if isinstance(dset, h5py.Dataset) and dset.ndim == 4 \
-                        and dset.dtype.kind in "biuf":
-                    found.append(("/" + name, key))
-                    break
-
-    f.visititems(visit)
-    return found
-
-
-def _layout_name(f) -> tuple[str, str]:
-    """(layout, version) of a legacy file."""
-    for key, group in f.items():
-        if not isinstance(group, h5py.Group) or "emd_group_type" not in group.attrs:
-            continue
-        version = ".".join(str(_attr(group, k)) for k in
-                           ("version_major", "version_minor", "version_release")
-                           if k in group.attrs)
-        kind = _attr(group, "emd_group_type")
-        if kind == "root":
-            return f"py4DSTEM {version or '0.13'} (root group {key!r})", version
-        if kind in (2, "2"):
-            return f"py4DSTEM {version or '<= 0.12'} (top group {key!r})", version
-    version = ".".join(str(_attr(f, k)) for k in ("version_major", "version_minor")
-                       if k in f.attrs)
-    return f"EMD {version or '0.x'}", version
-
-
-def _pick(f, name, path):
-    groups = _cube_groups(f)
-    if not groups:
-        raise ValueError(f"path: {path} ({_layout_name(f)[0]}) holds no 4D datacube (an EMD data "
-                         "group with a 4D 'data' dataset); its datasets are: "
-                         + "; ".join(_datasets(f)) + ". Read one with read(path, dataset=..., "
-                         "scan_shape=...)")
-    if name is not None:
-        hits = [g for g in groups if g[0].rsplit("/", 1)[-1] == name
-                or g[0] == "/" + str(name).strip("/")]
-        if len(hits) != 1:
-            raise ValueError(f"name: {name!r} matches {len(hits)} datacube groups; the file "
-                             f"{path} has {[g[0] for g in groups]}")
-        return hits[0]
-    if len(groups) > 1:
-        cubes = [g for g in groups if _attr(f[g[0]], "py4dstem_class") == "DataCube"
-                 or g[0].split("/")[-2:-1] == ["datacubes"]]
-        if len(cubes) == 1:
-            return cubes[0]
-        raise ValueError(f"name: {path} holds several datacubes {[g[0] for g in groups]}; "
-                         "pass name= (a group name or path)")
-    return groups[0]
-
-
-# units as legacy files spell them -> (canonical units, factor to multiply values by)
-_UNITS = {"pix": ("pixels", 1.0), "pixel": ("pixels", 1.0), "pixels": ("pixels", 1.0),
-          "px": ("pixels", 1.0), "": ("pixels", 1.0), "nm": ("nm", 1.0), "A": ("A", 1.0),
-          "Å": ("A", 1.0), "angstrom": ("A", 1.0), "pm": ("A", 0.01), "um": ("nm", 1e3),
-          "A^-1": ("A^-1", 1.0), "Å^-1": ("A^-1", 1.0), "1/A": ("A^-1", 1.0),
-          "1/Å": ("A^-1", 1.0), "nm^-1": ("A^-1", 0.1), "1/nm": ("A^-1", 0.1),
-          "mrad": ("mrad", 1.0), "rad": ("mrad", 1e3)}
-
-
-def _units(units) -> tuple[str, float] | None:
-    """Canonical units and scale factor of a legacy units string (``'[n_m]'`` -> nm)."""
-    if not isinstance(units, str):
-        return None
-    text = units.strip()
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1]
-    return _UNITS.get(text.replace("_", "").strip())
-
-
-def _number(value):
-    value = h5_text(value)
-    if isinstance(value, np.ndarray) and value.size >= 1 and value.dtype.kind in "iuf":
-        values = np.unique(value.astype(float))
-        value = values[0] if values.size == 1 else None
-    if isinstance(value, int | float | np.number) and not isinstance(value, bool) \
-            and np.isfinite(value) and value > 0:
-        return float(value)
-    return None
-
-
-def _calibration_items(f, group) -> tuple[dict, str | None]:
-    """The calibration metadata beside a datacube: a py4DSTEM 0.13 Calibration group in the
-    datacube group or an ancestor, else a <= 0.12 ``metadata/calibration`` group."""
-    node = group
-    while True:
-        for child in node.values():
-            if isinstance(child, h5py.Group) and _attr(child, "py4dstem_class") == "Calibration":
-                return {k: child[k][()] for k in child if isinstance(child[k], h5py.Dataset)}, \
-                    child.name
-        if node.name == "/":
-            break
-        node = node.parent
-    for top in f.values():
-        cal = top.get("metadata/calibration") if isinstance(top, h5py.Group) else None
-        if isinstance(cal, h5py.Group):
-            items = {k: cal[k][()] for k in cal if isinstance(cal[k], h5py.Dataset)}
-            items.update({k: v for k, v in cal.attrs.items()})
-            return items, cal.name
-    return {}, None
-
-
-def _legacy_calibration(f, group, dset) -> tuple[dict, dict]:
-    """``from_array`` keywords and notes for datacube group ``group``: per space, the
-    calibration items (a pixel size with its units), else the dim vectors of both axes (same
-    step and units), else pixels, with a warning when what the file says cannot be used."""
-    items, where = _calibration_items(f, group)
-    first = 0 if "dim0" in group else 1
-    out, notes = {}, {}
-    for space, allowed, axes in (("r", R_UNITS, (0, 1)), ("q", Q_UNITS, (2, 3))):
-        key = space.upper()
-        dims = [group.get(f"dim{a + first}") for a in axes]
-        given = items.get(f"{key}_pixel_size")
-        size, units = _number(given), _units(h5_text(items.get(f"{key}_pixel_units")))
-        source, problem = f"{where}/{key}_pixel_size", None
-        if given is not None and size is None:
-            problem = f"{source} = {json_value(h5_text(given))!r}"
-        elif size is None or units is None:
-            steps = [_dim_step(d, dset.shape[a]) for d, a in zip(dims, axes, strict=True)]
-            (size, units, source), other = steps
-            if size is not None and units is None:
-                problem = f"{source} has unknown units"
-            elif size is not None and other[0] is not None and (
-                    other[1] != units or not np.isclose(other[0], size, rtol=1e-6)):
-                problem = f"{source} and {other[2]} differ"
-        if problem is None and units is not None and units[0] not in allowed:
-            problem = f"units {units[0]!r}"
-        if problem is not None or size is None or units is None:
-            if problem is not None:
-                warnings.warn(f"{group.name}: unusable {key} calibration ({problem}); using "
-                              "pixels", stacklevel=user_stacklevel())
-            size, units, source = 1.0, ("pixels", 1.0), "none"
-        out[f"{space}_pixel_size"] = size * units[1]
-        out[f"{space}_units"] = units[0]
-        out[f"{space}_origin"] = tuple(_dim_origin(d, units) for d in dims)
-        notes[space] = source
-    return out, {k: json_value(h5_text(v)) for k, v in items.items()} | {"sources": notes}
-
-
-def _dim_step(vec, n):
-    """(step, (units, factor), source) of a dim vector ([start, step] pairs or full aranges);
-    Nones when it gives none."""
-    if not isinstance(vec, h5py.Dataset) or vec.ndim != 1 or vec.dtype.kind not in "iuf" \
-            or vec.size < 2:
-        return None, None, None
-    values = vec[()].astype(float)
-    units = _units(h5_text(vec.attrs.get("units", "pixels")))
-    steps = np.diff(values)
-    if values.size == n and not np.allclose(steps, steps[0], rtol=1e-6, atol=0):
-        warnings.warn(f"{vec.name}: irregular coordinates; using pixels",
-                      stacklevel=user_stacklevel())
-        return None, None, None
-    step = float(steps[0])
-    return (step if np.isfinite(step) and step > 0 else None), units, vec.name
-
-
-def _dim_origin(vec, units) -> float:
-    if not isinstance(vec, h5py.Dataset) or vec.ndim != 1 or vec.size == 0 \
-            or vec.dtype.kind not in "iuf":
-        return 0.0
-    own = _units(h5_text(vec.attrs.get("units", "pixels")))
-    start = float(vec[0])
-    return start * own[1] if own is not None and own[0] == units[0] and np.isfinite(start) \
-        else 0.0
-
-
 def read_legacy_emd(path, *, name=None, chunks="auto"):
     """Open the 4D datacube of a py4DSTEM <= 0.13 or EMD 0.x ``.h5``/``.emd`` file lazily.
 
@@ -466,13 +219,19 @@ def read_legacy_emd(path, *, name=None, chunks="auto"):
     """
     path, f = _open(path)
     with f:
-        if _is_emd1(f):
+        if is_emd1(f):
             raise ValueError(f"path: {path} is an EMD 1.0 file; read it with read_emd")
-        group_path, key = _pick(f, name, path)
+        groups = cube_groups(f)
+        if not groups:
+            raise ValueError(f"path: {path} ({layout_name(f)[0]}) holds no 4D datacube (an EMD "
+                             "data group with a 4D 'data' dataset); its datasets are: "
+                             + "; ".join(_datasets(f)) + ". Read one with read(path, "
+                             "dataset=..., scan_shape=...)")
+        group_path, key = pick_datacube(f, groups, name, path)
         group = f[group_path]
         layout = _layout(path, f, f"{group_path}/{key}", None)
-        calibration, items = _legacy_calibration(f, group, group[key])
-        kind, version = _layout_name(f)
+        calibration, items = legacy_calibration(f, group, group[key])
+        kind, version = layout_name(f)
     data = _lazy(layout, chunks, f"emd-legacy-{Path(path).name}")
     metadata = {"layout": kind, "version": version, "group": group_path,
                 "dataset": layout.dataset, "calibration": items}
@@ -480,4 +239,5 @@ def read_legacy_emd(path, *, name=None, chunks="auto"):
                       **calibration)
 
 
-__all__ = ["read_hdf5", "is_legacy_emd", "read_legacy_emd", "H5BlockLoader"]
+__all__ = ["read_hdf5", "is_legacy_emd", "read_legacy_emd", "H5BlockLoader", "hdf5_path",
+           "open_hdf5"]

@@ -7,7 +7,8 @@ row-major, of the type in field 6: ``U08``/``U16``/``U32`` (processed frames, bi
 in a byte or 12 bits in two bytes per pixel; 24 bits as two 12-bit frames, high bits first). A
 2x2 quad's RAW frame is 256 rows of ``[chip 4 | chip 3 | chip 2 | chip 1]``; it is assembled as
 the detector's processed frames show it: chips 1 and 2 on top, chips 3 and 4 below, turned by
-180 degrees. The counter depth (1, 6, 12 or 24 bits) is the header's last field.
+180 degrees. The counter depth (1, 6, 12 or 24 bits) is the header's last field. Headers:
+:mod:`stem4d_dask.io.mib_header`; RAW decoding: :mod:`stem4d_dask.io.mib_raw`.
 
 Orientation (``docs/formats.md``): ``Qx`` = the frame's rows as stored, ``Qy`` = its columns (no
 flip; RosettaSciIO flips frames up-down), so Merlin's ``hot_pixel_52x_39y`` is at ``Qx=39,
@@ -32,155 +33,18 @@ from pathlib import Path
 import numpy as np
 
 from ..checks import checked_scan_shape
-from ..datacube import from_array, normalize_chunks, user_stacklevel
-from ..lazy import lazy_from_loader
-from .frames import FrameSegment, FrameStack, frame_count_error
-from .metadata import text_value
-
-MAGIC = b"MQ1,"
-TIMESTAMP_FRAMES = 4096  # frame headers read, at most, to find the scan's line length
-RAW_DTYPES = {1: "u1", 6: "u1", 12: "u2", 24: "u4"}
-FIELD_NAMES = ("id", "sequence_number", "header_bytes", "chips", "columns", "rows", "pixel_type",
-               "sensor_layout", "chip_select", "timestamp", "shutter_time_s", "counter",
-               "colour_mode", "gain_mode")
-TEXT_FIELDS = ("id", "pixel_type", "sensor_layout", "chip_select", "timestamp")
-
-
-@dataclass(frozen=True)
-class MibHeader:
-    """The first frame header of a ``.mib`` file: what is needed to read its frames."""
-
-    path: str
-    header_size: int  # bytes, field 2
-    sequence: int  # field 1, 1-based over the acquisition
-    chips: int
-    cols: int  # field 4 (X)
-    rows: int  # field 5 (Y)
-    pixel: str  # field 6: U08, U16, U32 or R64
-    layout: str  # field 7, e.g. "1x1", "2x2" ("G" suffix dropped)
-    depth: int | None  # counter depth (last field after MQ1A), None when absent
-    fields: tuple
-
-    @property
-    def raw(self) -> bool:
-        return self.pixel == "R64"
-
-    @property
-    def payload_bytes(self) -> int:
-        if self.raw:
-            return self.rows * self.cols * {1: 1, 6: 8, 12: 16, 24: 16}[self.depth] // 8
-        return self.rows * self.cols * int(self.pixel[1:]) // 8
-
-    @property
-    def stride(self) -> int:
-        return self.header_size + self.payload_bytes
-
-    @property
-    def quad(self) -> bool:
-        return self.chips == 4 and self.layout == "2x2"
-
-    @property
-    def stored_dtype(self) -> np.dtype:
-        """The pixels' dtype in the file (processed frames; RAW: bytes)."""
-        return np.dtype("u1") if self.raw else np.dtype(f">u{int(self.pixel[1:]) // 8}")
-
-    @property
-    def dtype(self) -> np.dtype:
-        """The datacube's dtype: the stored one for processed frames, native for RAW."""
-        return np.dtype(RAW_DTYPES[self.depth]) if self.raw else self.stored_dtype
-
-    @property
-    def frame_shape(self) -> tuple:
-        """``(Qx, Qy)`` of the frames as read (RAW quad frames assembled)."""
-        if not self.raw:
-            return self.rows, self.cols
-        cols = self.cols // 2 if self.depth == 24 else self.cols
-        return (2 * self.rows, cols // 2) if self.quad else (self.rows, cols)
-
-    def metadata(self) -> dict:
-        f = self.fields
-        out = {name: value.strip() if name in TEXT_FIELDS else text_value(value)
-               for name, value in zip(FIELD_NAMES, f, strict=False)}
-        out["thresholds_keV"] = [text_value(v) for v in f[14:22]]
-        if "MQ1A" in f:
-            tail = f[f.index("MQ1A") + 1:]
-            out["extended_timestamp"] = tail[0] if tail else None
-            if len(tail) > 1:
-                out["exposure_ns"] = text_value(tail[1].removesuffix("ns"))
-        out["counter_depth"] = self.depth
-        return out
-
-
-def _fields(raw: bytes) -> list:
-    return raw.split(b"\0", 1)[0].decode("ascii", "replace").rstrip(", ").split(",")
-
-
-def read_header(path) -> MibHeader:
-    """Parse the first frame header of ``path``; ``ValueError`` naming the file when it is not
-    a Merlin frame header or describes frames this reader cannot read."""
-    path = os.fspath(path)
-    with open(path, "rb") as f:
-        start = f.read(64)
-        if not start.startswith(MAGIC):
-            raise ValueError(f"{path}: not a Merlin .mib file (starts with {start[:8]!r}, not "
-                             "'MQ1,')")
-        try:
-            header_size = int(start.split(b",")[2])
-        except (IndexError, ValueError):
-            raise ValueError(f"{path}: corrupt first frame header (field 2, the header size, "
-                             f"reads {start[:24]!r})") from None
-        if not 32 <= header_size <= 1 << 20:
-            raise ValueError(f"{path}: implausible header size {header_size} bytes (field 2)")
-        f.seek(0)
-        fields = _fields(f.read(header_size))
-    try:
-        sequence, chips, cols, rows = (int(fields[i]) for i in (1, 3, 4, 5))
-        pixel, layout = fields[6].strip(), fields[7].strip().removesuffix("G")
-    except (IndexError, ValueError):
-        raise ValueError(f"{path}: corrupt first frame header: {fields[:9]}") from None
-    depth = None
-    if "MQ1A" in fields and re.fullmatch(r"\d+", fields[-1]):
-        depth = int(fields[-1])
-    header = MibHeader(path, header_size, sequence, chips, cols, rows, pixel, layout, depth,
-                       tuple(fields))
-    _check_header(header)
-    return header
-
-
-def _check_header(h: MibHeader):
-    if h.rows < 1 or h.cols < 1:
-        raise ValueError(f"{h.path}: frame size {h.rows} x {h.cols} in the header")
-    if not h.raw:
-        if h.pixel not in ("U08", "U16", "U32", "U64"):
-            raise ValueError(f"{h.path}: unknown pixel type {h.pixel!r} (field 6); expected "
-                             "U08, U16, U32 or R64")
-        return
-    if h.depth not in RAW_DTYPES:
-        raise ValueError(f"{h.path}: RAW (R64) frames with counter depth {h.depth}; the header "
-                         "must end with the depth 1, 6, 12 or 24")
-    if h.chips == 1:
-        bad = h.cols % (128 if h.depth == 24 else 64)
-    elif h.quad:
-        bad = h.depth == 24 or h.cols % 256
-    else:
-        bad = True
-    if bad:
-        raise ValueError(f"{h.path}: RAW frames of {h.chips} chips in layout {h.layout!r}, "
-                         f"{h.rows} x {h.cols} at {h.depth} bits are not supported (single chip "
-                         "at 1-24 bits and 2x2 quads at 1-12 bits are); save processed frames")
-
-
-def read_hdr(path) -> dict:
-    """The ``key: value`` pairs of a ``.hdr`` file (between ``HDR,`` and ``End``)."""
-    out = {}
-    with open(path, encoding="ascii", errors="replace") as f:
-        for line in f:
-            if line.startswith("HDR") or line.startswith("End"):
-                continue
-            key, sep, value = line.partition("\t")
-            if sep:
-                out[key.rstrip().rstrip(":")] = value.strip().replace("\x00", "")
-    return out
+from ..datacube import from_array, user_stacklevel
+from .frames import FrameSegment, FrameStack, FrameStackLoader, frame_count_error, scan_array
+from .metadata import depth_range
+from .mib_header import (
+    MAGIC,
+    MibHeader,
+    check_header,
+    line_from_timestamps,
+    read_hdr,
+    read_header,
+)
+from .mib_raw import decode_raw
 
 
 def is_mib(path) -> bool:
@@ -207,84 +71,36 @@ def _set_of_hdr(hdr: Path) -> list:
 
 
 @dataclass(frozen=True)
-class MibLoader:
-    """Blocks ``(nrx, nry, Qx, Qy)`` of a scan over the frame records of ``.mib`` files.
+class MibLoader(FrameStackLoader):
+    """A :class:`~.frames.FrameStackLoader` over the frame records of ``.mib`` files.
 
     ``stack`` holds whole records (header + pixels) as ``(1, stride)`` bytes; scan position
     ``(rx, ry)`` is record ``sync_offset + rx * Ry + ry`` (outside the files: a blank frame).
     Every record read must start with ``MQ1,`` (else ``ValueError`` naming the file and the
-    scan position). Processed pixels come back as views of the mapped file in its byte order;
-    RAW pixels are decoded.
+    scan position). Processed pixels come back as views ``(n, rows, cols)`` of the mapped file
+    in its byte order; RAW pixels are decoded (:func:`~.mib_raw.decode_raw`).
     """
 
-    stack: FrameStack
-    scan_shape: tuple
-    header: MibHeader
-    sync_offset: int = 0
+    header: MibHeader | None = None
 
-    def __call__(self, slices):
-        (r0, r1, _), (c0, c1, _) = (s.indices(n) for s, n in zip(slices[:2], self.scan_shape,
-                                                                 strict=True))
-        ry = self.scan_shape[1]
-        if c0 == 0 and c1 == ry:  # whole scan rows: one run of frames
-            runs = [(r0 * ry, (r1 - r0) * ry)]
-        else:
-            runs = [(r * ry + c0, c1 - c0) for r in range(r0, r1)]
-        frames = [self._frames(position, count) for position, count in runs]
-        block = frames[0] if len(frames) == 1 else np.concatenate(frames)
-        return block.reshape(r1 - r0, c1 - c0, *block.shape[1:])
-
-    def _frames(self, position, count):
+    def _frames(self, first, count):
         h = self.header
-        first = self.sync_offset + position
         records = self.stack.read(first, count)[:, 0]
         inside = slice(max(-first, 0), max(min(self.stack.n_frames - first, count), 0))
         bad = np.flatnonzero((records[inside, :4] != np.frombuffer(MAGIC, np.uint8)).any(1))
         if bad.size:
-            k = position + inside.start + int(bad[0])
-            path, index = self._where(first + inside.start + int(bad[0]))
+            j = inside.start + int(bad[0])  # the first bad record of the run
+            path, index = self.stack.locate(first + j)
+            position = divmod(first - self.sync_offset + j, self.scan_shape[1])
             raise ValueError(
-                f"{path}: frame {index} (scan position {divmod(k, self.scan_shape[1])}) has a "
-                f"corrupt header: it starts with {bytes(records[k - position, :8])!r}, not "
-                f"'MQ1,' ({bad.size} bad header(s) in this chunk); the file is damaged or its "
-                "frames are not all the same size")
+                f"{path}: frame {index} (scan position {position}) has a corrupt header: it "
+                f"starts with {bytes(records[j, :8])!r}, not 'MQ1,' ({bad.size} bad "
+                "header(s) in this chunk); the file is damaged or its frames are not all the "
+                "same size")
         pixels = records[:, h.header_size:]
         if h.raw:
             return decode_raw(pixels, h)
         return pixels.view(h.stored_dtype).reshape(count, h.rows, h.cols)
-
-    def _where(self, frame):
-        for seg in self.stack.segments:
-            if frame < seg.count:
-                return seg.path, frame
-            frame -= seg.count
-        return self.stack.segments[-1].path, frame
-
-
-def decode_raw(payload, h: MibHeader) -> np.ndarray:
-    """``(n, payload bytes)`` RAW (``R64``) records -> ``(n, Qx, Qy)`` native pixels."""
-    n = payload.shape[0]
-    if h.depth == 24:  # two 12-bit frames, the high 12 bits first
-        half = payload.shape[1] // 2
-        twelve = dataclasses.replace(h, cols=h.cols // 2, depth=12)
-        high = decode_raw(payload[:, :half], twelve).astype(np.uint32)
-        return (high << 12) | decode_raw(payload[:, half:], twelve)
-    words = payload.reshape(n, h.rows, -1, 8)[..., ::-1].reshape(n, h.rows, -1)
-    if h.depth == 1:
-        raw = np.unpackbits(words, axis=-1, bitorder="little")
-    elif h.depth == 6:
-        raw = words
-    else:
-        raw = words.view("<u2").astype(np.uint16)
-    if not h.quad:
-        return raw
-    rows, width = h.rows, h.cols // 4  # RAW quad rows: [chip 4 | chip 3 | chip 2 | chip 1]
-    out = np.empty((n, 2 * rows, 2 * width), raw.dtype)
-    out[:, :rows, :width] = raw[..., 3 * width:]
-    out[:, :rows, width:] = raw[..., 2 * width:3 * width]
-    out[:, rows:, :width] = raw[:, ::-1, width:2 * width][..., ::-1]  # turned by 180 degrees
-    out[:, rows:, width:] = raw[:, ::-1, :width][..., ::-1]
-    return out
 
 
 def _files(path) -> tuple[list, Path | None]:
@@ -337,38 +153,6 @@ def _segments(paths) -> tuple[MibHeader, tuple]:
     return first, tuple(segments)
 
 
-def _line_from_timestamps(segment: FrameSegment, header: MibHeader):
-    """The scan's line length from the frames' time stamps (a pause ends every line: a step
-    longer than the median one by a tenth or more, well above the jitter, at every multiple of
-    the line length and nowhere else),
-    from the first :data:`TIMESTAMP_FRAMES` headers; None when they show no such pattern."""
-    count = min(segment.count, TIMESTAMP_FRAMES)
-    if count < 3:
-        return None
-    stamps = np.empty(count, np.int64)
-    with open(segment.path, "rb") as f:
-        fd = f.fileno()
-        for k in range(count):
-            fields = _fields(os.pread(fd, header.header_size, segment.offset + k * segment.stride))
-            text = fields[-3].rstrip("Z") if "MQ1A" in fields else fields[9]
-            try:
-                stamps[k] = np.datetime64(text, "ns").astype(np.int64)
-            except ValueError:
-                return None
-    steps = np.diff(stamps)
-    period = np.median(steps)
-    if period <= 0:
-        return None
-    jitter = np.median(np.abs(steps - period))
-    pauses = np.flatnonzero(steps > period + max(0.1 * period, 10 * jitter))
-    if pauses.size == 0 or pauses[0] == 0:
-        return None
-    line = int(pauses[0]) + 1
-    if not np.array_equal(pauses, np.arange(line - 1, steps.size, line)):
-        return None
-    return line
-
-
 def _scan_shape(scan_shape, hdr: dict, first: MibHeader, segments, n_positions):
     """``(scan shape, where it came from)``."""
     if scan_shape is not None:
@@ -384,7 +168,7 @@ def _scan_shape(scan_shape, hdr: dict, first: MibHeader, segments, n_positions):
         return (1, 1), ".hdr Frames in Acquisition (1)"
     if line > 1 and total >= line and total % line == 0:
         return (total // line, line), ".hdr Frames in Acquisition / Frames per Trigger"
-    line = _line_from_timestamps(segments[0], first)
+    line = line_from_timestamps(segments[0], first)
     if line is not None:
         return (-(-n_positions // line), line), "frame time stamps (a pause ends each line)"
     return None, None
@@ -421,7 +205,7 @@ def read_mib(path, *, scan_shape=None, sync_offset=0, chunks="auto"):
     hdr = read_hdr(hdr_path) if hdr_path is not None else {}
     if first.depth is None and hdr.get("Counter Depth (number)", "").isdigit():
         first = dataclasses.replace(first, depth=int(hdr["Counter Depth (number)"]))
-        _check_header(first)
+        check_header(first)
     stack = FrameStack(segments, (1, first.stride), "u1")
     n_frames = stack.n_frames
     name = Path(segments[0].path).name
@@ -448,14 +232,10 @@ def read_mib(path, *, scan_shape=None, sync_offset=0, chunks="auto"):
                       f"uses {positions} from frame {sync_offset}: the last {-missing} are not "
                       "read (pass sync_offset=... if the scan started later, or scan_shape=...)",
                       stacklevel=user_stacklevel())
-    out_shape = (*shape, *first.frame_shape)
-    loader = MibLoader(stack, shape, dataclasses.replace(first, fields=()), sync_offset)
-    norm = normalize_chunks(chunks, out_shape, first.dtype)
-    data = lazy_from_loader(loader, out_shape, first.dtype, norm, f"mib-{name}")
-    depth = first.depth
-    value_range = None
-    if depth is not None and first.dtype.kind == "u" and depth < 8 * first.dtype.itemsize:
-        value_range = (0, 2**depth - 1)
+    loader = MibLoader(stack, shape, first.frame_shape, first.dtype.str, sync_offset,
+                       header=dataclasses.replace(first, fields=()))
+    data = scan_array(loader, chunks, f"mib-{name}")
+    value_range = depth_range(first.depth, first.dtype)
     metadata = {
         "header": first.metadata(),
         "hdr": hdr,
@@ -468,3 +248,6 @@ def read_mib(path, *, scan_shape=None, sync_offset=0, chunks="auto"):
     }
     return from_array(data, chunks=None, value_range=value_range,
                       attrs={"format": "merlin", "metadata": metadata})
+
+
+__all__ = ["is_mib", "read_mib", "read_header", "read_hdr", "decode_raw", "MibLoader"]

@@ -30,33 +30,45 @@ positive; an ROI's coords start at its offset in the full scan) and the beam ene
 file (DE's own client labels it mrad, RosettaSciIO nm^-1), so the detector stays in pixels
 unless ``diffraction_units=`` (``"mrad"``, ``"1/nm"`` or ``"A^-1"``) says which it is. The whole
 info file is ``attrs["metadata"]["info"]``.
+
+The side files are read by :mod:`stem4d_dask.io.de_info`; a non-raster scan's chunks by
+:func:`stem4d_dask.io.frames.positions_array`.
 """
 
 from __future__ import annotations
 
-import mmap
 import os
-import re
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
-import dask.array as da
 import numpy as np
-from dask.base import tokenize
 
 from ..checks import checked_scan_shape
-from ..coords import regular_coord
-from ..datacube import assemble, from_array, normalize_chunks, user_stacklevel
-from ..lazy import lazy_from_loader
-from .frames import FrameSegment, FrameStack, FrameStackLoader, frame_count_error
-from .metadata import text_value
+from ..datacube import normalize_chunks, user_stacklevel
+from .de_info import (
+    INFO_SUFFIX,
+    SCAN_SUFFIX,
+    info_calibration,
+    info_scan,
+    read_info,
+    read_scan_coordinates,
+    scan_visits,
+    side_file,
+    visit_frames,
+)
+from .frames import (
+    FrameSegment,
+    FrameStack,
+    FrameStackLoader,
+    frame_count_error,
+    positions_array,
+    scan_array,
+)
+from .metadata import calibrated
 
 HEADER_BYTES = 1024
 MODES = {0: "u1", 1: "i2", 2: "f4", 6: "u2", 12: "f2"}
 COMPLEX_MODES = {3: "complex int16", 4: "complex float32"}
-DIFFRACTION_UNITS = {"mrad": ("mrad", 1.0), "1/nm": ("A^-1", 0.1), "nm^-1": ("A^-1", 0.1),
-                     "A^-1": ("A^-1", 1.0), "1/A": ("A^-1", 1.0)}
 
 
 # --- header -------------------------------------------------------------------------------
@@ -108,214 +120,6 @@ def is_mrc(path) -> bool:
         return f.read(4) == b"MAP "
 
 
-# --- DE side files ------------------------------------------------------------------------
-
-def read_info(path) -> dict:
-    """A DE ``*_info.txt`` (``key = value`` lines) as a dict; numbers become int/float."""
-    out = {}
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            key, sep, value = line.partition("=")
-            if sep:
-                out[key.strip()] = text_value(value.strip())
-    return out
-
-
-def _prefixes(path: Path) -> list[str]:
-    """Name stems the DE side files may share with movie ``path``: ``X_movie.mrc`` -> ``X``,
-    and ``X`` without a trailing movie number (``20250429_06688_0_movie.mrc``)."""
-    stem = re.sub(r"_movie$", "", path.stem)
-    out = [stem]
-    bare = re.sub(r"_\d+$", "", stem)
-    if bare != stem:
-        out.append(bare)
-    return out
-
-
-def _side_file(path: Path, given, suffix: str, parameter: str):
-    if given is None:
-        return None
-    if given != "auto":
-        given = Path(given)
-        if not given.is_file():
-            raise FileNotFoundError(f"{parameter}: {given} does not exist")
-        return given
-    for prefix in _prefixes(path):
-        candidate = path.with_name(prefix + suffix)
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _scan_type(info) -> str:
-    roi = info.get("Scan - ROI Enable") == "Enable"
-    kind = info.get("Scan - ROI Type") if roi else None
-    return str(kind or info.get("Scan - Type", "Raster"))
-
-
-@dataclass
-class _Scan:
-    """What the info file says about the scan."""
-
-    shape: tuple  # (Rx, Ry)
-    origin: tuple  # (Rx, Ry) pixel offset of an ROI in the full scan
-    repeats: int
-    per_point: int  # movie frames per scan point
-    kind: str
-
-
-def _info_scan(info) -> _Scan | None:
-    if info.get("Scan - Enable") != "Enable":
-        return None
-    roi = info.get("Scan - ROI Enable") == "Enable"
-    key = "Scan - ROI Size" if roi else "Scan - Size"
-    try:
-        x, y = int(info[f"{key} X"]), int(info[f"{key} Y"])
-    except (KeyError, ValueError, TypeError):
-        return None
-    if x < 1 or y < 1:
-        return None
-    origin = (int(info.get("Scan - ROI Offset Y", 0)), int(info.get("Scan - ROI Offset X", 0))) \
-        if roi else (0, 0)
-    per_point = max(int(info.get("Scan - Camera Frames Per Point", 1) or 1), 1)
-    summed = max(int(info.get("Autosave Movie Sum Count", 1) or 1), 1)
-    if per_point % summed == 0:  # the movie sums `summed` camera frames into one
-        per_point //= summed
-    return _Scan((y, x), origin, max(int(info.get("Scan - Repeats", 1) or 1), 1), per_point,
-                 _scan_type(info))
-
-
-def read_scan_coordinates(path, scan_shape) -> np.ndarray:
-    """The ``x, y`` rows of a DE scan-coordinates CSV as flat positions ``y * X + x`` (one per
-    frame, in acquisition order); ``ValueError`` for a position outside ``scan_shape``."""
-    rows = []
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            parts = line.replace(";", ",").split(",")
-            try:
-                rows.append((int(parts[0]), int(parts[1])))
-            except (ValueError, IndexError):
-                if line.strip() and rows:
-                    raise ValueError(f"scan_file: {path} line {number} is not 'x, y': "
-                                     f"{line.strip()!r}") from None
-    xy = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
-    ny, nx = scan_shape
-    bad = np.flatnonzero((xy[:, 0] < 0) | (xy[:, 0] >= nx) | (xy[:, 1] < 0) | (xy[:, 1] >= ny))
-    if bad.size:
-        x, y = xy[bad[0]]
-        raise ValueError(f"scan_file: {path} frame {bad[0]} is at x={x}, y={y}, outside the "
-                         f"{nx} x {ny} (X x Y) scan of the info file")
-    return xy[:, 1] * nx + xy[:, 0]
-
-
-def visit_frames(positions: np.ndarray, n_positions: int, repeat: int) -> np.ndarray:
-    """Frame index of each scan position's ``repeat``-th visit (0-based), -1 where none."""
-    order = np.argsort(positions, kind="stable")
-    ranked = positions[order]
-    first = np.searchsorted(ranked, ranked, side="left")
-    visit = np.arange(ranked.size) - first
-    out = np.full(n_positions, -1, dtype=np.int64)
-    pick = visit == repeat
-    out[ranked[pick]] = order[pick]
-    return out
-
-
-# --- loaders ------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class PositionsLoader:
-    """One chunk of a scan whose positions map to arbitrary frames: ``frames`` (int64 bytes,
-    one per position of the chunk in C order, -1 = never visited) of ``stack``.
-
-    The frames of a chunk are scattered over the file, so instead of one populated mapping
-    per frame (:meth:`FrameStack.read`, fine for runs), each segment's span of wanted frames
-    is mapped once, lazily, and the frames are gathered from it in file order."""
-
-    stack: FrameStack
-    frames: bytes
-    shape: tuple  # (nrx, nry, Qx, Qy)
-    dtype: str
-    decode: object = None
-
-    def __call__(self):
-        frames = np.frombuffer(self.frames, dtype=np.int64)
-        out = np.zeros((frames.size, *self.shape[2:]), dtype=self.dtype)
-        start = 0
-        for seg in self.stack.segments:
-            where = np.flatnonzero((frames >= start) & (frames < start + seg.count))
-            if where.size:
-                where = where[np.argsort(frames[where])]
-                local = frames[where] - start
-                first = int(local[0])
-                view = _span(seg, first, int(local[-1]) - first + 1, self.stack)
-                got = view[local - first]
-                out[where] = got if self.decode is None else self.decode(got)
-                del view
-            start += seg.count
-        return out.reshape(self.shape)
-
-
-def _span(seg: FrameSegment, first: int, count: int, stack: FrameStack) -> np.ndarray:
-    """Frames ``first .. first + count - 1`` of ``seg`` as a strided view of one mapping that
-    is not populated up front (only the gathered frames' pages are read)."""
-    dtype = np.dtype(stack.dtype)
-    rows, cols = stack.frame_shape
-    begin = seg.offset + first * seg.stride
-    aligned = begin - begin % mmap.ALLOCATIONGRANULARITY
-    length = begin - aligned + (count - 1) * seg.stride + stack.frame_bytes
-    with open(seg.path, "rb") as f:
-        mapped = mmap.mmap(f.fileno(), length, prot=mmap.PROT_READ, offset=aligned)
-    return np.ndarray((count, rows, cols), dtype=dtype, buffer=mapped, offset=begin - aligned,
-                      strides=(seg.stride, cols * dtype.itemsize, dtype.itemsize))
-
-
-def positions_array(stack, frame_map: np.ndarray, chunks, dtype, decode, name: str):
-    """Dask array ``frame_map.shape + frame shape`` whose every chunk gathers its own frames
-    (each task holds only its chunk's frame indices)."""
-    token = tokenize(stack, frame_map.tobytes(), chunks, decode)
-    out = f"{name}-{token}"
-    graph = {}
-    frame = tuple(stack.frame_shape)
-    whole = (*chunks[:2], (frame[0],), (frame[1],))
-    bounds = [np.cumsum((0, *c)) for c in chunks[:2]]
-    for i in range(len(chunks[0])):
-        for j in range(len(chunks[1])):
-            (r0, r1), (c0, c1) = bounds[0][i:i + 2], bounds[1][j:j + 2]
-            part = np.ascontiguousarray(frame_map[r0:r1, c0:c1], dtype=np.int64)
-            graph[(out, i, j, 0, 0)] = (PositionsLoader(
-                stack, part.tobytes(), (int(r1 - r0), int(c1 - c0), *frame),
-                np.dtype(dtype).str, decode),)
-    arr = da.Array(graph, out, whole, dtype=dtype, meta=np.empty((0,) * 4, dtype=dtype))
-    return arr if tuple(chunks) == whole else arr.rechunk(chunks)
-
-
-# --- calibration --------------------------------------------------------------------------
-
-def calibrated(data, *, r_steps=(1.0, 1.0), r_units="pixels", r_origin=(0.0, 0.0),
-               q_steps=(1.0, 1.0), q_units="pixels", q_origin=(0.0, 0.0), energy=None,
-               attrs=None):
-    """:func:`stem4d_dask.from_array` with a step per axis (``(x, y)`` pairs over ``Rx, Ry``
-    and ``Qx, Qy``): a non-square grid gets its own coords on each axis."""
-    dc = from_array(data, chunks=None, r_pixel_size=r_steps[0], r_units=r_units,
-                    q_pixel_size=q_steps[0], q_units=q_units, r_origin=r_origin,
-                    q_origin=q_origin, energy=energy, attrs=attrs)
-    if r_steps[0] == r_steps[1] and q_steps[0] == q_steps[1]:
-        return dc
-    coords = {d: dc.coords[d] for d in dc.dims}
-    for dim, step, origin in (("Ry", r_steps[1], r_origin[1]), ("Qy", q_steps[1], q_origin[1])):
-        coords[dim] = regular_coord(dc.sizes[dim], float(step), dc.coords[dim].attrs["units"],
-                                    dim, float(origin))
-    return assemble(dc.data, coords, dc.attrs)
-
-
-def _positive(info, key):
-    try:
-        value = float(info.get(key, -1))
-    except (TypeError, ValueError):
-        return None
-    return value if np.isfinite(value) and value > 0 else None
-
-
 # --- the reader ---------------------------------------------------------------------------
 
 def read_mrc(path, *, scan_shape=None, chunks="auto", repeat=None, point_frame=None,
@@ -346,23 +150,23 @@ def read_mrc(path, *, scan_shape=None, chunks="auto", repeat=None, point_frame=N
     frame_bytes = h["nx"] * h["ny"] * np.dtype(h["dtype"]).itemsize
     size = os.path.getsize(path)
     n_frames = min(h["nz"], max(size - h["offset"], 0) // frame_bytes)
-    info_path = _side_file(path, info_file, "_info.txt", "info_file")
+    info_path = side_file(path, info_file, INFO_SUFFIX, "info_file")
     info = read_info(info_path) if info_path is not None else {}
-    scan = _info_scan(info) if scan_shape is None else None
+    scan = info_scan(info) if scan_shape is None else None
     meta = {"header": {k: v for k, v in h.items() if k not in ("offset", "dtype")}}
     if info_path is not None:
         meta["info_file"] = info_path.name
         meta["info"] = info
     # the file's byte order is kept (frames are read in place; every operation takes it)
-    out_dtype, decode = np.dtype(h["dtype"]), None
+    out_dtype = np.dtype(h["dtype"])
     frame_shape = (h["ny"], h["nx"])
 
-    if scan is not None and scan.kind.lower() != "raster":
+    if scan is not None and not scan.raster:
         if point_frame not in (None, 0):
             raise ValueError(f"point_frame: {path} is a {scan.kind!r} scan, whose coordinates "
                              "file maps every frame; pick a position's visit with repeat=")
-        data, scan_meta = _arbitrary(path, h, n_frames, frame_bytes, scan, info, scan_file,
-                                     repeat, chunks, out_dtype, decode)
+        data, scan_meta = _arbitrary(path, h, n_frames, frame_bytes, scan, scan_file, repeat,
+                                     chunks, out_dtype)
         meta["scan_coordinates"] = scan_meta
     else:
         shape, repeats, per_point = _raster_shape(scan, scan_shape, n_frames)
@@ -381,14 +185,12 @@ def read_mrc(path, *, scan_shape=None, chunks="auto", repeat=None, point_frame=N
             warnings.warn(f"{path}: holds {n_frames} whole frames but its header says NZ="
                           f"{h['nz']}; the file is truncated, reading the {n_frames} it has",
                           stacklevel=user_stacklevel())
-        seg = FrameSegment(str(path.resolve()), h["offset"] + first * frame_bytes,
-                           per_point * frame_bytes, points, os.stat(path).st_mtime_ns)
+        seg = FrameSegment.in_file(path, h["offset"] + first * frame_bytes,
+                                   per_point * frame_bytes, points)
         stack = FrameStack((seg,), frame_shape, h["dtype"])
-        full = (*shape, *frame_shape)
-        norm = normalize_chunks(chunks, full, out_dtype)
         loader = FrameStackLoader(stack, scan_shape=shape, out_shape=frame_shape,
-                                  out_dtype=out_dtype.str, decode=decode)
-        data = lazy_from_loader(loader, full, out_dtype, norm, f"mrc-{path.name}")
+                                  out_dtype=out_dtype.str)
+        data = scan_array(loader, chunks, f"mrc-{path.name}")
         if scan is not None:
             meta["scan"] = {"repeat": repeat, "repeats": repeats, "point_frame": point_frame,
                             "frames_per_point": per_point}
@@ -398,11 +200,13 @@ def read_mrc(path, *, scan_shape=None, chunks="auto", repeat=None, point_frame=N
                               f"{repeats} x {points} x {per_point} (repeats x points x frames "
                               "per point) of its info file; they are not read",
                               stacklevel=user_stacklevel())
-    return _calibrate(data, info, scan if scan_shape is None else None, diffraction_units,
-                      meta)
+    cal = info_calibration(info, scan if scan_shape is None else None, diffraction_units)
+    return calibrated(data, **cal, attrs={"format": "mrc", "metadata": meta})
 
 
 def _pick(value, available: int, parameter: str, what: str, path) -> int:
+    """Which of ``available`` (repeats, frames per point, visits) ``parameter`` reads:
+    ``value`` checked, or 0 (with a warning when there are more)."""
     if value is None:
         if available > 1:
             warnings.warn(f"{path}: holds {available} {what}; reading the first (pass "
@@ -415,6 +219,8 @@ def _pick(value, available: int, parameter: str, what: str, path) -> int:
 
 
 def _raster_shape(scan, scan_shape, n_frames):
+    """``(scan shape, repeats, frames per point)``: ``scan_shape=``, else the info file's, else
+    the movie's frames as ``(frames, 1)``."""
     if scan_shape is not None:
         return checked_scan_shape(scan_shape), 1, 1
     if scan is None:
@@ -422,9 +228,10 @@ def _raster_shape(scan, scan_shape, n_frames):
     return scan.shape, scan.repeats, scan.per_point
 
 
-def _arbitrary(path, h, n_frames, frame_bytes, scan, info, scan_file, repeat, chunks,
-               out_dtype, decode):
-    csv = _side_file(path, scan_file, "_scan_coordinates.csv", "scan_file")
+def _arbitrary(path, h, n_frames, frame_bytes, scan, scan_file, repeat, chunks, out_dtype):
+    """``(data, metadata)`` of a non-raster scan: each position reads its ``repeat``-th
+    visit's frame, as the coordinates file lists them (zeros where there is none)."""
+    csv = side_file(path, scan_file, SCAN_SUFFIX, "scan_file")
     if csv is None:
         raise ValueError(f"{path}: a {scan.kind!r} scan needs its scan coordinates file "
                          f"(<name>_scan_coordinates.csv, not found beside it; pass "
@@ -450,63 +257,15 @@ def _arbitrary(path, h, n_frames, frame_bytes, scan, info, scan_file, repeat, ch
                       f"(visit {repeat}); they read as zeros. "
                       "stem4d_dask.io.mrc.scan_visits(path) counts the visits per position",
                       stacklevel=user_stacklevel())
-    seg = FrameSegment(str(path.resolve()), h["offset"], frame_bytes, n_frames,
-                       os.stat(path).st_mtime_ns)
+    seg = FrameSegment.in_file(path, h["offset"], frame_bytes, n_frames)
     stack = FrameStack((seg,), (h["ny"], h["nx"]), h["dtype"])
     full = (*scan.shape, h["ny"], h["nx"])
     norm = normalize_chunks(chunks, full, out_dtype)
-    data = positions_array(stack, frame_map, norm, out_dtype, decode, f"mrc-{path.name}")
+    data = positions_array(stack, frame_map, norm, out_dtype, f"mrc-{path.name}")
     meta = {"file": csv.name, "type": scan.kind, "frames": int(positions.size),
             "positions": points, "visited": int((visits > 0).sum()), "most_visits": most,
             "repeat": repeat, "unvisited_read_as": 0}
     return data, meta
 
 
-def _calibrate(data, info, scan, diffraction_units, meta):
-    r_steps, r_units, r_origin = (1.0, 1.0), "pixels", (0.0, 0.0)
-    q_steps, q_units = (1.0, 1.0), "pixels"
-    if scan is not None:
-        sx = _positive(info, "Specimen Pixel Size X (nanometers)")
-        sy = _positive(info, "Specimen Pixel Size Y (nanometers)")
-        if sx is not None and sy is not None:
-            r_steps, r_units = (sy, sx), "nm"
-        r_origin = (scan.origin[0] * r_steps[0], scan.origin[1] * r_steps[1])
-    if diffraction_units is not None:
-        if diffraction_units not in DIFFRACTION_UNITS:
-            raise ValueError(f"diffraction_units must be one of {sorted(DIFFRACTION_UNITS)}, "
-                             f"got {diffraction_units!r}")
-        qx = _positive(info, "Diffraction Pixel Size X")
-        qy = _positive(info, "Diffraction Pixel Size Y")
-        if qx is None or qy is None:
-            raise ValueError("diffraction_units: the info file has no positive Diffraction "
-                             f"Pixel Size X/Y (got {info.get('Diffraction Pixel Size X')!r}, "
-                             f"{info.get('Diffraction Pixel Size Y')!r})")
-        q_units, factor = DIFFRACTION_UNITS[diffraction_units]
-        q_steps = (qy * factor, qx * factor)
-    energy = _positive(info, "Instrument Accelerating Voltage (V)")
-    return calibrated(data, r_steps=r_steps, r_units=r_units, r_origin=r_origin,
-                      q_steps=q_steps, q_units=q_units, energy=energy,
-                      attrs={"format": "mrc", "metadata": meta})
-
-
-def scan_visits(path, *, info_file="auto", scan_file="auto"):
-    """How many frames a DE movie holds for each scan position, as an ``(Rx, Ry)`` int
-    DataArray (0 = never visited: the datacube reads zeros there). A raster scan gives its
-    repeats everywhere."""
-    import xarray as xr
-
-    path = Path(path)
-    info_path = _side_file(path, info_file, "_info.txt", "info_file")
-    scan = _info_scan(read_info(info_path)) if info_path is not None else None
-    if scan is None:
-        raise ValueError(f"path: {path} has no DE info file describing a scan")
-    if scan.kind.lower() == "raster":
-        counts = np.full(scan.shape, scan.repeats, dtype=np.int64)
-    else:
-        csv = _side_file(path, scan_file, "_scan_coordinates.csv", "scan_file")
-        if csv is None:
-            raise ValueError(f"{path}: no scan coordinates file for its {scan.kind!r} scan")
-        positions = read_scan_coordinates(csv, scan.shape)
-        counts = np.bincount(positions, minlength=scan.shape[0] * scan.shape[1])
-        counts = counts.reshape(scan.shape)
-    return xr.DataArray(counts, dims=("Rx", "Ry"), name="visits")
+__all__ = ["is_mrc", "read_mrc", "read_header", "read_info", "scan_visits"]
