@@ -15,11 +15,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from .coords import align
-
-Q_DIMS = ("Qx", "Qy")
-R_DIMS = ("Rx", "Ry")
-
+from .coords import Q_DIMS, R_DIMS, align
 
 # --- numbers ---------------------------------------------------------------------------------
 

@@ -69,7 +69,7 @@ def _add_read_arguments(p):
 
 def cmd_info(args) -> int:
     from . import describe, read
-    from .datacube import value_range_of_dtype
+    from .values import value_range_of_dtype
 
     path = Path(args.path)
     dc = read(path, **_read_options(args))

@@ -22,7 +22,9 @@ import xarray as xr
 from .calibration import Q_UNITS, R_UNITS, canonical_units, convert_q_pixel_size
 
 REL_TOL = 1e-6
-SPACES = {"r": ("Rx", "Ry"), "q": ("Qx", "Qy")}
+DIMS = ("Rx", "Ry", "Qx", "Qy")  # scan first, detector last; "x" is array axis 0 in both
+R_DIMS, Q_DIMS = DIMS[:2], DIMS[2:]
+SPACES = {"r": R_DIMS, "q": Q_DIMS}
 UNITS = {"r": R_UNITS, "q": Q_UNITS}
 
 

@@ -22,7 +22,11 @@ import xarray as xr
 
 from .calibration import canonical_units, convert_q_pixel_size
 from .checks import check_energy, check_pixel_size
-from .coords import (
+from .chunks import MiB, normalize_chunks
+from .coords import (  # noqa: F401  (the datacube's dims, re-exported)
+    DIMS,
+    Q_DIMS,
+    R_DIMS,
     REL_TOL,
     SPACES,
     UNITS,
@@ -35,65 +39,12 @@ from .coords import (
     units,
 )
 from .lazy import from_memory, lazy_from_loader, memmap_loader
+from .values import value_range, with_value_range
 
-DIMS = ("Rx", "Ry", "Qx", "Qy")
-R_DIMS = DIMS[:2]
-Q_DIMS = DIMS[2:]
 NAME = "datacube"
 
 CALIBRATION_KEYS = ("r_pixel_size", "r_units", "q_pixel_size", "q_units", "energy")
 _DERIVED = CALIBRATION_KEYS[:4]  # made from the coords, never trusted from attrs
-VALUE_RANGE_OF = "value_range_of"  # the dask array a recorded value_range belongs to
-
-MiB = 2**20
-TARGET_CHUNK_BYTES = 64 * MiB
-MIN_CHUNK_BYTES = 32 * MiB
-MAX_CHUNK_BYTES = 128 * MiB
-
-
-def auto_chunks(shape, itemsize: int, target_bytes: int = TARGET_CHUNK_BYTES,
-                multiple_of=(1, 1)) -> tuple:
-    """Default chunks for a 4D scan: whole frames, scan blocks of about ``target_bytes``.
-
-    Whole scan rows are kept together when a row fits (each chunk is then one contiguous byte
-    range of a C-ordered file); otherwise a chunk is a run of frames within one row. Scan chunk
-    sizes are multiples of ``multiple_of`` = the file's own ``(Rx, Ry)`` chunk shape, so that
-    no stored chunk is read by two tasks. Returns ``(cRx, cRy, Qx, Qy)`` as ints.
-    """
-    rx, ry, qx, qy = (int(s) for s in shape)
-    hx, hy = min(int(multiple_of[0]), rx), min(int(multiple_of[1]), ry)
-    frames = max(target_bytes // max(qx * qy * int(itemsize), 1), 1)
-    blocks = max(frames // (hx * hy), 1)  # stored chunks per task
-    per_row = -(-ry // hy)
-    if blocks >= per_row:
-        return (min(max(blocks // per_row, 1) * hx, rx), ry, qx, qy)
-    return (hx, blocks * hy, qx, qy)
-
-
-def normalize_chunks(chunks, shape, dtype):
-    """Turn ``"auto"``, a ``{dim: size}`` dict or a 2-/4-tuple into dask chunks for ``shape``."""
-    itemsize = np.dtype(dtype).itemsize
-    if isinstance(chunks, str):
-        if chunks != "auto":
-            raise ValueError(f"chunks must be 'auto', a dict or a tuple, got {chunks!r}")
-        chunks = auto_chunks(shape, itemsize)
-    elif isinstance(chunks, dict):
-        unknown = set(chunks) - set(DIMS)
-        if unknown:
-            raise ValueError(f"chunks: unknown dims {sorted(unknown)}; expected {DIMS}")
-        base = auto_chunks(shape, itemsize)
-        chunks = tuple(chunks.get(d, base[i]) for i, d in enumerate(DIMS))
-    else:
-        chunks = tuple(chunks)
-        if len(chunks) == 2:
-            chunks = chunks + tuple(shape[2:])
-        if len(chunks) != 4:
-            raise ValueError(f"chunks must have 2 (scan) or 4 entries, got {chunks!r}")
-    for c, d in zip(chunks, DIMS, strict=True):
-        if isinstance(c, int | np.integer) and c != -1 and c < 1:
-            raise ValueError(f"chunks: {d} chunk must be >= 1, got {c!r}")
-    return da.core.normalize_chunks(chunks, shape=tuple(shape), dtype=dtype)
-
 
 def _to_dask(data, chunks):
     if isinstance(data, xr.DataArray):
@@ -367,63 +318,6 @@ def as_datacube(obj, *, name=None) -> xr.DataArray:
     if not isinstance(dc.data, da.Array):
         dc = dc.copy(data=_to_dask(dc.data, "auto"))
     return dc
-
-
-def value_range(dc: xr.DataArray):
-    """``(min, max)`` the datacube's values can take: the range recorded for this very array
-    (a detector's bit depth, a previous binning), else its dtype's; None for floats."""
-    recorded = dc.attrs.get("value_range")
-    if recorded is not None and dc.attrs.get(VALUE_RANGE_OF) == _data_key(dc):
-        return tuple(recorded)
-    dtype = np.dtype(dc.dtype)
-    if dtype == np.bool_:
-        return (0, 1)
-    if dtype.kind in "ui":
-        info = np.iinfo(dtype)
-        return (int(info.min), int(info.max))
-    return None
-
-
-def with_value_range(dc: xr.DataArray, value_range) -> xr.DataArray:
-    """``dc`` recording that its values lie in ``value_range`` = ``(min, max)`` (integers).
-
-    The record is tied to this array's dask graph: any xarray operation that makes new data
-    (arithmetic, ``astype``, ``isel`` ...) leaves a record that no longer matches, and the
-    dtype's range is used again, so a stale record can never narrow a result wrongly.
-    """
-    try:
-        lo, hi = (int(v) for v in value_range)
-    except (TypeError, ValueError):
-        raise ValueError(f"value_range must be two integers (min, max), got "
-                         f"{value_range!r}") from None
-    dtype = np.dtype(dc.dtype)
-    if dtype.kind not in "uib" or lo > hi:
-        raise ValueError(f"value_range: {value_range!r} must be (min <= max) for integer data, "
-                         f"got dtype {dtype}")
-    full = value_range_of_dtype(dtype)
-    if lo < full[0] or hi > full[1]:
-        raise ValueError(f"value_range {value_range!r} is outside the {dtype} range {full}")
-    out = dc.copy()
-    if (lo, hi) == full:  # nothing narrower than the dtype to record
-        out.attrs.pop("value_range", None)
-        out.attrs.pop(VALUE_RANGE_OF, None)
-        return out
-    out.attrs["value_range"] = [lo, hi]
-    out.attrs[VALUE_RANGE_OF] = _data_key(out)
-    return out
-
-
-def value_range_of_dtype(dtype) -> tuple:
-    dtype = np.dtype(dtype)
-    if dtype == np.bool_:
-        return (0, 1)
-    info = np.iinfo(dtype)
-    return (int(info.min), int(info.max))
-
-
-def _data_key(dc) -> str:
-    data = dc.data
-    return data.name if isinstance(data, da.Array) else f"numpy-{id(data)}"
 
 
 def pick_variable(ds: xr.Dataset, name):

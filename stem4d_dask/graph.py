@@ -20,16 +20,9 @@ from dask.highlevelgraph import HighLevelGraph
 
 from .backend import meta
 from .checks import positive_int
-from .datacube import (
-    DIMS,
-    R_DIMS,
-    VALUE_RANGE_OF,
-    assemble,
-    calibration_attrs,
-    check_datacube,
-    normalize_chunks,
-    with_value_range,
-)
+from .chunks import normalize_chunks
+from .datacube import DIMS, R_DIMS, assemble, calibration_attrs, check_datacube
+from .values import VALUE_RANGE_OF, with_value_range
 
 
 def rebuild(dc: xr.DataArray, data, coords=None, value_range=None, scale=None) -> xr.DataArray:

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import xarray as xr
 
-from .datacube import from_array, normalize_chunks
+from .chunks import normalize_chunks
+from .datacube import from_array
 from .lazy import lazy_from_loader
 
 

@@ -42,7 +42,8 @@ import xarray as xr
 from scipy.special import ndtr
 
 from .checks import checked_int
-from .datacube import from_array, normalize_chunks
+from .chunks import normalize_chunks
+from .datacube import from_array
 from .lazy import lazy_from_loader
 
 EDGE = 2  # strikes keep at least this many pixels from every detector edge

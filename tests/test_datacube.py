@@ -4,7 +4,7 @@ import pytest
 import xarray as xr
 
 import stem4d_dask as s4
-from stem4d_dask.datacube import MAX_CHUNK_BYTES, MIN_CHUNK_BYTES, auto_chunks
+from stem4d_dask.chunks import MAX_CHUNK_BYTES, MIN_CHUNK_BYTES, auto_chunks
 
 
 def test_from_array_dims_coords_attrs(cube_u16):

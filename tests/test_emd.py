@@ -12,7 +12,7 @@ import pytest
 from py4dstem_oracle import FIXTURES, SKIP_REASON, available, py4dstem_read
 
 import stem4d_dask as s4
-from stem4d_dask.datacube import auto_chunks
+from stem4d_dask.chunks import auto_chunks
 from stem4d_dask.io.emd import _write_layout, is_emd, read_emd, to_h5
 from stem4d_dask.io.h5 import H5BlockLoader
 from stem4d_dask.io.hdf5 import is_legacy_emd

@@ -12,9 +12,9 @@ import pytest
 from writers_hdf5 import corrupt_chunk, store_unfiltered, truncate, write_arina
 
 import stem4d_dask as s4
-from stem4d_dask.datacube import value_range
 from stem4d_dask.io import detect
 from stem4d_dask.io.arina import ArinaBlockLoader, is_arina, read_arina, read_arina_masks
+from stem4d_dask.values import value_range
 
 SCAN = (16, 16)
 FRAME = (64, 48)  # rows != cols, so a transpose would show

@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 from dask.base import tokenize
 
-from ..datacube import auto_chunks, normalize_chunks
+from ..chunks import auto_chunks, normalize_chunks
 from ..kernels.bslz4 import Bslz4Error, decode_run
 from .arina_index import Acquisition
 from .frames import block_array

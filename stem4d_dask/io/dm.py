@@ -47,7 +47,8 @@ from pathlib import Path
 import numpy as np
 
 from ..checks import checked_scan_shape
-from ..datacube import MAX_CHUNK_BYTES, auto_chunks, normalize_chunks, user_stacklevel
+from ..chunks import MAX_CHUNK_BYTES, auto_chunks, normalize_chunks
+from ..datacube import user_stacklevel
 from ..lazy import lazy_from_loader
 from .dm_tags import ArrayRef, read_tags, tags_metadata
 from .frames import (

@@ -39,13 +39,8 @@ import numpy as np
 from .. import coords as cal
 from ..calibration import Q_UNITS, R_UNITS, canonical_units
 from ..checks import check_pixel_size
-from ..datacube import (
-    DIMS,
-    auto_chunks,
-    check_datacube,
-    from_array,
-    normalize_chunks,
-)
+from ..chunks import auto_chunks, normalize_chunks
+from ..datacube import DIMS, check_datacube, from_array
 from ..lazy import lazy_from_loader
 from ..progress import active_client, compute
 from .h5 import H5BlockLoader, h5_text, is_hdf5

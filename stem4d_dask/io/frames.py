@@ -31,7 +31,7 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
-from ..datacube import normalize_chunks
+from ..chunks import normalize_chunks
 from ..lazy import lazy_from_loader
 
 

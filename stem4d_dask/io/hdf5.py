@@ -19,7 +19,8 @@ import h5py
 import numpy as np
 
 from ..checks import checked_scan_shape
-from ..datacube import auto_chunks, from_array, normalize_chunks, user_stacklevel
+from ..chunks import auto_chunks, normalize_chunks
+from ..datacube import from_array, user_stacklevel
 from ..lazy import RawFileLoader, lazy_from_loader
 from .frames import frame_count_error
 from .h5 import H5BlockLoader, h5_text, hdf5_filters, is_hdf5

@@ -44,7 +44,8 @@ from pathlib import Path
 import numpy as np
 
 from ..checks import checked_scan_shape
-from ..datacube import normalize_chunks, user_stacklevel
+from ..chunks import normalize_chunks
+from ..datacube import user_stacklevel
 from .de_info import (
     INFO_SUFFIX,
     SCAN_SUFFIX,

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..datacube import from_array, normalize_chunks
+from ..chunks import normalize_chunks
+from ..datacube import from_array
 from ..lazy import lazy_from_loader, raw_file_loader
 
 

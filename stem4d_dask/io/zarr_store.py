@@ -27,22 +27,12 @@ import xarray as xr
 import zarr
 from dask.base import tokenize
 
-from ..datacube import (
-    DIMS,
-    NAME,
-    VALUE_RANGE_OF,
-    as_datacube,
-    auto_chunks,
-    check_datacube,
-    normalize_chunks,
-    pick_variable,
-    value_range,
-    value_range_of_dtype,
-    with_value_range,
-)
+from ..chunks import auto_chunks, normalize_chunks
+from ..datacube import DIMS, NAME, as_datacube, check_datacube, pick_variable
 from ..graph import delayed_chunks
 from ..kernels import native
 from ..progress import compute
+from ..values import VALUE_RANGE_OF, value_range, value_range_of_dtype, with_value_range
 from .storage import completed_at, compressor_codecs, remove
 
 PROGRESS_DIR = ".stem4d-progress"

@@ -25,9 +25,10 @@ import numpy as np
 
 from .. import coords as cal
 from ..checks import positive_int
-from ..datacube import Q_DIMS, R_DIMS, value_range
+from ..datacube import Q_DIMS, R_DIMS
 from ..graph import frame_blocks, rebuild, scan_location
 from ..kernels.binning import accumulator_dtype, bin_frames, bin_scan
+from ..values import value_range
 
 
 def _factor(value, name, shape, space) -> int:

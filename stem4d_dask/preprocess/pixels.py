@@ -23,9 +23,10 @@ import numpy as np
 import xarray as xr
 
 from ..checks import checked_int, detector_array, positive_int
-from ..datacube import Q_DIMS, value_range
+from ..datacube import Q_DIMS
 from ..graph import frame_blocks, rebuild, single_key
 from ..kernels.pixels import CROSS_OFFSETS, hot_pixel_mask, repair_pixels, repair_plan
+from ..values import value_range
 from ..virtual import mean_diffraction_pattern
 
 

@@ -16,8 +16,9 @@ import warnings
 
 from .. import coords as cal
 from ..checks import positive_int
-from ..datacube import DIMS, check_datacube, value_range
+from ..datacube import DIMS, check_datacube
 from ..graph import rebuild, whole_frames
+from ..values import value_range
 from .binning import bin_data_diffraction, bin_data_mmap, bin_data_real, thin_data_real
 from .pixels import filter_hot_pixels, median_filter_masked_pixels
 from .resampling import pad_data_diffraction, resample_data_diffraction

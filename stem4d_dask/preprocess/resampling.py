@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import coords as cal
-from ..datacube import value_range
 from ..graph import frame_blocks, rebuild, result_float_dtype
 from ..kernels.resample import bilinear_resample, fourier_resample, pad_frames
+from ..values import value_range
 
 METHODS = ("bilinear", "fourier")
 
