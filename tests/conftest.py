@@ -1,4 +1,6 @@
+import inspect
 import os
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -54,3 +56,32 @@ def no_frame_reads(monkeypatch):
     def refuse(self, slices):
         raise AssertionError("pixel data was read while opening")
     monkeypatch.setattr(FrameStackLoader, "__call__", refuse)
+
+
+# --- markers, given by what a test uses (so they stay true as tests change) -----------------
+
+ORACLE_WORDS = ("rsciio", "py4dstem", "FIXTURE", "libertem")
+
+
+@cache
+def _source(function) -> str:
+    try:
+        return inspect.getsource(function)
+    except (OSError, TypeError):
+        return ""
+
+
+def pytest_collection_modifyitems(items):
+    """``slow``: a process cluster or a hypothesis search; ``oracle``: a comparison with
+    py4DSTEM, RosettaSciIO or their fixtures; ``gpu``: a cupy code path (numpy standing in)."""
+    for item in items:
+        function = getattr(item, "function", None)
+        source = _source(function) if function is not None else ""
+        module = item.module.__name__ if getattr(item, "module", None) else ""
+        if "process_client" in item.fixturenames or "client" in item.fixturenames \
+                or "@given" in source or "LocalCluster" in source:
+            item.add_marker(pytest.mark.slow)
+        if any(word in source or word in module for word in ORACLE_WORDS):
+            item.add_marker(pytest.mark.oracle)
+        if "FakeCupy" in source or "cupy" in item.name.lower() or "gpu" in item.name.lower():
+            item.add_marker(pytest.mark.gpu)

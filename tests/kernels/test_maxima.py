@@ -18,7 +18,7 @@ from stem4d_dask.kernels.maxima import (
     upsampled_correlation,
 )
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "maxima_py4dstem.npz"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "maxima_py4dstem.npz"
 with np.load(FIXTURE) as _z:
     FIX = {k: _z[k] for k in _z.files}
 CASES = {c["name"]: c for c in json.loads(str(FIX["cases"]))}

@@ -14,7 +14,7 @@ import stem4d_dask as s4
 from stem4d_dask import preprocess as pp
 from stem4d_dask.coords import axis
 
-FIXTURES = np.load(Path(__file__).parent / "fixtures" / "preprocess_py4dstem.npz")
+FIXTURES = np.load(Path(__file__).parents[1] / "fixtures" / "preprocess_py4dstem.npz")
 R_PIX, Q_PIX = 2.0, 0.5
 
 

@@ -12,7 +12,7 @@ import stem4d_dask as s4
 from stem4d_dask import preprocess as pp
 from stem4d_dask.kernels.pixels import hot_pixel_mask, repair_plan
 
-FIX = np.load(Path(__file__).parent / "fixtures" / "dark_pixels_py4dstem.npz")
+FIX = np.load(Path(__file__).parents[1] / "fixtures" / "dark_pixels_py4dstem.npz")
 HOT = FIX["in__hot"]  # (5, 6, 14, 16) float32; hot: (4,5), (9,12), pair (6,9)-(6,10), edge (0,7)
 PLANTED = {(4, 5), (9, 12), (6, 9), (6, 10), (0, 7)}
 

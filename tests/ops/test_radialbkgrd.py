@@ -27,7 +27,7 @@ from stem4d_dask.preprocess.radialbkgrd import (
 )
 from stem4d_dask.virtual import mean_diffraction_pattern
 
-FIXTURES = np.load(Path(__file__).parent / "fixtures" / "radialbkgrd_py4dstem.npz")
+FIXTURES = np.load(Path(__file__).parents[1] / "fixtures" / "radialbkgrd_py4dstem.npz")
 EXACT = dict(rtol=1e-12, atol=0)
 
 

@@ -11,7 +11,7 @@ import xarray as xr
 import stem4d_dask as s4
 from stem4d_dask import preprocess as pp
 
-FIX = np.load(Path(__file__).parent / "fixtures" / "dark_pixels_py4dstem.npz")
+FIX = np.load(Path(__file__).parents[1] / "fixtures" / "dark_pixels_py4dstem.npz")
 DARK = FIX["in__dark"]  # (4, 5, 12, 10) uint16 with row and column streaks
 N = 20
 

@@ -19,7 +19,7 @@ import stem4d_dask.phase.integrate as integrate
 from stem4d_dask.phase.dpc import DPC, NotComputedError
 from stem4d_dask.synthetic import dpc_scan
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "dpc_py4dstem.npz"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "dpc_py4dstem.npz"
 with np.load(FIXTURE) as _z:
     _FIX = {k: _z[k] for k in _z.files}
 _ALIASES = json.loads(str(_FIX["aliases"]))
