@@ -35,8 +35,9 @@ print(json.dumps({"seconds": times[len(times) // 2], "nbytes": cube.nbytes}))
 
 def _drain(out):
     """Compute every chunk of ``out`` and keep one number per chunk."""
-    return da.map_blocks(lambda b: np.zeros((1,) * b.ndim, b.dtype), out.data,
-                         chunks=(1,) * out.ndim).sum()
+    return da.map_blocks(
+        lambda b: np.zeros((1,) * b.ndim, b.dtype), out.data, chunks=(1,) * out.ndim
+    ).sum()
 
 
 def _peak_mib(fn) -> float:
@@ -61,16 +62,30 @@ def rows(ctx: Context) -> list[Row]:
     hot = _drain(pp.filter_hot_pixels(dc, 200))
     chunk_mib = np.prod([c[0] for c in dc.data.chunks]) * 2 / 2**20
     out = []
-    for name, graph in (("subtract_dark (float32 out)", subtract),
-                        ("filter_hot_pixels (mean pass + repair)", hot)):
+    for name, graph in (
+        ("subtract_dark (float32 out)", subtract),
+        ("filter_hot_pixels (mean pass + repair)", hot),
+    ):
         seconds = median_time(graph.compute, ctx.repeats)
         peak = _peak_mib(graph.compute)
-        out.append(Row(f"{name}, from .npy", seconds, ctx.nbytes,
-                       f"peak {peak:.0f} MiB traced for {ctx.nbytes / 2**20:.0f} MiB "
-                       f"({chunk_mib:.0f} MiB chunks)"))
+        out.append(
+            Row(
+                f"{name}, from .npy",
+                seconds,
+                ctx.nbytes,
+                f"peak {peak:.0f} MiB traced for {ctx.nbytes / 2**20:.0f} MiB "
+                f"({chunk_mib:.0f} MiB chunks)",
+            )
+        )
     if py4dstem_available():
         ref = run_py4dstem(PY4DSTEM_HOT, npy, ctx.repeats)
         ours = out[-1].seconds
-        out.append(Row("filter_hot_pixels, py4DSTEM 0.14.18 (in memory)", ref["seconds"],
-                       ref["nbytes"], f"ours {ref['seconds'] / ours:.1f}x faster"))
+        out.append(
+            Row(
+                "filter_hot_pixels, py4DSTEM 0.14.18 (in memory)",
+                ref["seconds"],
+                ref["nbytes"],
+                f"ours {ref['seconds'] / ours:.1f}x faster",
+            )
+        )
     return out

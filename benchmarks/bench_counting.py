@@ -35,11 +35,22 @@ def rows(ctx: Context) -> list[Row]:
         events = electron_count(dc, dark, sub_pixel=sub_pixel, seed=0)
         seconds = median_time(events.compute, ctx.repeats)
         n = events.compute().n_events
-        out.append(Row(f"electron_count, in memory, sub_pixel={sub_pixel}", seconds, cube.nbytes,
-                       f"{n / (cube.shape[0] * cube.shape[1]):.0f} events/frame"))
+        out.append(
+            Row(
+                f"electron_count, in memory, sub_pixel={sub_pixel}",
+                seconds,
+                cube.nbytes,
+                f"{n / (cube.shape[0] * cube.shape[1]):.0f} events/frame",
+            )
+        )
     npy = ctx.workdir / "counting.npy"
     np.save(npy, cube)
     events = electron_count(s4.read(npy), dark, seed=0)
-    out.append(Row("electron_count, from .npy, sub_pixel=True",
-                   median_time(events.compute, ctx.repeats), cube.nbytes))
+    out.append(
+        Row(
+            "electron_count, from .npy, sub_pixel=True",
+            median_time(events.compute, ctx.repeats),
+            cube.nbytes,
+        )
+    )
     return out

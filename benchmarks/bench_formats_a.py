@@ -33,35 +33,42 @@ def _frames_128(cube):
 def _read_rows(label, path, nbytes, repeats, dtype, **options):
     dc = s4.read(path, **options)
     read_s = median_time(lambda: _discard(s4.read(path, **options)).compute(), repeats)
-    sum_s = median_time(lambda: s4.read(path, **options).data.sum(dtype=dtype).compute(),
-                        repeats)
+    sum_s = median_time(lambda: s4.read(path, **options).data.sum(dtype=dtype).compute(), repeats)
     chunks = f"{dc.data.npartitions} chunks of {dc.data.chunksize[:2]}"
-    return [Row(f"{label} open+map", read_s, nbytes, chunks),
-            Row(f"{label} read + sum", sum_s, nbytes)]
+    return [
+        Row(f"{label} open+map", read_s, nbytes, chunks),
+        Row(f"{label} read + sum", sum_s, nbytes),
+    ]
 
 
 def rows(ctx: Context) -> list[Row]:
     w = format_writers("writers_frames")
     cube = ctx.cube
     mem = s4.from_array(cube)
-    out = [Row("dask sum, threads (same-scheduler floor)",
-               median_time(lambda: mem.data.sum(dtype=np.uint64).compute(), ctx.repeats),
-               ctx.nbytes)]
+    out = [
+        Row(
+            "dask sum, threads (same-scheduler floor)",
+            median_time(lambda: mem.data.sum(dtype=np.uint64).compute(), ctx.repeats),
+            ctx.nbytes,
+        )
+    ]
 
     ry = cube.shape[1]
     rx = max(1, min(cube.shape[0], ctx.nbytes // (ry * w.EMPAD_ROWS * w.EMPAD_COLS * 4)))
     folder = ctx.workdir / "empad"
     folder.mkdir(exist_ok=True)
     xml, raw = w.write_empad(folder, _frames_128(cube[:rx]))
-    out += _read_rows(f"EMPAD {rx}x{ry}x128x128 f32", xml, raw.stat().st_size,
-                      ctx.repeats, np.float64)
+    out += _read_rows(
+        f"EMPAD {rx}x{ry}x128x128 f32", xml, raw.stat().st_size, ctx.repeats, np.float64
+    )
     raw.unlink()
 
     q = min(cube.shape[2:])
     square = cube[..., :q, :q]
     for label, data in (("u16", square), ("u8", np.minimum(square, 255).astype(np.uint8))):
         path = w.write_blo(ctx.workdir / f"bench_{label}.blo", data)
-        out += _read_rows(f".blo {label} {q}x{q} frames", path, path.stat().st_size,
-                          ctx.repeats, np.uint64)
+        out += _read_rows(
+            f".blo {label} {q}x{q} frames", path, path.stat().st_size, ctx.repeats, np.uint64
+        )
         path.unlink()
     return out

@@ -27,14 +27,14 @@ def _read_sum(label, path, ctx, note=""):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return s4.read(path).data.sum(dtype=np.uint64).compute()
+
     total = run()
     assert total == int(ctx.cube.sum(dtype=np.uint64)), f"{label} read other data"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         dc = s4.read(path)
     chunks = f"{dc.data.npartitions} chunks of {dc.data.chunksize[:2]}"
-    return Row(f"{label} read + sum", median_time(run, ctx.repeats), ctx.nbytes,
-               f"{chunks}{note}")
+    return Row(f"{label} read + sum", median_time(run, ctx.repeats), ctx.nbytes, f"{chunks}{note}")
 
 
 def rows(ctx: Context) -> list[Row]:
@@ -42,9 +42,13 @@ def rows(ctx: Context) -> list[Row]:
     cube = ctx.cube
     rx, ry, qx, qy = cube.shape
     mem = s4.from_array(cube)
-    out = [Row("dask sum, threads (same-scheduler floor)",
-               median_time(lambda: mem.data.sum(dtype=np.uint64).compute(), ctx.repeats),
-               ctx.nbytes)]
+    out = [
+        Row(
+            "dask sum, threads (same-scheduler floor)",
+            median_time(lambda: mem.data.sum(dtype=np.uint64).compute(), ctx.repeats),
+            ctx.nbytes,
+        )
+    ]
     folder = ctx.workdir / "de"
     folder.mkdir(exist_ok=True)
 
@@ -55,9 +59,13 @@ def rows(ctx: Context) -> list[Row]:
     rng = np.random.default_rng(0)
     order = rng.permutation(rx * ry)  # frame k is position order[k]
     ys, xs = np.divmod(order, ry)
-    movie = w.write_de_movie(folder, "20250101_00002", cube.reshape(rx * ry, qx, qy)[order],
-                             w.de_info(scan=(ry, rx), frame=(qx, qy), kind="Random"),
-                             positions=np.stack([xs, ys], axis=1))
+    movie = w.write_de_movie(
+        folder,
+        "20250101_00002",
+        cube.reshape(rx * ry, qx, qy)[order],
+        w.de_info(scan=(ry, rx), frame=(qx, qy), kind="Random"),
+        positions=np.stack([xs, ys], axis=1),
+    )
     out.append(_read_sum("DE MRC movie, random scan", movie, ctx))
     movie.unlink()
 
@@ -74,8 +82,15 @@ def rows(ctx: Context) -> list[Row]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             s4.to_zarr(s4.read(dm4), store, progress=False)
-    out.append(Row("DM4 scan-fastest -> zarr (once)", median_time(convert, ctx.repeats),
-                   ctx.nbytes, "zstd + bitshuffle"))
+
+    out.append(
+        Row(
+            "DM4 scan-fastest -> zarr (once)",
+            median_time(convert, ctx.repeats),
+            ctx.nbytes,
+            "zstd + bitshuffle",
+        )
+    )
     out.append(_read_sum("  then the zarr store", store, ctx))
     dm4.unlink()
     shutil.rmtree(store, ignore_errors=True)

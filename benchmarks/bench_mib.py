@@ -45,19 +45,38 @@ def rows(ctx: Context) -> list[Row]:
     note = f"{ctx.cube.shape[2]}x{ctx.cube.shape[3]} U16 frames, 384-byte headers"
     sum_s = _timed(lambda: s4.read(path).data.sum(dtype=np.uint64).compute(), ctx.repeats)
     com_s = _timed(lambda: center_of_mass(s4.read(path)).compute(), ctx.repeats)
-    out = [Row(".mib read + sum", sum_s, ctx.nbytes, note),
-           Row(".mib read + center_of_mass", com_s, ctx.nbytes)]
+    out = [
+        Row(".mib read + sum", sum_s, ctx.nbytes, note),
+        Row(".mib read + center_of_mass", com_s, ctx.nbytes),
+    ]
     if LIBERTEM_PYTHON.exists():
-        proc = subprocess.run([str(LIBERTEM_PYTHON), str(ROOT / "benchmarks" / "libertem_com.py"),
-                               str(path.with_suffix(".hdr")), str(ctx.repeats), "mib"],
-                              capture_output=True, text=True, timeout=1800, check=True)
+        proc = subprocess.run(
+            [
+                str(LIBERTEM_PYTHON),
+                str(ROOT / "benchmarks" / "libertem_com.py"),
+                str(path.with_suffix(".hdr")),
+                str(ctx.repeats),
+                "mib",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=True,
+        )
         ref = json.loads(proc.stdout.strip().splitlines()[-1])
         ours = center_of_mass(s4.read(path)[:1, :1]).compute()
-        assert np.allclose(ref["com00"], [float(ours.com_x[0, 0]), float(ours.com_y[0, 0])],
-                           atol=1e-3), "LiberTEM computed another centre of mass"
-        out.append(Row("LiberTEM CoMUDF, same .mib, 2 dask workers", ref["seconds"], ctx.nbytes,
-                       f"ours {ref['seconds'] / com_s:.2f}x faster "
-                       f"(vs its best run: {ref['best'] / com_s:.2f}x)"))
+        assert np.allclose(
+            ref["com00"], [float(ours.com_x[0, 0]), float(ours.com_y[0, 0])], atol=1e-3
+        ), "LiberTEM computed another centre of mass"
+        out.append(
+            Row(
+                "LiberTEM CoMUDF, same .mib, 2 dask workers",
+                ref["seconds"],
+                ctx.nbytes,
+                f"ours {ref['seconds'] / com_s:.2f}x faster "
+                f"(vs its best run: {ref['best'] / com_s:.2f}x)",
+            )
+        )
     try:
         from rsciio.quantumdetector import file_reader
     except ImportError:
@@ -67,6 +86,7 @@ def rows(ctx: Context) -> list[Row]:
         data = file_reader(str(path), lazy=True)[0]["data"]
         return data.sum(dtype=np.uint64).compute()
 
-    out.append(Row("RosettaSciIO lazy .mib read + sum", _timed(rsciio_sum, ctx.repeats),
-                   ctx.nbytes))
+    out.append(
+        Row("RosettaSciIO lazy .mib read + sum", _timed(rsciio_sum, ctx.repeats), ctx.nbytes)
+    )
     return out

@@ -60,22 +60,46 @@ def rows(ctx: Context) -> list[Row]:
     finally:
         fft.use_fftw(True)
     n = ctx.cube.shape[0] * ctx.cube.shape[1]
-    out.append(Row("datacube_diffraction_shift per position", shift_s, ctx.nbytes,
-                   f"{n / shift_s:,.0f} patterns/s; FFTW {'on' if fft.pyfftw else 'absent'}"))
-    out.append(Row("datacube_diffraction_shift, scipy.fft", scipy_s, ctx.nbytes,
-                   f"{n / scipy_s:,.0f} patterns/s"))
+    out.append(
+        Row(
+            "datacube_diffraction_shift per position",
+            shift_s,
+            ctx.nbytes,
+            f"{n / shift_s:,.0f} patterns/s; FFTW {'on' if fft.pyfftw else 'absent'}",
+        )
+    )
+    out.append(
+        Row(
+            "datacube_diffraction_shift, scipy.fft",
+            scipy_s,
+            ctx.nbytes,
+            f"{n / scipy_s:,.0f} patterns/s",
+        )
+    )
     if py4dstem_available():
         npy = ctx.workdir / "preprocess.npy"
         np.save(npy, ctx.cube)
         ref = run_py4dstem(PY4DSTEM_OPS, npy, "bin", ctx.repeats, 0)
         ref_gbps = ref["nbytes"] / ref["seconds"] / 1e9
-        out.append(Row("bin_data_diffraction(2), py4DSTEM 0.14.18", ref["seconds"],
-                       ref["nbytes"], f"ours {ctx.nbytes / bin_s / 1e9 / ref_gbps:.1f}x faster"))
+        out.append(
+            Row(
+                "bin_data_diffraction(2), py4DSTEM 0.14.18",
+                ref["seconds"],
+                ref["nbytes"],
+                f"ours {ctx.nbytes / bin_s / 1e9 / ref_gbps:.1f}x faster",
+            )
+        )
         rows_subset = max(1, min(ctx.cube.shape[0], 2048 // ctx.cube.shape[1]))
         ref = run_py4dstem(PY4DSTEM_OPS, npy, "shift", ctx.repeats, rows_subset)
         ref_gbps = ref["nbytes"] / ref["seconds"] / 1e9
         patterns = ref["nbytes"] / (ctx.nbytes / n)
-        out.append(Row("datacube_diffraction_shift, py4DSTEM 0.14.18", ref["seconds"],
-                       ref["nbytes"], f"{patterns / ref['seconds']:,.0f} patterns/s; ours "
-                       f"{ctx.nbytes / shift_s / 1e9 / ref_gbps:.1f}x faster"))
+        out.append(
+            Row(
+                "datacube_diffraction_shift, py4DSTEM 0.14.18",
+                ref["seconds"],
+                ref["nbytes"],
+                f"{patterns / ref['seconds']:,.0f} patterns/s; ours "
+                f"{ctx.nbytes / shift_s / 1e9 / ref_gbps:.1f}x faster",
+            )
+        )
     return out

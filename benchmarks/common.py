@@ -81,8 +81,13 @@ def py4dstem_available() -> bool:
 
 def run_py4dstem(script: str, *args) -> dict:
     """Run ``script`` in the py4DSTEM venv; it prints one JSON object on its last line."""
-    out = subprocess.run([str(PY4DSTEM_PYTHON), "-c", script, *map(str, args)],
-                         capture_output=True, text=True, check=True, timeout=3600)
+    out = subprocess.run(
+        [str(PY4DSTEM_PYTHON), "-c", script, *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=3600,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -29,8 +29,15 @@ def main(path, repeats, kind="npy"):
             times.append(time.perf_counter() - t0)
     times.sort()
     field = result["raw_com"].data[0, 0]
-    print(json.dumps({"seconds": times[len(times) // 2], "best": times[0],
-                      "com00": [float(field[0]), float(field[1])]}))
+    print(
+        json.dumps(
+            {
+                "seconds": times[len(times) // 2],
+                "best": times[0],
+                "com00": [float(field[0]), float(field[1])],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -37,9 +37,11 @@ def main(argv=None):
     if args.only:
         names = [n for n in names if n == f"bench_{args.only}"]
     ctx = Context(make_cube(shape), workdir, args.repeats)
-    print(f"scan {shape} uint16, {ctx.nbytes / 2**20:.0f} MiB; {os.cpu_count()} cores; "
-          f"{platform.processor() or platform.machine()}; median of {args.repeats}; "
-          f"py4DSTEM venv: {'yes' if py4dstem_available() else 'no'}")
+    print(
+        f"scan {shape} uint16, {ctx.nbytes / 2**20:.0f} MiB; {os.cpu_count()} cores; "
+        f"{platform.processor() or platform.machine()}; median of {args.repeats}; "
+        f"py4DSTEM venv: {'yes' if py4dstem_available() else 'no'}"
+    )
     floor = floor_row(ctx)
     print(f"{'benchmark':48s} {'GB/s':>7s} {'x floor':>8s}  note")
     try:
@@ -48,8 +50,10 @@ def main(argv=None):
         with dask.config.set(scheduler="threads"):
             for name in names:
                 for row in importlib.import_module(f"benchmarks.{name}").rows(ctx):
-                    print(f"{row.name:48s} {row.gbps:7.2f} {row.gbps / floor.gbps:8.2f}  "
-                          f"{row.note}", flush=True)
+                    print(
+                        f"{row.name:48s} {row.gbps:7.2f} {row.gbps / floor.gbps:8.2f}  {row.note}",
+                        flush=True,
+                    )
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)

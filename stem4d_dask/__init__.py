@@ -5,11 +5,7 @@ A datacube is an ``xarray.DataArray`` with dims ``(Rx, Ry, Qx, Qy)`` over a dask
 """
 
 from . import accessor as _accessor  # noqa: F401  (registers .stem4d)
-from .calibration import (
-    electron_wavelength_angstrom,
-    inv_angstrom_to_mrad,
-    mrad_to_inv_angstrom,
-)
+from .calibration import electron_wavelength_angstrom, inv_angstrom_to_mrad, mrad_to_inv_angstrom
 from .datacube import DIMS, as_datacube, describe, from_array, with_calibration, with_q_units
 from .io import read, read_npy, read_raw, to_h5, to_zarr, write
 
@@ -17,7 +13,19 @@ __version__ = "0.1.0"
 
 
 __all__ = [
-    "DIMS", "from_array", "as_datacube", "describe", "with_calibration", "with_q_units",
-    "read", "read_npy", "read_raw", "to_zarr", "to_h5", "write",
-    "electron_wavelength_angstrom", "mrad_to_inv_angstrom", "inv_angstrom_to_mrad",
+    "DIMS",
+    "from_array",
+    "as_datacube",
+    "describe",
+    "with_calibration",
+    "with_q_units",
+    "read",
+    "read_npy",
+    "read_raw",
+    "to_zarr",
+    "to_h5",
+    "write",
+    "electron_wavelength_angstrom",
+    "mrad_to_inv_angstrom",
+    "inv_angstrom_to_mrad",
 ]

@@ -88,8 +88,9 @@ def _method(name, function):
         return function(self._obj, *args, **kwargs)
 
     method.__name__ = method.__qualname__ = name
-    method.__signature__ = inspect.Signature([inspect.Parameter(
-        "self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *parameters])
+    method.__signature__ = inspect.Signature(
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD), *parameters]
+    )
     return method
 
 

@@ -12,6 +12,7 @@ def array_module(x):
     """``cupy`` when ``x`` is a cupy array, else ``numpy``."""
     if type(x).__module__.split(".")[0] == "cupy":
         import cupy
+
         return cupy
     return np
 
@@ -21,10 +22,12 @@ def require_cupy(what: str):
     and how to install it."""
     try:
         import cupy
+
         cupy.cuda.runtime.getDeviceCount()
     except Exception as err:  # ImportError, or a CUDA runtime error without a device
-        raise ImportError(f"{what} needs cupy and a CUDA GPU (pip install "
-                          f"'stem4d_dask[gpu]'): {err}") from None
+        raise ImportError(
+            f"{what} needs cupy and a CUDA GPU (pip install 'stem4d_dask[gpu]'): {err}"
+        ) from None
     return cupy
 
 

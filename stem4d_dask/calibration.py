@@ -60,12 +60,7 @@ def electron_wavelength_angstrom(E_eV):
     E = np.asarray(E_eV, dtype=np.float64)
     if np.any(~np.isfinite(E)) or np.any(E <= 0):
         raise ValueError(f"E_eV must be positive and finite (eV), got {E_eV!r}")
-    lam = (
-        _H
-        / np.sqrt(2 * _M_E * _Q_E * E)
-        / np.sqrt(1 + _Q_E * E / 2 / _M_E / _C**2)
-        * 1e10
-    )
+    lam = _H / np.sqrt(2 * _M_E * _Q_E * E) / np.sqrt(1 + _Q_E * E / 2 / _M_E / _C**2) * 1e10
     return float(lam) if lam.ndim == 0 else lam
 
 
@@ -112,8 +107,9 @@ def scan_sampling(r_units: str, r_size: float) -> tuple[float, str]:
     return (r_size * 10 if r_units == "nm" else r_size), "A"
 
 
-def reciprocal_sampling(q_units: str, q_size: float, energy, *,
-                        hint: str = "") -> tuple[float, str, float | None]:
+def reciprocal_sampling(
+    q_units: str, q_size: float, energy, *, hint: str = ""
+) -> tuple[float, str, float | None]:
     """A detector pixel size as ``(reciprocal, units, angular)`` (py4DSTEM's DPC samplings).
 
     ``q_units`` (canonical) and ``q_size``: the detector calibration; ``energy``: beam energy
@@ -129,8 +125,10 @@ def reciprocal_sampling(q_units: str, q_size: float, energy, *,
     if q_units == "A^-1":
         return q_size, "A^-1", (q_size * wavelength * 1e3 if wavelength is not None else None)
     if wavelength is None:
-        raise ValueError("energy: a detector calibrated in 'mrad' needs the beam energy (eV) to "
-                         f"convert to A^-1{hint}")
+        raise ValueError(
+            "energy: a detector calibrated in 'mrad' needs the beam energy (eV) to "
+            f"convert to A^-1{hint}"
+        )
     return q_size / wavelength / 1e3, "A^-1", q_size
 
 
@@ -147,8 +145,9 @@ class PhaseSamplings:
     angular: tuple | None
 
 
-def phase_samplings(r_units: str, r_size: float, q_units: str, q_size: float, energy, *,
-                    warn=None, hint: str = "") -> PhaseSamplings:
+def phase_samplings(
+    r_units: str, r_size: float, q_units: str, q_size: float, energy, *, warn=None, hint: str = ""
+) -> PhaseSamplings:
     """:class:`PhaseSamplings` of square pixels of ``r_size`` (scan, canonical ``r_units``) and
     ``q_size`` (detector, canonical ``q_units``) at beam ``energy`` (eV or None), from
     :func:`scan_sampling` and :func:`reciprocal_sampling` (``hint``: appended to the latter's
@@ -157,11 +156,20 @@ def phase_samplings(r_units: str, r_size: float, q_units: str, q_size: float, en
     converted."""
     scan, scan_units = scan_sampling(r_units, r_size)
     if warn is not None and scan_units == "pixels":
-        warn("Iterative reconstruction will not be quantitative unless you specify "
-             "real-space calibrations in 'A'")
+        warn(
+            "Iterative reconstruction will not be quantitative unless you specify "
+            "real-space calibrations in 'A'"
+        )
     recip, units, angular = reciprocal_sampling(q_units, q_size, energy, hint=hint)
     if warn is not None and units == "pixels":
-        warn("Iterative reconstruction will not be quantitative unless you specify "
-             "appropriate reciprocal-space calibrations")
-    return PhaseSamplings((scan, scan), (scan_units, scan_units), (recip, recip),
-                          (units, units), None if angular is None else (angular, angular))
+        warn(
+            "Iterative reconstruction will not be quantitative unless you specify "
+            "appropriate reciprocal-space calibrations"
+        )
+    return PhaseSamplings(
+        (scan, scan),
+        (scan_units, scan_units),
+        (recip, recip),
+        (units, units),
+        None if angular is None else (angular, angular),
+    )

@@ -19,11 +19,16 @@ from .coords import Q_DIMS, R_DIMS, align
 
 # --- numbers ---------------------------------------------------------------------------------
 
+
 def checked_int(value, name: str, minimum: int = 1, below: int | None = None) -> int:
     """``value`` as an int in ``[minimum, below)`` (Python or numpy integer, not bool); else
     ``ValueError`` naming ``name``."""
-    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral) or \
-            int(value) < minimum or (below is not None and int(value) >= below):
+    if (
+        isinstance(value, bool | np.bool_)
+        or not isinstance(value, numbers.Integral)
+        or int(value) < minimum
+        or (below is not None and int(value) >= below)
+    ):
         span = f">= {minimum}" if below is None else f"in [{minimum}, {below})"
         raise ValueError(f"{name} must be an integer {span}, got {value!r}")
     return int(value)
@@ -34,8 +39,9 @@ def positive_int(value, name: str) -> int:
     return checked_int(value, name)
 
 
-def real(value, name: str, *, low=None, high=None, strict: bool = False,
-         finite: bool = True) -> float:
+def real(
+    value, name: str, *, low=None, high=None, strict: bool = False, finite: bool = True
+) -> float:
     """``value`` (a Python or numpy real number, or a 0-d array of one; not a bool or a string)
     as a float, finite unless ``finite=False`` (NaN is always refused), within ``[low, high]``
     (``strict``: ``low`` excluded). ``ValueError`` naming ``name`` otherwise."""
@@ -85,12 +91,12 @@ def checked_scan_shape(value, name: str = "scan_shape") -> tuple:
     try:
         rx, ry = value
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be two positive integers (Rx, Ry), got "
-                         f"{value!r}") from None
+        raise ValueError(f"{name} must be two positive integers (Rx, Ry), got {value!r}") from None
     return (checked_int(rx, f"{name}[0]"), checked_int(ry, f"{name}[1]"))
 
 
 # --- arrays ----------------------------------------------------------------------------------
+
 
 def checked_array(value, shape, parameter, kinds="biuf", finite=True, what=""):
     """``value`` (numpy or dask; anything else becomes numpy) of ``shape`` and a dtype kind in
@@ -99,16 +105,20 @@ def checked_array(value, shape, parameter, kinds="biuf", finite=True, what=""):
     if not isinstance(value, da.Array):
         value = np.asarray(value)
     if np.dtype(value.dtype).kind not in kinds:
-        raise ValueError(f"{parameter} must hold {'booleans' if kinds == 'biu' else 'real numbers'}"
-                         f", got dtype {value.dtype}")
+        raise ValueError(
+            f"{parameter} must hold {'booleans' if kinds == 'biu' else 'real numbers'}"
+            f", got dtype {value.dtype}"
+        )
     if tuple(value.shape) != tuple(shape):
-        raise ValueError(f"{parameter} must have the {what}shape {tuple(shape)}, got "
-                         f"{tuple(value.shape)}")
+        raise ValueError(
+            f"{parameter} must have the {what}shape {tuple(shape)}, got {tuple(value.shape)}"
+        )
     if not finite or value.dtype.kind != "f":
         return value
     if isinstance(value, da.Array):
-        return da.map_blocks(finite_or_raise, value, parameter, dtype=value.dtype,
-                             token=f"check-{parameter}")
+        return da.map_blocks(
+            finite_or_raise, value, parameter, dtype=value.dtype, token=f"check-{parameter}"
+        )
     return finite_or_raise(value, parameter)
 
 
@@ -118,8 +128,10 @@ def finite_or_raise(array, parameter):
         bad = ~np.isfinite(array)
         if bad.any():
             where = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(f"{parameter} holds {int(bad.sum())} NaN or infinite value(s), the "
-                             f"first at {where}; replace them (e.g. with a median) first")
+            raise ValueError(
+                f"{parameter} holds {int(bad.sum())} NaN or infinite value(s), the "
+                f"first at {where}; replace them (e.g. with a median) first"
+            )
     return array
 
 
@@ -129,8 +141,13 @@ def detector_array(value, datacube, parameter, kinds="biuf") -> da.Array:
     inputs stay lazy). DataArrays are aligned to the checked ``datacube`` by dimension name and
     coordinates; plain arrays are positional. ``ValueError`` naming ``parameter`` for the wrong
     shape, a dtype kind outside ``kinds``, or NaN/inf values."""
-    value = checked_array(align(value, datacube, Q_DIMS, parameter), datacube.shape[2:],
-                          parameter, kinds, what="detector ")
+    value = checked_array(
+        align(value, datacube, Q_DIMS, parameter),
+        datacube.shape[2:],
+        parameter,
+        kinds,
+        what="detector ",
+    )
     return value.rechunk(-1) if isinstance(value, da.Array) else da.from_array(value, chunks=-1)
 
 
@@ -141,8 +158,9 @@ def detector_weights(value, frame, parameter, shape=None) -> np.ndarray:
     DataArrays are aligned as in :func:`detector_array`; a lazy one is computed (it is
     detector-sized)."""
     shape = tuple(frame.shape[-2:]) if shape is None else tuple(shape)
-    value = checked_array(align(value, frame, Q_DIMS, parameter), shape, parameter,
-                          what="detector ")
+    value = checked_array(
+        align(value, frame, Q_DIMS, parameter), shape, parameter, what="detector "
+    )
     return np.asarray(value.compute() if isinstance(value, da.Array) else value)
 
 
@@ -165,8 +183,10 @@ def mask_stack(masks, datacube, parameter="masks") -> np.ndarray:
     if masks.shape == shape:
         masks = masks[None]
     if masks.ndim != 3 or masks.shape[1:] != shape or masks.shape[0] < 1:
-        raise ValueError(f"{parameter} must be (n, Qx, Qy) = (n, {shape[0]}, {shape[1]}) or "
-                         f"one (Qx, Qy) mask, got shape {masks.shape}")
+        raise ValueError(
+            f"{parameter} must be (n, Qx, Qy) = (n, {shape[0]}, {shape[1]}) or "
+            f"one (Qx, Qy) mask, got shape {masks.shape}"
+        )
     if masks.dtype.kind not in "biuf":
         raise ValueError(f"{parameter} must be boolean or real weights, got dtype {masks.dtype}")
     weights = np.ascontiguousarray(np.moveaxis(masks, 0, -1), dtype=np.float64)
@@ -178,8 +198,14 @@ def mask_stack(masks, datacube, parameter="masks") -> np.ndarray:
 def scan_array(value, datacube, parameter, kinds="biuf", finite=True):
     """An ``(Rx, Ry)`` scan-sized argument aligned like :func:`detector_array`: numpy or
     dask (lazy stays lazy), checked as :func:`checked_array` does."""
-    return checked_array(align(value, datacube, R_DIMS, parameter), datacube.shape[:2],
-                         parameter, kinds, finite, what="scan ")
+    return checked_array(
+        align(value, datacube, R_DIMS, parameter),
+        datacube.shape[:2],
+        parameter,
+        kinds,
+        finite,
+        what="scan ",
+    )
 
 
 def scan_field_pair(pair, name: str, shape=None, scalars: bool = False) -> list:
@@ -197,8 +223,10 @@ def scan_field_pair(pair, name: str, shape=None, scalars: bool = False) -> list:
         want = shape if shape is not None else arr.shape
         ok = arr.ndim == 2 and arr.shape == want or (scalars and arr.ndim == 0)
         if not ok:
-            raise ValueError(f"{name} must be a pair of arrays of the scan shape "
-                             f"{want if shape is not None else '(Rx, Ry)'}"
-                             f"{' or scalars' if scalars else ''}, got shape {arr.shape}")
+            raise ValueError(
+                f"{name} must be a pair of arrays of the scan shape "
+                f"{want if shape is not None else '(Rx, Ry)'}"
+                f"{' or scalars' if scalars else ''}, got shape {arr.shape}"
+            )
         out.append(arr.astype(np.float64))
     return out

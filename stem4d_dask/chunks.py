@@ -14,8 +14,9 @@ MIN_CHUNK_BYTES = 32 * MiB
 MAX_CHUNK_BYTES = 128 * MiB
 
 
-def auto_chunks(shape, itemsize: int, target_bytes: int = TARGET_CHUNK_BYTES,
-                multiple_of=(1, 1)) -> tuple:
+def auto_chunks(
+    shape, itemsize: int, target_bytes: int = TARGET_CHUNK_BYTES, multiple_of=(1, 1)
+) -> tuple:
     """Default chunks for a 4D scan: whole frames, scan blocks of about ``target_bytes``.
 
     Whole scan rows are kept together when a row fits (each chunk is then one contiguous byte

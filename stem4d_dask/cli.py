@@ -55,12 +55,19 @@ def _read_options(args) -> dict:
 def _add_read_arguments(p):
     from .io import FORMATS
 
-    p.add_argument("--format", choices=[f.name for f in FORMATS],
-                   help="the file's format (default: detected from the file)")
+    p.add_argument(
+        "--format",
+        choices=[f.name for f in FORMATS],
+        help="the file's format (default: detected from the file)",
+    )
     p.add_argument("--dataset", help="HDF5 files: the dataset to read, e.g. entry/data/data")
-    p.add_argument("--sync-offset", type=int, default=0, metavar="N",
-                   help="Merlin: frames to skip (N > 0) or blank frames to pad (N < 0) at the "
-                        "start")
+    p.add_argument(
+        "--sync-offset",
+        type=int,
+        default=0,
+        metavar="N",
+        help="Merlin: frames to skip (N > 0) or blank frames to pad (N < 0) at the start",
+    )
     p.add_argument("--shape", help="raw files: Rx,Ry,Qx,Qy (or N,Qx,Qy with --scan-shape)")
     p.add_argument("--dtype", help="raw files: numpy dtype, e.g. uint16 or >u2 (default uint16)")
     p.add_argument("--offset", type=int, default=0, help="raw files: header bytes to skip")
@@ -86,8 +93,10 @@ def cmd_info(args) -> int:
         print(f"{label} {step}, first pixel at ({origin}) {unit}")
     print(f"beam energy  {energy}")
     if d["value_range"] is not None and d["value_range"] != value_range_of_dtype(dc.dtype):
-        print(f"values       {d['value_range'][0]} .. {d['value_range'][1]} (narrower than "
-              f"{d['dtype']})")
+        print(
+            f"values       {d['value_range'][0]} .. {d['value_range'][1]} (narrower than "
+            f"{d['dtype']})"
+        )
     print(f"size         {_human(d['nbytes'])} uncompressed, {_human(_size_on_disk(path))} on disk")
     if "format" in dc.attrs:
         print(f"format       {dc.attrs['format']}")
@@ -130,6 +139,7 @@ def _scheduler(address):
             yield
     else:
         from distributed import Client
+
         with Client(address):
             yield
 
@@ -165,8 +175,7 @@ def cmd_convert(args) -> int:
             options["chunks"] = "auto" if args.chunks == "auto" else _ints(args.chunks, "--chunks")
     with _scheduler(args.scheduler):
         write(dc, out, **options)
-    print(f"wrote {out} ({_human(_size_on_disk(out))} on disk, "
-          f"{_human(dc.nbytes)} uncompressed)")
+    print(f"wrote {out} ({_human(_size_on_disk(out))} on disk, {_human(dc.nbytes)} uncompressed)")
     return 0
 
 
@@ -178,14 +187,20 @@ def cmd_dpc(args) -> int:
     with _scheduler(args.scheduler):
         dpc = DPC(dc, energy=args.energy, verbose=False).preprocess(
             fit_function=None if args.fit == "none" else args.fit,
-            padding_factor=args.padding, plot_center_of_mass=False, plot_rotation=False)
+            padding_factor=args.padding,
+            plot_center_of_mass=False,
+            plot_rotation=False,
+        )
     dpc.reconstruct(max_iter=args.max_iter, progress_bar=not args.quiet)
     paths = dpc.save_figures(args.out)
     phase_path = Path(args.out) / "dpc_phase.npy"
     import numpy as np
+
     np.save(phase_path, dpc.object_phase.values)
-    print(f"rotation {dpc.rotation_deg:g} deg, transpose {dpc.transpose}, "
-          f"final error {dpc.error:.3e} after {len(dpc.error_iterations)} iterations")
+    print(
+        f"rotation {dpc.rotation_deg:g} deg, transpose {dpc.transpose}, "
+        f"final error {dpc.error:.3e} after {len(dpc.error_iterations)} iterations"
+    )
     for path in [*paths, phase_path]:
         print(f"wrote {path}")
     return 0
@@ -204,21 +219,27 @@ def cmd_count(args) -> int:
     dark = np.load(dark_path)
     n_frames = dc.shape[0] * dc.shape[1]
     samples = min(40, n_frames) if args.samples is None else args.samples
-    events = electron_count(dc, dark, Nsamples=samples, binfactor=args.bin,
-                            sub_pixel=args.sub_pixel, seed=args.seed)
+    events = electron_count(
+        dc, dark, Nsamples=samples, binfactor=args.bin, sub_pixel=args.sub_pixel, seed=args.seed
+    )
     with _scheduler(args.scheduler):
         events.to_zarr(args.output, overwrite=args.overwrite, progress=not args.quiet)
     out = Path(args.output)
-    print(f"wrote {out}: {_human(_size_on_disk(out))} on disk for {_human(dc.nbytes)} of raw "
-          f"frames")
+    print(
+        f"wrote {out}: {_human(_size_on_disk(out))} on disk for {_human(dc.nbytes)} of raw frames"
+    )
     return 0
 
 
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(Path(args.out), seed=args.seed, scan_shape=_ints(args.scan, "--scan"),
-             detector_shape=_ints(args.detector, "--detector"))
+    run_demo(
+        Path(args.out),
+        seed=args.seed,
+        scan_shape=_ints(args.scan, "--scan"),
+        detector_shape=_ints(args.detector, "--detector"),
+    )
     return 0
 
 
@@ -226,8 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stem4d", description="Lazy 4D-STEM processing.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("info", help="shape, dtype, chunks, calibration, size and metadata of a "
-                                    "dataset")
+    p = sub.add_parser(
+        "info", help="shape, dtype, chunks, calibration, size and metadata of a dataset"
+    )
     p.add_argument("path")
     p.add_argument("--all", action="store_true", help="show every metadata entry in full")
     _add_read_arguments(p)
@@ -250,11 +272,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dpc", help="centre of mass, scan rotation and DPC phase from a dataset")
     p.add_argument("input")
     p.add_argument("--out", default="stem4d_dpc", help="output folder (default: stem4d_dpc)")
-    p.add_argument("--energy", type=float, help="beam energy in eV (needed for mrad data "
-                   "unless the file records it)")
-    p.add_argument("--fit", default="plane",
-                   choices=["plane", "parabola", "bezier_two", "constant", "none"],
-                   help="descan model (default: plane)")
+    p.add_argument(
+        "--energy",
+        type=float,
+        help="beam energy in eV (needed for mrad data unless the file records it)",
+    )
+    p.add_argument(
+        "--fit",
+        default="plane",
+        choices=["plane", "parabola", "bezier_two", "constant", "none"],
+        help="descan model (default: plane)",
+    )
     p.add_argument("--padding", type=float, default=2.0, help="padding factor (default 2)")
     p.add_argument("--max-iter", type=int, default=64, help="iterations (default 64)")
     p.add_argument("--scheduler", help="distributed scheduler address, or threads/processes")
@@ -268,8 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dark", required=True, help="dark reference, a (Qx, Qy) .npy file")
     p.add_argument("--sub-pixel", action="store_true", help="sub-pixel (centroid) positions")
     p.add_argument("--bin", type=int, default=1, metavar="N", help="bin the detector by N")
-    p.add_argument("--samples", type=int, help="frames sampled for the thresholds "
-                   "(default: 40, or every frame of a smaller scan)")
+    p.add_argument(
+        "--samples",
+        type=int,
+        help="frames sampled for the thresholds (default: 40, or every frame of a smaller scan)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the threshold sample")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--scheduler", help="distributed scheduler address, or threads/processes")

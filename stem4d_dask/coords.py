@@ -52,8 +52,10 @@ def coord_values(values, dim: str, parameter: str = "datacube") -> np.ndarray:
     """A coordinate as a finite float64 vector; ``ValueError`` naming the dim otherwise."""
     values = np.asarray(values)
     if values.ndim != 1 or values.dtype.kind not in "biuf":
-        raise ValueError(f"{parameter}: the {dim} coordinate must be a 1D vector of numbers, "
-                         f"got dtype {values.dtype} and shape {values.shape}")
+        raise ValueError(
+            f"{parameter}: the {dim} coordinate must be a 1D vector of numbers, "
+            f"got dtype {values.dtype} and shape {values.shape}"
+        )
     values = values.astype(np.float64)
     if not np.isfinite(values).all():
         raise ValueError(f"{parameter}: the {dim} coordinate holds NaN or inf values")
@@ -64,15 +66,27 @@ def make_axis(values, dim: str, units: str) -> Axis:
     """:class:`Axis` of coordinate ``values`` (float64 vector) in ``units``."""
     n = int(values.size)
     if n < 2:
-        return Axis(dim, n, float(values[0]), None, units,
-                    f"the {dim} axis has a single pixel, so its coordinate has no spacing")
+        return Axis(
+            dim,
+            n,
+            float(values[0]),
+            None,
+            units,
+            f"the {dim} axis has a single pixel, so its coordinate has no spacing",
+        )
     steps = np.diff(values)
     step = (values[-1] - values[0]) / (n - 1)
     if step == 0 or np.abs(steps - step).max() > REL_TOL * abs(step):
-        return Axis(dim, n, float(values[0]), None, units,
-                    f"the {dim} coordinate is not evenly spaced (steps from {steps.min():g} to "
-                    f"{steps.max():g} {units}), e.g. after concatenating scans or selecting "
-                    f"a list of positions")
+        return Axis(
+            dim,
+            n,
+            float(values[0]),
+            None,
+            units,
+            f"the {dim} coordinate is not evenly spaced (steps from {steps.min():g} to "
+            f"{steps.max():g} {units}), e.g. after concatenating scans or selecting "
+            f"a list of positions",
+        )
     return Axis(dim, n, float(values[0]), float(step), units)
 
 
@@ -95,18 +109,22 @@ def pixel_size(dc: xr.DataArray, space: str, needed_by: str) -> float:
         if a.step is None and a.size > 1:
             raise ValueError(f"{needed_by} needs a {_name(space)} pixel size, but {a.problem}")
         if a.step is not None and a.step < 0:
-            raise ValueError(f"{needed_by} needs a {_name(space)} pixel size, but the {a.dim} "
-                             f"coordinate decreases (step {a.step:g} {a.units}); reverse it "
-                             f"with .isel({a.dim}=slice(None, None, -1))")
+            raise ValueError(
+                f"{needed_by} needs a {_name(space)} pixel size, but the {a.dim} "
+                f"coordinate decreases (step {a.step:g} {a.units}); reverse it "
+                f"with .isel({a.dim}=slice(None, None, -1))"
+            )
     steps = [a.step for a in axes if a.step is not None]
     if not steps:
         return float(dc.attrs.get(f"{space}_pixel_size", 1.0))
     if len(steps) == 2 and abs(steps[0] - steps[1]) > REL_TOL * max(steps):
         x, y = axes
-        raise ValueError(f"{needed_by} needs square {_name(space)} pixels, but the {x.dim} "
-                         f"step is {x.step:g} and the {y.dim} step {y.step:g} {x.units} "
-                         f"(non-square pixels, as a file may record or a selection that steps "
-                         f"one axis only makes)")
+        raise ValueError(
+            f"{needed_by} needs square {_name(space)} pixels, but the {x.dim} "
+            f"step is {x.step:g} and the {y.dim} step {y.step:g} {x.units} "
+            f"(non-square pixels, as a file may record or a selection that steps "
+            f"one axis only makes)"
+        )
     return float(np.mean(steps))
 
 
@@ -135,8 +153,7 @@ def derived_attrs(dc: xr.DataArray) -> dict:
 
 def coord(values, dim: str, units_: str) -> xr.DataArray:
     """A coordinate DataArray for ``dim`` with ``attrs['units']``."""
-    return xr.DataArray(np.asarray(values, dtype=np.float64), dims=(dim,),
-                        attrs={"units": units_})
+    return xr.DataArray(np.asarray(values, dtype=np.float64), dims=(dim,), attrs={"units": units_})
 
 
 def regular_coord(n: int, step: float, units_: str, dim: str, origin: float = 0.0):
@@ -154,19 +171,23 @@ def check_coords(dc: xr.DataArray, attrs: dict, parameter: str) -> dict:
         present = [dc.coords[d].attrs.get("units") for d in dims if d in dc.coords]
         named = {u for u in present if u is not None}
         if len(named) > 1:
-            raise ValueError(f"{parameter}: the {dims[0]} and {dims[1]} coordinates have "
-                             f"different units {sorted(named)}")
+            raise ValueError(
+                f"{parameter}: the {dims[0]} and {dims[1]} coordinates have "
+                f"different units {sorted(named)}"
+            )
         raw = named.pop() if named else attrs.get(f"{space}_units", "pixels")
-        unit = canonical_units(raw, parameter=f"{parameter}: {_name(space)} units",
-                               allowed=UNITS[space])
+        unit = canonical_units(
+            raw, parameter=f"{parameter}: {_name(space)} units", allowed=UNITS[space]
+        )
         for d in dims:
             if d in dc.coords:
                 out[d] = coord(coord_values(dc.coords[d].values, d, parameter), d, unit)
         step = float(attrs.get(f"{space}_pixel_size", 1.0))
         for d in dims:
             if d not in out:
-                other = [make_axis(c.values, c.dims[0], unit) for c in out.values()
-                         if c.dims[0] in dims]
+                other = [
+                    make_axis(c.values, c.dims[0], unit) for c in out.values() if c.dims[0] in dims
+                ]
                 known = [a.step for a in other if a.step is not None]
                 out[d] = regular_coord(dc.sizes[d], known[0] if known else step, unit, d)
     return out
@@ -179,8 +200,12 @@ def is_checked(dc: xr.DataArray) -> bool:
     for space, dims in SPACES.items():
         for d in dims:
             c = dc.coords.get(d)
-            if c is None or c.dtype != np.float64 or c.attrs.get("units") not in UNITS[space] \
-                    or not np.isfinite(c.values).all():
+            if (
+                c is None
+                or c.dtype != np.float64
+                or c.attrs.get("units") not in UNITS[space]
+                or not np.isfinite(c.values).all()
+            ):
                 return False
         if len({dc.coords[d].attrs["units"] for d in dims}) != 1:
             return False
@@ -190,6 +215,7 @@ def is_checked(dc: xr.DataArray) -> bool:
 
 
 # --- new grids made by operations ----------------------------------------------------------
+
 
 def binned(coordinate: xr.DataArray, factor: int) -> xr.DataArray:
     """The coordinate of ``factor``-pixel bins: the mean coordinate of the pixels each bin
@@ -207,8 +233,9 @@ def thinned(coordinate: xr.DataArray, factor: int) -> xr.DataArray:
     return coordinate.isel({coordinate.dims[0]: slice(0, n * factor, factor)})
 
 
-def resampled(dc: xr.DataArray, dim: str, n_out: int, first: float, scale: float,
-              needed_by: str) -> xr.DataArray:
+def resampled(
+    dc: xr.DataArray, dim: str, n_out: int, first: float, scale: float, needed_by: str
+) -> xr.DataArray:
     """Coordinate of ``n_out`` samples taken at input pixel positions ``first + j * scale``
     along the regular axis ``dim`` (an irregular one raises, naming ``needed_by``)."""
     a = axis(dc, dim)
@@ -223,6 +250,7 @@ def _single_pixel_step(dc, a: Axis, needed_by: str) -> float:
 
 
 # --- quantities given in calibrated units ---------------------------------------------------
+
 
 def q_pixels(dc: xr.DataArray, value, units_: str, parameter: str, *, dim: str | None = None):
     """``value`` given in ``units_`` expressed in detector pixels.
@@ -239,15 +267,19 @@ def q_pixels(dc: xr.DataArray, value, units_: str, parameter: str, *, dim: str |
         return value
     own = units(dc, "q")
     if own == "pixels":
-        raise ValueError(f"units: {parameter} in {units_!r} needs a calibrated detector (Qx, Qy "
-                         f"in 'mrad' or 'A^-1'); this datacube's detector is in pixels")
+        raise ValueError(
+            f"units: {parameter} in {units_!r} needs a calibrated detector (Qx, Qy "
+            f"in 'mrad' or 'A^-1'); this datacube's detector is in pixels"
+        )
     size = pixel_size(dc, "q", f"{parameter} in {units_!r}")
     factor = 1.0
     if units_ != own:
         energy = dc.attrs.get("energy")
         if energy is None:
-            raise ValueError(f"energy: converting {parameter} from {units_!r} to the detector's "
-                             f"{own!r} needs the datacube's beam energy (eV) in attrs['energy']")
+            raise ValueError(
+                f"energy: converting {parameter} from {units_!r} to the detector's "
+                f"{own!r} needs the datacube's beam energy (eV) in attrs['energy']"
+            )
         factor = convert_q_pixel_size(1.0, units_, own, energy)
     if dim is None:
         return value * (factor / size)
@@ -255,6 +287,7 @@ def q_pixels(dc: xr.DataArray, value, units_: str, parameter: str, *, dim: str |
 
 
 # --- arguments that are DataArrays ----------------------------------------------------------
+
 
 def align(value, dc: xr.DataArray, dims: tuple, parameter: str, extra: int = 0):
     """A detector- or scan-sized argument in the datacube's frame, by dimension name.
@@ -271,8 +304,9 @@ def align(value, dc: xr.DataArray, dims: tuple, parameter: str, extra: int = 0):
     own = [d for d in value.dims if d not in dims]
     if not set(dims) <= set(value.dims) or len(own) != extra:
         want = f"{extra} dim(s) of its own and " if extra else ""
-        raise ValueError(f"{parameter}: a DataArray argument needs {want}the dims {dims}, got "
-                         f"{value.dims}")
+        raise ValueError(
+            f"{parameter}: a DataArray argument needs {want}the dims {dims}, got {value.dims}"
+        )
     value = value.transpose(*own, *dims)
     for d in dims:
         if d not in value.coords or value.sizes[d] == 0:
@@ -280,14 +314,17 @@ def align(value, dc: xr.DataArray, dims: tuple, parameter: str, extra: int = 0):
         given_units = value.coords[d].attrs.get("units")
         if given_units is not None and given_units != dc.coords[d].attrs.get("units"):
             continue  # different units: not comparable, positional
-        index = _matching(coord_values(value.coords[d].values, d, parameter),
-                          dc.coords[d].values.astype(np.float64))
+        index = _matching(
+            coord_values(value.coords[d].values, d, parameter),
+            dc.coords[d].values.astype(np.float64),
+        )
         if index is None:
             v, w = value.coords[d].values, dc.coords[d].values
             raise ValueError(
                 f"{parameter}: its {d} coordinate ({v[0]:g} .. {v[-1]:g}, {v.size} values) does "
                 f"not match the datacube's ({w[0]:g} .. {w[-1]:g}, {w.size} values); select the "
-                f"matching part, e.g. {parameter}.sel({d}=datacube.{d})")
+                f"matching part, e.g. {parameter}.sel({d}=datacube.{d})"
+            )
         if not (index.size == value.sizes[d] and (index == np.arange(index.size)).all()):
             value = value.isel({d: index})
     return value.data
@@ -297,8 +334,11 @@ def _matching(given: np.ndarray, wanted: np.ndarray):
     """Indices into ``given`` of every value of ``wanted`` (equal to ``REL_TOL`` of a step), or
     None when one is missing or matches twice."""
     steps = np.abs(np.diff(wanted))
-    scale = float(np.median(steps)) if steps.size and np.median(steps) > 0 else \
-        max(1.0, float(np.abs(wanted).max(initial=0)))
+    scale = (
+        float(np.median(steps))
+        if steps.size and np.median(steps) > 0
+        else max(1.0, float(np.abs(wanted).max(initial=0)))
+    )
     tol = REL_TOL * scale
     if given.size == wanted.size and np.allclose(given, wanted, rtol=0, atol=tol):
         return np.arange(given.size)
@@ -307,8 +347,7 @@ def _matching(given: np.ndarray, wanted: np.ndarray):
     pos = np.clip(np.searchsorted(ordered, wanted), 1, max(ordered.size - 1, 1))
     left = np.clip(pos - 1, 0, ordered.size - 1)
     right = np.clip(pos, 0, ordered.size - 1)
-    pick = np.where(np.abs(ordered[left] - wanted) <= np.abs(ordered[right] - wanted), left,
-                    right)
+    pick = np.where(np.abs(ordered[left] - wanted) <= np.abs(ordered[right] - wanted), left, right)
     if np.abs(ordered[pick] - wanted).max(initial=0) > tol:
         return None
     twin = np.zeros(ordered.size, dtype=bool)

@@ -46,6 +46,7 @@ NAME = "datacube"
 CALIBRATION_KEYS = ("r_pixel_size", "r_units", "q_pixel_size", "q_units", "energy")
 _DERIVED = CALIBRATION_KEYS[:4]  # made from the coords, never trusted from attrs
 
+
 def _to_dask(data, chunks):
     if isinstance(data, xr.DataArray):
         data = data.data
@@ -125,8 +126,10 @@ def from_array(
     check_dtype(arr.dtype, "data")
     out_attrs = {k: v for k, v in dict(attrs or {}).items() if k not in _DERIVED}
     coords = {}
-    for space, size, unit, origin in (("r", r_pixel_size, r_units, r_origin),
-                                      ("q", q_pixel_size, q_units, q_origin)):
+    for space, size, unit, origin in (
+        ("r", r_pixel_size, r_units, r_origin),
+        ("q", q_pixel_size, q_units, q_origin),
+    ):
         size = check_pixel_size(size, parameter=f"{space}_pixel_size")
         unit = canonical_units(unit, parameter=f"{space}_units", allowed=UNITS[space])
         for d, o in zip(SPACES[space], _pair(origin, f"{space}_origin"), strict=True):
@@ -145,11 +148,11 @@ def _pair(value, parameter) -> tuple:
     try:
         values = tuple(float(v) for v in values)
     except (TypeError, ValueError):
-        raise ValueError(f"{parameter} must be one number or a pair (x, y), got "
-                         f"{value!r}") from None
+        raise ValueError(
+            f"{parameter} must be one number or a pair (x, y), got {value!r}"
+        ) from None
     if len(values) != 2 or not all(np.isfinite(values)):
-        raise ValueError(f"{parameter} must be one finite number or a pair (x, y), got "
-                         f"{value!r}")
+        raise ValueError(f"{parameter} must be one finite number or a pair (x, y), got {value!r}")
     return values
 
 
@@ -157,9 +160,11 @@ def check_dtype(dtype, parameter) -> np.dtype:
     """``dtype`` if it holds real numbers or booleans; else ``TypeError`` naming it."""
     dtype = np.dtype(dtype)
     if dtype.kind not in "biuf":
-        hint = (" (take .real, .imag or abs() first)" if dtype.kind == "c" else "")
-        raise TypeError(f"{parameter}: dtype {dtype} is not supported; a datacube holds real "
-                        f"numbers or booleans{hint}")
+        hint = " (take .real, .imag or abs() first)" if dtype.kind == "c" else ""
+        raise TypeError(
+            f"{parameter}: dtype {dtype} is not supported; a datacube holds real "
+            f"numbers or booleans{hint}"
+        )
     return dtype
 
 
@@ -179,8 +184,10 @@ def _with_derived(dc, attrs):
 
 def _order_attrs(dc):
     keys = [k for k in CALIBRATION_KEYS if k in dc.attrs]
-    dc.attrs = {**{k: dc.attrs[k] for k in keys},
-                **{k: v for k, v in dc.attrs.items() if k not in keys}}
+    dc.attrs = {
+        **{k: dc.attrs[k] for k in keys},
+        **{k: v for k, v in dc.attrs.items() if k not in keys},
+    }
     return dc
 
 
@@ -211,10 +218,16 @@ def with_calibration(dc: xr.DataArray, **changes) -> xr.DataArray:
         if not new:
             continue
         size = new.get(f"{space}_pixel_size")
-        size = check_pixel_size(size, parameter=f"{space}_pixel_size") if size is not None \
+        size = (
+            check_pixel_size(size, parameter=f"{space}_pixel_size")
+            if size is not None
             else pixel_size(dc, space, f"with_calibration({space}_units=...)")
-        unit = canonical_units(new.get(f"{space}_units", units(dc, space)),
-                               parameter=f"{space}_units", allowed=UNITS[space])
+        )
+        unit = canonical_units(
+            new.get(f"{space}_units", units(dc, space)),
+            parameter=f"{space}_units",
+            allowed=UNITS[space],
+        )
         old = pixel_size(dc, space, f"with_calibration({', '.join(new)})")
         for d in dims:
             start = axis(dc, d).origin / old
@@ -253,8 +266,10 @@ def check_datacube(dc, *, parameter: str = "datacube") -> xr.DataArray:
     elif is_checked(dc) and _energy_ok(dc.attrs):
         return dc
     coords = check_coords(dc, dc.attrs, parameter)
-    out = _with_derived(xr.DataArray(dc.variable, coords=coords, name=dc.name or NAME,
-                                     attrs=dict(dc.attrs)), dc.attrs)
+    out = _with_derived(
+        xr.DataArray(dc.variable, coords=coords, name=dc.name or NAME, attrs=dict(dc.attrs)),
+        dc.attrs,
+    )
     _warn_stale(dc.attrs, out.attrs, parameter)
     energy = check_energy(out.attrs.pop("energy", None))
     if energy is not None:
@@ -264,15 +279,17 @@ def check_datacube(dc, *, parameter: str = "datacube") -> xr.DataArray:
 
 def _energy_ok(attrs) -> bool:
     e = attrs.get("energy")
-    return e is None and "energy" not in attrs or \
-        isinstance(e, float) and np.isfinite(e) and e > 0
+    return e is None and "energy" not in attrs or isinstance(e, float) and np.isfinite(e) and e > 0
 
 
 def _warn_stale(given: dict, derived: dict, parameter: str):
     stale = []
     for key in ("r_pixel_size", "q_pixel_size"):
-        if key in given and key in derived and not np.isclose(
-                float(given[key]), derived[key], rtol=REL_TOL, atol=0):
+        if (
+            key in given
+            and key in derived
+            and not np.isclose(float(given[key]), derived[key], rtol=REL_TOL, atol=0)
+        ):
             stale.append(f"{key} {given[key]!r} (coords: {derived[key]:g})")
     for key in ("r_units", "q_units"):
         if key in given and given[key] != derived[key]:
@@ -287,7 +304,9 @@ def _warn_stale(given: dict, derived: dict, parameter: str):
             f"{parameter}: the calibration attrs disagree with the coordinates: "
             f"{'; '.join(stale)}. The coordinates are used (xarray's isel/sel/concat update "
             "them, not the attrs); to recalibrate use .stem4d.with_calibration(...)",
-            StaleCalibrationWarning, stacklevel=user_stacklevel())
+            StaleCalibrationWarning,
+            stacklevel=user_stacklevel(),
+        )
 
 
 def user_stacklevel() -> int:
@@ -331,8 +350,10 @@ def pick_variable(ds: xr.Dataset, name):
     if len(candidates) == 1:
         return ds[candidates[0]]
     if not candidates:
-        raise ValueError(f"the store has no variable with dims {DIMS}; variables: "
-                         f"{ {v: ds[v].dims for v in ds.data_vars} }")
+        raise ValueError(
+            f"the store has no variable with dims {DIMS}; variables: "
+            f"{ {v: ds[v].dims for v in ds.data_vars} }"
+        )
     raise ValueError(f"name: the store has several datacubes {candidates}; pass name=")
 
 
@@ -346,8 +367,7 @@ def with_q_units(dc: xr.DataArray, units: str) -> xr.DataArray:
     factor = convert_q_pixel_size(1.0, own, target, dc.attrs.get("energy"))
     coords = {d: dc.coords[d] for d in DIMS}
     for d in SPACES["q"]:
-        coords[d] = xr.DataArray(dc.coords[d].values * factor, dims=(d,),
-                                 attrs={"units": target})
+        coords[d] = xr.DataArray(dc.coords[d].values * factor, dims=(d,), attrs={"units": target})
     return assemble(dc.data, coords, dc.attrs)
 
 

@@ -34,12 +34,7 @@ from .checks import check_energy, check_pixel_size, checked_int, positive, real
 from .coords import q_pixels
 from .datacube import Q_DIMS, check_datacube
 
-__all__ = [
-    "circle_mask",
-    "annulus_mask",
-    "segmented_masks",
-    "annular_segmented_detectors",
-]
+__all__ = ["circle_mask", "annulus_mask", "segmented_masks", "annular_segmented_detectors"]
 
 
 def circle_mask(datacube_or_shape, radius, center=None, *, units="pixels") -> np.ndarray:
@@ -74,8 +69,16 @@ def annulus_mask(datacube_or_shape, inner, outer, center=None, *, units="pixels"
     return _ring(_distance2(shape, center), inner, outer)
 
 
-def segmented_masks(datacube_or_shape, n_segments, inner, outer, rotation_offset_deg=0.0,
-                    center=None, *, units="pixels") -> np.ndarray:
+def segmented_masks(
+    datacube_or_shape,
+    n_segments,
+    inner,
+    outer,
+    rotation_offset_deg=0.0,
+    center=None,
+    *,
+    units="pixels",
+) -> np.ndarray:
     """Boolean ``(n_segments, Qx, Qy)`` stack: an annulus ``inner <= distance < outer`` cut into
     ``n_segments`` equal angular segments.
 
@@ -107,8 +110,9 @@ def segmented_masks(datacube_or_shape, n_segments, inner, outer, rotation_offset
     return index[None] == np.arange(n)[:, None, None]
 
 
-def annular_segmented_detectors(energy, gpts, sampling, n_angular_bins, rotation_offset=0,
-                                inner_radius=0, outer_radius=np.inf) -> list:
+def annular_segmented_detectors(
+    energy, gpts, sampling, n_angular_bins, rotation_offset=0, inner_radius=0, outer_radius=np.inf
+) -> list:
     """The DPC tutorial's annular segmented detector, reproduced exactly.
 
     Parameters
@@ -136,8 +140,9 @@ def annular_segmented_detectors(energy, gpts, sampling, n_angular_bins, rotation
         raise ValueError(f"sampling must be (sx, sy) in Å, got {sampling!r}")
     sx, sy = (check_pixel_size(s, parameter="sampling") for s in sampling)
     n_angular_bins = _n_segments(n_angular_bins, "n_angular_bins")
-    inner_radius, outer_radius = _check_radii(inner_radius, outer_radius,
-                                              ("inner_radius", "outer_radius"))
+    inner_radius, outer_radius = _check_radii(
+        inner_radius, outer_radius, ("inner_radius", "outer_radius")
+    )
     rotation_offset = real(rotation_offset, "rotation_offset")
 
     nx, ny = (int(g) for g in gpts)
@@ -153,11 +158,13 @@ def annular_segmented_detectors(energy, gpts, sampling, n_angular_bins, rotation
     angular_bins = np.floor(n_angular_bins * (theta / (2 * np.pi))) + 1
     angular_bins *= radial_mask.astype("int")
 
-    return [np.fft.fftshift((angular_bins == i).astype("int"))
-            for i in range(1, n_angular_bins + 1)]
+    return [
+        np.fft.fftshift((angular_bins == i).astype("int")) for i in range(1, n_angular_bins + 1)
+    ]
 
 
 # --- helpers -----------------------------------------------------------------------------------
+
 
 def _detector(obj):
     """``((Qx, Qy), frame)`` from a datacube / ``(Qx, Qy)`` DataArray or a shape; ``frame`` is
@@ -175,8 +182,9 @@ def _detector(obj):
         try:
             shape = tuple(int(s) for s in obj)
         except (TypeError, ValueError):
-            raise ValueError(f"datacube_or_shape: expected a datacube or (Qx, Qy), "
-                             f"got {obj!r}") from None
+            raise ValueError(
+                f"datacube_or_shape: expected a datacube or (Qx, Qy), got {obj!r}"
+            ) from None
         frame = None
     if len(shape) != 2 or min(shape) < 1:
         raise ValueError(f"datacube_or_shape: expected a datacube or (Qx, Qy), got {shape}")
@@ -192,20 +200,22 @@ def _check_radii(inner, outer, names=("inner", "outer")):
     try:
         inner, outer = float(inner), float(outer)
     except (TypeError, ValueError):
-        raise ValueError(f"{names[0]}, {names[1]} must be numbers, got {inner!r}, "
-                         f"{outer!r}") from None
+        raise ValueError(
+            f"{names[0]}, {names[1]} must be numbers, got {inner!r}, {outer!r}"
+        ) from None
     if not np.isfinite(inner) or inner < 0:
         raise ValueError(f"{names[0]} must be a finite radius >= 0, got {inner!r}")
     if np.isnan(outer) or outer <= inner:
-        raise ValueError(f"{names[1]} must be greater than {names[0]} = {inner!r}, "
-                         f"got {outer!r}")
+        raise ValueError(f"{names[1]} must be greater than {names[0]} = {inner!r}, got {outer!r}")
     return inner, outer
 
 
 def _radii_pixels(inner, outer, units, frame):
     inner, outer = _check_radii(inner, outer)
-    return (_radius_pixels(inner, "inner", units, frame),
-            _radius_pixels(outer, "outer", units, frame))
+    return (
+        _radius_pixels(inner, "inner", units, frame),
+        _radius_pixels(outer, "outer", units, frame),
+    )
 
 
 def _ring(distance2, inner, outer):
@@ -218,8 +228,10 @@ def _radius_pixels(value, name, units, frame) -> float:
     if units == "pixels" or value == 0 or np.isinf(value):
         return value
     if frame is None:
-        raise ValueError(f"units: {name} in {units!r} needs a calibrated detector (a datacube "
-                         f"with q_units 'mrad' or 'A^-1'); got an uncalibrated one or a shape")
+        raise ValueError(
+            f"units: {name} in {units!r} needs a calibrated detector (a datacube "
+            f"with q_units 'mrad' or 'A^-1'); got an uncalibrated one or a shape"
+        )
     return float(q_pixels(frame, value, units, name))
 
 

@@ -54,8 +54,17 @@ class ElectronEvents:
     ``energy`` in eV when known).
     """
 
-    def __init__(self, blocks, scan_chunks, detector_shape, subpixel, attrs=None, *,
-                 coords=None, _n_events=None):
+    def __init__(
+        self,
+        blocks,
+        scan_chunks,
+        detector_shape,
+        subpixel,
+        attrs=None,
+        *,
+        coords=None,
+        _n_events=None,
+    ):
         self._scan_chunks = kev.check_scan_chunks(scan_chunks)
         self._detector_shape = kev.check_detector_shape(detector_shape)
         self._subpixel = flag(subpixel, "subpixel")
@@ -68,8 +77,9 @@ class ElectronEvents:
     # --- construction --------------------------------------------------------------------
 
     @classmethod
-    def from_blocks(cls, blocks, scan_chunks, detector_shape, subpixel=False, attrs=None,
-                    coords=None):
+    def from_blocks(
+        cls, blocks, scan_chunks, detector_shape, subpixel=False, attrs=None, coords=None
+    ):
         """Events from one block per scan chunk.
 
         blocks : 2D object array (or nested lists) of shape ``(len(scan_chunks[0]),
@@ -96,19 +106,35 @@ class ElectronEvents:
         same pixel coordinates). One task per scan chunk of the datacube; nothing is read now.
         """
         subpixel = flag(subpixel, "subpixel")
-        dc, data = frame_blocks(_as_counted_datacube(counted_datacube),
-                                parameter="counted_datacube")
-        detector = kev.check_detector_shape(data.shape[2:],
-                                            parameter="counted_datacube detector shape")
+        dc, data = frame_blocks(
+            _as_counted_datacube(counted_datacube), parameter="counted_datacube"
+        )
+        detector = kev.check_detector_shape(
+            data.shape[2:], parameter="counted_datacube detector shape"
+        )
         sources = data.to_delayed(optimize_graph=False)[:, :, 0, 0]
         name = "events-from-datacube-" + tokenize(data.name, subpixel)
-        tasks = {(i, j): (functools.partial(_located, kev.dense_to_events, subpixel=subpixel,
-                                            where=chunk_location(data.chunks[:2], (i, j))),
-                          sources[i, j].key)
-                 for i, j in np.ndindex(sources.shape)}
+        tasks = {
+            (i, j): (
+                functools.partial(
+                    _located,
+                    kev.dense_to_events,
+                    subpixel=subpixel,
+                    where=chunk_location(data.chunks[:2], (i, j)),
+                ),
+                sources[i, j].key,
+            )
+            for i, j in np.ndindex(sources.shape)
+        }
         blocks = delayed_chunks(name, tasks, sources.flat, sources.shape)
-        return cls(blocks, data.chunks[:2], detector, subpixel, calibration_attrs(dc.attrs),
-                   coords={d: dc.coords[d] for d in dcm.DIMS})
+        return cls(
+            blocks,
+            data.chunks[:2],
+            detector,
+            subpixel,
+            calibration_attrs(dc.attrs),
+            coords={d: dc.coords[d] for d in dcm.DIMS},
+        )
 
     @classmethod
     def from_zarr(cls, path):
@@ -172,8 +198,10 @@ class ElectronEvents:
         events = f"{n} events" if isinstance(n, int) else "lazy"
         kind = "float32 sub-pixel" if self._subpixel else "uint16 pixel"
         (n1, n2), cal = self.numblocks, calibration_attrs(self._attrs)
-        return (f"<ElectronEvents: scan {self.scan_shape} in {n1} x {n2} chunks, detector "
-                f"{self._detector_shape}, {kind} positions, {events}; {cal}>")
+        return (
+            f"<ElectronEvents: scan {self.scan_shape} in {n1} x {n2} chunks, detector "
+            f"{self._detector_shape}, {kind} positions, {events}; {cal}>"
+        )
 
     # --- materialising -------------------------------------------------------------------
 
@@ -202,8 +230,9 @@ class ElectronEvents:
             ``rint(q)``.
         """
         dtype = kev.dense_dtype(dtype)
-        kernel = functools.partial(kev.events_to_dense, detector_shape=self._detector_shape,
-                                   dtype=dtype)
+        kernel = functools.partial(
+            kev.events_to_dense, detector_shape=self._detector_shape, dtype=dtype
+        )
         data = self._block_array(kernel, "events-to-datacube", self._detector_shape, dtype)
         coords = {**self._coords(R_DIMS), **self._coords(Q_DIMS)}
         return dcm.assemble(data, coords, self._attrs)
@@ -222,12 +251,17 @@ class ElectronEvents:
         (histogram of all events, sub-pixel ones in pixel ``rint(q)``): one partial per scan
         chunk, then a tree sum."""
         kernel = functools.partial(kev.diffraction_histogram, detector_shape=self._detector_shape)
-        partial = self._block_array(kernel, "event-histogram", self._detector_shape,
-                                    np.int64, per_block=True)
+        partial = self._block_array(
+            kernel, "event-histogram", self._detector_shape, np.int64, per_block=True
+        )
         total = partial.sum(axis=(0, 1), dtype=np.int64)
-        return xr.DataArray(total, dims=Q_DIMS, coords=self._coords(Q_DIMS),
-                            name="sum_diffraction",
-                            attrs={**calibration_attrs(self._attrs, ("q",)), "units": "electrons"})
+        return xr.DataArray(
+            total,
+            dims=Q_DIMS,
+            coords=self._coords(Q_DIMS),
+            name="sum_diffraction",
+            attrs={**calibration_attrs(self._attrs, ("q",)), "units": "electrons"},
+        )
 
     def virtual_image(self, mask) -> xr.DataArray:
         """Lazy float64 ``(Rx, Ry)``: ``sum(mask[qx, qy])`` over each position's events
@@ -247,10 +281,12 @@ class ElectronEvents:
         ``rint(q)``); pixel events give the dense centre of mass exactly.
         """
         args = () if mask is None else (self._check_mask(mask),)
-        stacked = self._block_array(kev.center_of_mass, "event-center-of-mass", (3,),
-                                    np.float64, *args)
-        return com_dataset(stacked, self._coords(R_DIMS), self._coords(Q_DIMS),
-                           calibration_attrs(self._attrs))
+        stacked = self._block_array(
+            kev.center_of_mass, "event-center-of-mass", (3,), np.float64, *args
+        )
+        return com_dataset(
+            stacked, self._coords(R_DIMS), self._coords(Q_DIMS), calibration_attrs(self._attrs)
+        )
 
     # --- storage -------------------------------------------------------------------------
 
@@ -260,15 +296,30 @@ class ElectronEvents:
         ".partial"`` renamed at the end (removed if the write fails). Every block is checked
         before it is written. ``overwrite``: replace an existing store (else
         ``FileExistsError``); ``progress``: show a bar. Returns the final ``Path``."""
-        return write_events(path, self._handles(), self._scan_chunks, self._detector_shape,
-                            self._subpixel, self._attrs, self._coord_map, overwrite=overwrite,
-                            progress=progress)
+        return write_events(
+            path,
+            self._handles(),
+            self._scan_chunks,
+            self._detector_shape,
+            self._subpixel,
+            self._attrs,
+            self._coord_map,
+            overwrite=overwrite,
+            progress=progress,
+        )
 
     # --- internals -----------------------------------------------------------------------
 
     def _like(self, blocks):
-        return type(self)(blocks, self._scan_chunks, self._detector_shape, self._subpixel,
-                          self._attrs, coords=self._coord_map, _n_events=self._n_events)
+        return type(self)(
+            blocks,
+            self._scan_chunks,
+            self._detector_shape,
+            self._subpixel,
+            self._attrs,
+            coords=self._coord_map,
+            _n_events=self._n_events,
+        )
 
     def _check_coords(self, coords) -> dict:
         """``{dim: coord DataArray}`` of the given coords, checked against the shapes."""
@@ -291,15 +342,19 @@ class ElectronEvents:
             raise ValueError("blocks: rows of different lengths")
         shape = (len(rows), len(rows[0]) if rows else 0)
         if shape != self.numblocks:
-            raise ValueError(f"blocks must have shape {self.numblocks} (one per scan chunk of "
-                             f"scan_chunks), got {shape}")
+            raise ValueError(
+                f"blocks must have shape {self.numblocks} (one per scan chunk of "
+                f"scan_chunks), got {shape}"
+            )
         out = object_grid([b for row in rows for b in row], shape)
         for (i, j), b in np.ndenumerate(out):
             if isinstance(b, tuple) and not dask.is_dask_collection(b):
                 out[i, j] = kev.check_block(b, **self._spec(i, j))
             elif not isinstance(b, Delayed):
-                raise ValueError(f"blocks[{i}, {j}] must be a dask.delayed EventBlock or an "
-                                 f"EventBlock, got {type(b).__name__}")
+                raise ValueError(
+                    f"blocks[{i}, {j}] must be a dask.delayed EventBlock or an "
+                    f"EventBlock, got {type(b).__name__}"
+                )
         return out
 
     def _spec(self, i, j) -> dict:
@@ -309,8 +364,12 @@ class ElectronEvents:
         """The blocks as dask.delayed values (computed ones wrapped as graph literals)."""
         if self._handle_cache is None:
             self._handle_cache = object_grid(
-                [b if isinstance(b, Delayed) else dask.delayed(b, traverse=False)
-                 for b in self._blocks.flat], self.numblocks)
+                [
+                    b if isinstance(b, Delayed) else dask.delayed(b, traverse=False)
+                    for b in self._blocks.flat
+                ],
+                self.numblocks,
+            )
         return self._handle_cache
 
     def _block_array(self, kernel, name, tail, dtype, *args, per_block=False) -> da.Array:
@@ -318,10 +377,15 @@ class ElectronEvents:
         block. Chunks: the scan's plus ``tail`` (whole), or with ``per_block`` one ``(1, 1,
         *tail)`` partial per chunk. ``args`` (masks) become one shared graph key each."""
         scan = tuple((1,) * n for n in self.numblocks) if per_block else self._scan_chunks
-        return map_chunk_values(functools.partial(_run_block, kernel, per_block=per_block),
-                                self._handles(), *args, name=name, dtype=dtype,
-                                chunks=scan + tuple((int(n),) for n in tail),
-                                keywords=lambda index: self._spec(*index))
+        return map_chunk_values(
+            functools.partial(_run_block, kernel, per_block=per_block),
+            self._handles(),
+            *args,
+            name=name,
+            dtype=dtype,
+            chunks=scan + tuple((int(n),) for n in tail),
+            keywords=lambda index: self._spec(*index),
+        )
 
     def _check_mask(self, mask) -> np.ndarray:
         """A ``(Qx, Qy)`` mask as numpy; a DataArray is aligned by dim name and coords."""
@@ -335,18 +399,17 @@ class ElectronEvents:
         shape = self.scan_shape if space == "r" else self._detector_shape
         size = self._attrs.get(f"{space}_pixel_size", 1.0)
         units = self._attrs.get(f"{space}_units", "pixels")
-        return {d: self._coord_map.get(d, axis_coord(n, size, units, d))
-                for d, n in zip(dims, shape, strict=True)}
+        return {
+            d: self._coord_map.get(d, axis_coord(n, size, units, d))
+            for d, n in zip(dims, shape, strict=True)
+        }
 
     def _image(self, data, name, units=None) -> xr.DataArray:
         attrs = {**calibration_attrs(self._attrs, ("r",)), **({"units": units} if units else {})}
-        return xr.DataArray(data, dims=R_DIMS, coords=self._coords(R_DIMS), name=name,
-                            attrs=attrs)
+        return xr.DataArray(data, dims=R_DIMS, coords=self._coords(R_DIMS), name=name, attrs=attrs)
 
 
-
-def _run_block(kernel, block, *args, scan_shape, detector_shape, subpixel, where,
-               per_block=False):
+def _run_block(kernel, block, *args, scan_shape, detector_shape, subpixel, where, per_block=False):
     block = kev.check_block(block, scan_shape, detector_shape, subpixel, where)
     out = _located(kernel, block, *args, where=where)
     return out[None, None] if per_block else out
@@ -358,7 +421,6 @@ def _located(func, *args, where, **kwargs):
         return func(*args, **kwargs)
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
-
 
 
 def _check_attrs(attrs) -> dict:
@@ -382,13 +444,13 @@ def _as_counted_datacube(obj) -> xr.DataArray:
         dc = dcm.check_datacube(obj, parameter="counted_datacube")
     elif isinstance(obj, np.ndarray | da.Array):
         if obj.ndim != 4:
-            raise ValueError("counted_datacube must be 4D (Rx, Ry, Qx, Qy), got shape "
-                             f"{obj.shape}")
+            raise ValueError(f"counted_datacube must be 4D (Rx, Ry, Qx, Qy), got shape {obj.shape}")
         dc = dcm.from_array(obj, chunks=None if isinstance(obj, da.Array) else "auto")
     else:
-        raise ValueError("counted_datacube must be a datacube or a 4D numpy/dask array, got "
-                         f"{type(obj).__name__}")
+        raise ValueError(
+            "counted_datacube must be a datacube or a 4D numpy/dask array, got "
+            f"{type(obj).__name__}"
+        )
     if dc.dtype.kind not in "biu":
-        raise ValueError(f"counted_datacube must hold bool or integer counts, got dtype "
-                         f"{dc.dtype}")
+        raise ValueError(f"counted_datacube must hold bool or integer counts, got dtype {dc.dtype}")
     return dc

@@ -60,11 +60,15 @@ def frame_blocks(datacube, parameter: str = "datacube") -> tuple:
     datacube = check_datacube(datacube, parameter=parameter)
     data = datacube.data
     if not isinstance(data, da.Array):
-        data = da.from_array(np.asarray(data), chunks=normalize_chunks(
-            "auto", data.shape, data.dtype))
+        data = da.from_array(
+            np.asarray(data), chunks=normalize_chunks("auto", data.shape, data.dtype)
+        )
     if data.numblocks[2] > 1 or data.numblocks[3] > 1:
-        warnings.warn(f"{parameter}: the detector axes are split into chunks; rechunking to "
-                      "whole frames for a per-frame operation", stacklevel=3)
+        warnings.warn(
+            f"{parameter}: the detector axes are split into chunks; rechunking to "
+            "whole frames for a per-frame operation",
+            stacklevel=3,
+        )
         data = data.rechunk({2: -1, 3: -1})
     return datacube, data
 
@@ -72,8 +76,18 @@ def frame_blocks(datacube, parameter: str = "datacube") -> tuple:
 _LETTERS = "abcdefgh"  # index letters of a kernel's extra output / argument axes
 
 
-def map_frames(kernel, datacube, *detector_args, out_dims=(), out_sizes=(), dtype=np.float64,
-               name: str, coords=None, attrs=None, **kwargs) -> xr.DataArray:
+def map_frames(
+    kernel,
+    datacube,
+    *detector_args,
+    out_dims=(),
+    out_sizes=(),
+    dtype=np.float64,
+    name: str,
+    coords=None,
+    attrs=None,
+    **kwargs,
+) -> xr.DataArray:
     """Map ``kernel`` over the frames of ``datacube``, one task per chunk, lazily.
 
     ``kernel(block, *args, **kwargs)`` gets a chunk ``(n1, n2, Qx, Qy)`` (whole frames, numpy or
@@ -84,19 +98,32 @@ def map_frames(kernel, datacube, *detector_args, out_dims=(), out_sizes=(), dtyp
     (plus ``coords``), named ``name``, with ``attrs`` (default: the calibration attrs).
     """
     datacube, data = frame_blocks(datacube)
-    out_letters = _LETTERS[:len(out_dims)]
+    out_letters = _LETTERS[: len(out_dims)]
     args = [data, "ijkl"]
     extra = iter("mnopqrst")
     for arg in detector_args:
         arg = arg if isinstance(arg, da.Array) else da.from_array(np.asarray(arg), chunks=-1)
         args += [arg.rechunk(-1), "kl" + "".join(next(extra) for _ in range(arg.ndim - 2))]
     result = da.blockwise(
-        _frames_task, "ij" + out_letters, *args, kernel=kernel, kwargs=kwargs,
-        new_axes=dict(zip(out_letters, out_sizes, strict=True)), concatenate=False,
-        dtype=dtype, meta=meta(data._meta, 2 + len(out_dims), dtype), token=name)
+        _frames_task,
+        "ij" + out_letters,
+        *args,
+        kernel=kernel,
+        kwargs=kwargs,
+        new_axes=dict(zip(out_letters, out_sizes, strict=True)),
+        concatenate=False,
+        dtype=dtype,
+        meta=meta(data._meta, 2 + len(out_dims), dtype),
+        token=name,
+    )
     coords = {**{d: datacube.coords[d] for d in R_DIMS}, **(coords or {})}
-    return xr.DataArray(result, dims=(*R_DIMS, *out_dims), coords=coords, name=name,
-                        attrs=calibration_attrs(datacube.attrs) if attrs is None else attrs)
+    return xr.DataArray(
+        result,
+        dims=(*R_DIMS, *out_dims),
+        coords=coords,
+        name=name,
+        attrs=calibration_attrs(datacube.attrs) if attrs is None else attrs,
+    )
 
 
 def _frames_task(block, *args, kernel, kwargs):
@@ -129,8 +156,9 @@ def drawn_frames(data: da.Array, n_frames: int, rng, parameter="N_frames"):
     rx, ry = data.shape[:2]
     n = positive_int(n_frames, parameter)
     if n > rx * ry:
-        raise ValueError(f"{parameter} {n} is larger than the scan ({rx} x {ry} = {rx * ry} "
-                         "frames)")
+        raise ValueError(
+            f"{parameter} {n} is larger than the scan ({rx} x {ry} = {rx * ry} frames)"
+        )
     selected = np.zeros(rx * ry, dtype=bool)
     selected[rng.permutation(rx * ry)[:n]] = True
     selected = selected.reshape(rx, ry)
@@ -139,7 +167,7 @@ def drawn_frames(data: da.Array, n_frames: int, rng, parameter="N_frames"):
     parts = []
     for i in range(data.numblocks[0]):
         for j in range(data.numblocks[1]):
-            local = selected[bounds[0][i]:bounds[0][i + 1], bounds[1][j]:bounds[1][j + 1]]
+            local = selected[bounds[0][i] : bounds[0][i + 1], bounds[1][j] : bounds[1][j + 1]]
             if local.any():
                 parts.append((blocks[i, j, 0, 0], local))
     return selected, parts
@@ -167,8 +195,9 @@ def chunk_location(chunks, index) -> str:
     dask-style scan ``chunks`` ``((rows, ...), (columns, ...))`` lies, for error messages."""
     i, j = index
     r0, c0 = sum(chunks[0][:i]), sum(chunks[1][:j])
-    return (f"scan chunk ({i}, {j}) (rows {r0}:{r0 + chunks[0][i]}, columns "
-            f"{c0}:{c0 + chunks[1][j]})")
+    return (
+        f"scan chunk ({i}, {j}) (rows {r0}:{r0 + chunks[0][i]}, columns {c0}:{c0 + chunks[1][j]})"
+    )
 
 
 def chunk_tasks(name: str, tasks: dict, dependencies) -> HighLevelGraph:
@@ -203,8 +232,9 @@ def object_grid(values, shape) -> np.ndarray:
     return out
 
 
-def map_chunk_values(func, values: np.ndarray, *shared, chunks, dtype, name: str,
-                     keywords=None) -> da.Array:
+def map_chunk_values(
+    func, values: np.ndarray, *shared, chunks, dtype, name: str, keywords=None
+) -> da.Array:
     """A numpy-backed dask array with one task per chunk over ``values``, an object array of
     ``Delayed`` (one per chunk, e.g. from :func:`delayed_chunks`): the block at index ``(*ix,
     0, ...)`` is ``func(values[ix], *shared, **keywords(ix))``.
@@ -216,10 +246,18 @@ def map_chunk_values(func, values: np.ndarray, *shared, chunks, dtype, name: str
     keys = [dask.delayed(a, traverse=False, pure=True) for a in shared]
     handles: dict[tuple, Any] = {ix: values[ix] for ix in np.ndindex(*values.shape)}
     per_chunk = {ix: (keywords(ix) if keywords else {}) for ix in handles}
-    out = f"{name}-" + tokenize(func, [h.key for h in handles.values()], [k.key for k in keys],
-                                list(per_chunk.values()), chunks, np.dtype(dtype).str)
+    out = f"{name}-" + tokenize(
+        func,
+        [h.key for h in handles.values()],
+        [k.key for k in keys],
+        list(per_chunk.values()),
+        chunks,
+        np.dtype(dtype).str,
+    )
     zeros = (0,) * (len(chunks) - values.ndim)
-    tasks = {(*ix, *zeros): (functools.partial(func, **per_chunk[ix]), h.key,
-                             *(k.key for k in keys)) for ix, h in handles.items()}
+    tasks = {
+        (*ix, *zeros): (functools.partial(func, **per_chunk[ix]), h.key, *(k.key for k in keys))
+        for ix, h in handles.items()
+    }
     graph = chunk_tasks(out, tasks, [*values.flat, *keys])
     return da.Array(graph, out, chunks, meta=np.empty((0,) * len(chunks), dtype))

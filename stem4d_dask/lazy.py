@@ -67,13 +67,24 @@ class RawFileLoader:
             start = self.offset + first * itemsize
             aligned = start - start % mmap.ALLOCATIONGRANULARITY
             with open(self.path, "rb") as f:
-                mapped = mmap.mmap(f.fileno(), start - aligned + count * itemsize,
-                                   flags=mmap.MAP_SHARED | mmap.MAP_POPULATE,
-                                   prot=mmap.PROT_READ, offset=aligned)
-            return np.frombuffer(mapped, dtype=self.dtype, count=count,
-                                 offset=start - aligned).reshape(shape)
-        mm = np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset,
-                       shape=self.shape, order=self.order)
+                mapped = mmap.mmap(
+                    f.fileno(),
+                    start - aligned + count * itemsize,
+                    flags=mmap.MAP_SHARED | mmap.MAP_POPULATE,
+                    prot=mmap.PROT_READ,
+                    offset=aligned,
+                )
+            return np.frombuffer(
+                mapped, dtype=self.dtype, count=count, offset=start - aligned
+            ).reshape(shape)
+        mm = np.memmap(
+            self.path,
+            dtype=self.dtype,
+            mode="r",
+            offset=self.offset,
+            shape=self.shape,
+            order=self.order,
+        )
         return np.asarray(mm[slices])
 
 
@@ -86,7 +97,7 @@ def _contiguous_span(slices, shape):
         return None
     block = tuple(stop - start for start, stop, _ in bounds)
     for k in range(len(shape)):
-        if all(b == 1 for b in block[:k]) and block[k + 1:] == tuple(shape[k + 1:]):
+        if all(b == 1 for b in block[:k]) and block[k + 1 :] == tuple(shape[k + 1 :]):
             first = int(np.ravel_multi_index([start for start, _, _ in bounds], shape))
             return first, int(np.prod(block, dtype=np.int64)), block
     return None
@@ -147,8 +158,10 @@ def from_memory(array, chunks, name: str = "array"):
     base = f"{name}-source-{uuid.uuid4().hex}"
     out = f"{name}-{uuid.uuid4().hex}"
     graph = {base: array}
-    for index, slices in zip(np.ndindex(*(len(c) for c in chunks)),
-                             slices_from_chunks(chunks), strict=True):
+    for index, slices in zip(
+        np.ndindex(*(len(c) for c in chunks)), slices_from_chunks(chunks), strict=True
+    ):
         graph[(out, *index)] = (operator.getitem, base, slices)
-    return da.Array(graph, out, chunks, dtype=array.dtype,
-                    meta=np.empty((0,) * array.ndim, dtype=array.dtype))
+    return da.Array(
+        graph, out, chunks, dtype=array.dtype, meta=np.empty((0,) * array.ndim, dtype=array.dtype)
+    )

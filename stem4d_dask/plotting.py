@@ -19,10 +19,12 @@ def _label(da, dim):
 def _extent(da):
     """imshow extent (left, right, bottom, top) from the coords: rows = first dim."""
     rows, cols = da.dims
+
     def edges(dim, n):
         c = da.coords[dim].values if dim in da.coords else np.arange(n)
         step = c[1] - c[0] if n > 1 else 1.0
         return c[0] - step / 2, c[-1] + step / 2
+
     r0, r1 = edges(rows, da.shape[0])
     c0, c1 = edges(cols, da.shape[1])
     return (c0, c1, r1, r0)
@@ -46,8 +48,9 @@ def save_image_png(image, path, *, title=None, cmap="gray", log=False):
         low = positive.min() if positive.size else 1e-3
         norm = LogNorm(vmin=low, vmax=max(values.max(), low * 10))
         values = np.where(values > 0, values, low)
-    im = ax.imshow(values, cmap=cmap, norm=norm, extent=_extent(image), origin="upper",
-                   interpolation="nearest")
+    im = ax.imshow(
+        values, cmap=cmap, norm=norm, extent=_extent(image), origin="upper", interpolation="nearest"
+    )
     ax.set_ylabel(_label(image, image.dims[0]))
     ax.set_xlabel(_label(image, image.dims[1]))
     if title:

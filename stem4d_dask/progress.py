@@ -18,6 +18,7 @@ def active_client():
     """The current ``distributed.Client`` or None."""
     try:
         from distributed import default_client
+
         return default_client()
     except (ImportError, ValueError):
         return None
@@ -30,12 +31,14 @@ def compute(*collections, progress: bool = True):
         futures = client.compute(list(collections))
         if progress:
             from distributed import progress as dist_progress
+
             dist_progress(futures, notebook=False)
             print(file=sys.stderr)
         return tuple(client.gather(futures))
     if not progress:
         return dask.compute(*collections)
     from dask.diagnostics import ProgressBar
+
     with ProgressBar(out=sys.stderr, dt=0.5):
         return dask.compute(*collections)
 

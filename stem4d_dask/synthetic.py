@@ -87,8 +87,11 @@ class _Model:
 
     def __call__(self, slices):
         """Patterns for the scan block ``slices`` (a tuple of 4 slices): ``(nx, ny, Qx, Qy)``."""
-        rx, ry = np.meshgrid(np.arange(slices[0].start, slices[0].stop),
-                             np.arange(slices[1].start, slices[1].stop), indexing="ij")
+        rx, ry = np.meshgrid(
+            np.arange(slices[0].start, slices[0].stop),
+            np.arange(slices[1].start, slices[1].stop),
+            indexing="ij",
+        )
         dx, dy = self.shifts(rx, ry)
         phi = self.blobs.potential(rx, ry)
         peak = max(np.abs(self.blobs.amplitude)) or 1.0
@@ -116,8 +119,13 @@ class DPCScan:
 
     def _field(self, values, name, units=""):
         dc = self.datacube
-        return xr.DataArray(values, dims=("Rx", "Ry"), name=name, attrs={"units": units},
-                            coords={"Rx": dc.coords["Rx"], "Ry": dc.coords["Ry"]})
+        return xr.DataArray(
+            values,
+            dims=("Rx", "Ry"),
+            name=name,
+            attrs={"units": units},
+            coords={"Rx": dc.coords["Rx"], "Ry": dc.coords["Ry"]},
+        )
 
     def _grid(self):
         rx, ry = self.model.scan_shape
@@ -143,9 +151,12 @@ def _blobs(scan_shape, rng) -> Blobs:
     rx, ry = scan_shape
     n = int(np.clip(rx * ry // 400, 4, 48))
     size = min(rx, ry)
-    return Blobs(x=tuple(rng.uniform(0, rx - 1, n)), y=tuple(rng.uniform(0, ry - 1, n)),
-                 sigma=tuple(rng.uniform(max(0.05 * size, 1.5), max(0.12 * size, 2.0), n)),
-                 amplitude=tuple(rng.choice([-1.0, 1.0], n) * rng.uniform(0.5, 1.0, n)))
+    return Blobs(
+        x=tuple(rng.uniform(0, rx - 1, n)),
+        y=tuple(rng.uniform(0, ry - 1, n)),
+        sigma=tuple(rng.uniform(max(0.05 * size, 1.5), max(0.12 * size, 2.0), n)),
+        amplitude=tuple(rng.choice([-1.0, 1.0], n) * rng.uniform(0.5, 1.0, n)),
+    )
 
 
 def _check_positive(name, value):
@@ -153,11 +164,26 @@ def _check_positive(name, value):
         raise ValueError(f"{name} must be positive, got {value!r}")
 
 
-def dpc_scan(scan_shape=(64, 64), detector_shape=(64, 64), *, disk_radius=8.0,
-             electrons_per_pattern=2000.0, max_shift=2.0, rotation_deg=15.0, transpose=False,
-             descan=(0.0, 0.0), absorption=0.05, seed=0, chunks="auto", dtype="uint16",
-             r_pixel_size=1.0, r_units="A", q_pixel_size=1.0, q_units="pixels",
-             energy=None) -> DPCScan:
+def dpc_scan(
+    scan_shape=(64, 64),
+    detector_shape=(64, 64),
+    *,
+    disk_radius=8.0,
+    electrons_per_pattern=2000.0,
+    max_shift=2.0,
+    rotation_deg=15.0,
+    transpose=False,
+    descan=(0.0, 0.0),
+    absorption=0.05,
+    seed=0,
+    chunks="auto",
+    dtype="uint16",
+    r_pixel_size=1.0,
+    r_units="A",
+    q_pixel_size=1.0,
+    q_units="pixels",
+    energy=None,
+) -> DPCScan:
     """A lazy synthetic DPC scan with known potential, scan rotation and transpose.
 
     Parameters
@@ -182,12 +208,17 @@ def dpc_scan(scan_shape=(64, 64), detector_shape=(64, 64), *, disk_radius=8.0,
         raise ValueError(f"scan_shape must be two positive ints, got {scan_shape!r}")
     if len(detector_shape) != 2 or min(detector_shape) < 3:
         raise ValueError(f"detector_shape must be two ints >= 3, got {detector_shape!r}")
-    for name, value in (("disk_radius", disk_radius), ("max_shift", max_shift),
-                        ("electrons_per_pattern", electrons_per_pattern)):
+    for name, value in (
+        ("disk_radius", disk_radius),
+        ("max_shift", max_shift),
+        ("electrons_per_pattern", electrons_per_pattern),
+    ):
         _check_positive(name, value)
     if disk_radius + max_shift >= min(detector_shape) / 2:
-        raise ValueError(f"disk_radius: a disk of {disk_radius} px shifted by {max_shift} px "
-                         f"does not fit the detector {detector_shape}")
+        raise ValueError(
+            f"disk_radius: a disk of {disk_radius} px shifted by {max_shift} px "
+            f"does not fit the detector {detector_shape}"
+        )
     if not -90 < rotation_deg < 90:
         raise ValueError(f"rotation_deg must be in (-90, 90), got {rotation_deg!r}")
     if not 0 <= absorption < 1:
@@ -197,20 +228,38 @@ def dpc_scan(scan_shape=(64, 64), detector_shape=(64, 64), *, disk_radius=8.0,
     dtype = np.dtype(dtype)
     peak = electrons_per_pattern / (np.pi * disk_radius**2)  # mean counts of a disk pixel
     if dtype.kind in "ui" and peak + 10 * np.sqrt(peak) > np.iinfo(dtype).max:
-        raise ValueError(f"electrons_per_pattern: {electrons_per_pattern:g} e- in a disk of "
-                         f"radius {disk_radius} px overflows {dtype} pixels")
+        raise ValueError(
+            f"electrons_per_pattern: {electrons_per_pattern:g} e- in a disk of "
+            f"radius {disk_radius} px overflows {dtype} pixels"
+        )
     if not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     blobs = _blobs(scan_shape, np.random.default_rng(int(seed)))
     steepest = max(abs(a) / s for a, s in zip(blobs.amplitude, blobs.sigma, strict=True))
-    model = _Model(blobs, scan_shape, detector_shape, float(disk_radius),
-                   float(electrons_per_pattern), float(max_shift) / (steepest * np.exp(-0.5)),
-                   float(np.deg2rad(rotation_deg)), bool(transpose),
-                   (float(descan[0]), float(descan[1])), float(absorption), int(seed),
-                   dtype.str)
+    model = _Model(
+        blobs,
+        scan_shape,
+        detector_shape,
+        float(disk_radius),
+        float(electrons_per_pattern),
+        float(max_shift) / (steepest * np.exp(-0.5)),
+        float(np.deg2rad(rotation_deg)),
+        bool(transpose),
+        (float(descan[0]), float(descan[1])),
+        float(absorption),
+        int(seed),
+        dtype.str,
+    )
     shape = scan_shape + detector_shape
     norm = normalize_chunks(chunks, shape, dtype)
     data = lazy_from_loader(model, shape, dtype, norm, "synthetic-dpc")
-    dc = from_array(data, chunks=None, r_pixel_size=r_pixel_size, r_units=r_units,
-                    q_pixel_size=q_pixel_size, q_units=q_units, energy=energy)
+    dc = from_array(
+        data,
+        chunks=None,
+        r_pixel_size=r_pixel_size,
+        r_units=r_units,
+        q_pixel_size=q_pixel_size,
+        q_units=q_units,
+        energy=energy,
+    )
     return DPCScan(dc, float(rotation_deg), bool(transpose), int(seed), model)

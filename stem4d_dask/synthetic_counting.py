@@ -48,8 +48,9 @@ from .lazy import lazy_from_loader
 
 EDGE = 2  # strikes keep at least this many pixels from every detector edge
 _HALF = 2  # spread footprints cover the (2 * _HALF + 1)^2 pixels around the nearest pixel
-_NEIGHBOURS = np.array([(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)],
-                       dtype=np.float64)
+_NEIGHBOURS = np.array(
+    [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)], dtype=np.float64
+)
 _DARK_KEY = 0xDA4C
 
 
@@ -95,8 +96,11 @@ class _CountingModel:
 
     def dark(self) -> np.ndarray:
         """The true dark offset ``(Qx, Qy)``, float64 counts."""
-        return (self.dark_level + np.asarray(self.row_streaks)[:, None]
-                + np.asarray(self.column_streaks)[None, :])
+        return (
+            self.dark_level
+            + np.asarray(self.row_streaks)[:, None]
+            + np.asarray(self.column_streaks)[None, :]
+        )
 
     def strikes(self, rx: int, ry: int) -> Strikes:
         """The electrons of frame ``(rx, ry)`` (``partner`` indexes within the frame)."""
@@ -143,8 +147,14 @@ class _CountingModel:
             position[k] = p
         m = int(rng.poisson(self.xrays_per_frame))
         xrays = np.stack([rng.integers(0, qx, m), rng.integers(0, qy, m)], axis=1)
-        strikes = Strikes(np.full(n, int(rx), dtype=np.int64), np.full(n, int(ry), np.int64),
-                          position, signal, spread, partner)
+        strikes = Strikes(
+            np.full(n, int(rx), dtype=np.int64),
+            np.full(n, int(ry), np.int64),
+            position,
+            signal,
+            spread,
+            partner,
+        )
         return strikes, xrays.astype(np.int64)
 
     def deposits(self, rx: int, ry: int) -> np.ndarray:
@@ -164,8 +174,11 @@ class _CountingModel:
             frac = ndtr(edges + half) - ndtr(edges - half)  # pixel-integrated 1D Gaussian
             weight = frac[:, 0, :, None] * frac[:, 1, None, :]
             weight /= weight.sum(axis=(1, 2), keepdims=True)
-            np.add.at(image, (idx[:, 0, :, None], idx[:, 1, None, :]),
-                      strikes.signal[strikes.spread][:, None, None] * weight)
+            np.add.at(
+                image,
+                (idx[:, 0, :, None], idx[:, 1, None, :]),
+                strikes.signal[strikes.spread][:, None, None] * weight,
+            )
         np.add.at(image, (xrays[:, 0], xrays[:, 1]), self.xray_signal)
         return image
 
@@ -173,7 +186,8 @@ class _CountingModel:
         """The recorded frame ``(Qx, Qy)`` in ``dtype``."""
         dark = self.dark() if dark is None else dark
         noise = np.random.default_rng([self.seed, int(rx), int(ry), 1]).normal(
-            0.0, self.read_noise, self.detector_shape)
+            0.0, self.read_noise, self.detector_shape
+        )
         values = self.deposits(rx, ry) + dark + noise
         dtype = np.dtype(self.dtype)
         if dtype.kind in "ui":
@@ -231,19 +245,25 @@ class CountingScan:
         indexes the whole table."""
         parts = [self.model.strikes(rx, ry) for rx, ry in np.ndindex(self.model.scan_shape)]
         start = np.cumsum([0] + [len(p.signal) for p in parts[:-1]])
-        partner = [np.where(p.partner >= 0, p.partner + s, -1)
-                   for p, s in zip(parts, start, strict=True)]
-        return Strikes(np.concatenate([p.rx for p in parts]),
-                       np.concatenate([p.ry for p in parts]),
-                       np.concatenate([p.position for p in parts]).reshape(-1, 2),
-                       np.concatenate([p.signal for p in parts]),
-                       np.concatenate([p.spread for p in parts]).astype(bool),
-                       np.concatenate(partner).astype(np.int64))
+        partner = [
+            np.where(p.partner >= 0, p.partner + s, -1) for p, s in zip(parts, start, strict=True)
+        ]
+        return Strikes(
+            np.concatenate([p.rx for p in parts]),
+            np.concatenate([p.ry for p in parts]),
+            np.concatenate([p.position for p in parts]).reshape(-1, 2),
+            np.concatenate([p.signal for p in parts]),
+            np.concatenate([p.spread for p in parts]).astype(bool),
+            np.concatenate(partner).astype(np.int64),
+        )
 
     def all_xrays(self) -> np.ndarray:
         """``(m, 4)`` int64 rows ``(rx, ry, qx, qy)`` of every X-ray hit of the scan."""
-        rows = [np.column_stack([np.full((len(x), 2), (rx, ry)), x]) for rx, ry in
-                np.ndindex(self.model.scan_shape) if len(x := self.model.xrays(rx, ry))]
+        rows = [
+            np.column_stack([np.full((len(x), 2), (rx, ry)), x])
+            for rx, ry in np.ndindex(self.model.scan_shape)
+            if len(x := self.model.xrays(rx, ry))
+        ]
         return np.concatenate(rows).astype(np.int64) if rows else np.zeros((0, 4), np.int64)
 
     def _position(self, rx, ry):
@@ -256,17 +276,36 @@ def _check(name, value, low=0.0, high=None, strict=False):
     bad = not np.isfinite(value) or value < low or (strict and value == low)
     if bad or (high is not None and value > high):
         rng = f"({low}, " if strict else f"[{low}, "
-        raise ValueError(f"{name} must be in {rng}{'inf)' if high is None else f'{high}]'}, "
-                         f"got {value!r}")
+        raise ValueError(
+            f"{name} must be in {rng}{'inf)' if high is None else f'{high}]'}, got {value!r}"
+        )
     return value
 
 
-def counting_scan(scan_shape=(16, 16), detector_shape=(64, 64), *, electrons_per_pixel=0.01,
-                  read_noise=3.0, dark_level=100.0, streak_amplitude=5.0, electron_signal=60.0,
-                  spread_fraction=0.3, pair_fraction=0.05, xrays_per_frame=0.2,
-                  xray_signal=1500.0, seed=0, chunks="auto", dtype="uint16", signal_sigma=0.15,
-                  footprint_sigma=0.5, r_pixel_size=1.0, r_units="pixels", q_pixel_size=1.0,
-                  q_units="pixels", energy=None) -> CountingScan:
+def counting_scan(
+    scan_shape=(16, 16),
+    detector_shape=(64, 64),
+    *,
+    electrons_per_pixel=0.01,
+    read_noise=3.0,
+    dark_level=100.0,
+    streak_amplitude=5.0,
+    electron_signal=60.0,
+    spread_fraction=0.3,
+    pair_fraction=0.05,
+    xrays_per_frame=0.2,
+    xray_signal=1500.0,
+    seed=0,
+    chunks="auto",
+    dtype="uint16",
+    signal_sigma=0.15,
+    footprint_sigma=0.5,
+    r_pixel_size=1.0,
+    r_units="pixels",
+    q_pixel_size=1.0,
+    q_units="pixels",
+    energy=None,
+) -> CountingScan:
     """A lazy synthetic electron-counting scan with known strikes (model: module docstring).
 
     Parameters
@@ -294,8 +333,7 @@ def counting_scan(scan_shape=(16, 16), detector_shape=(64, 64), *, electrons_per
     if len(scan_shape) != 2 or min(scan_shape) < 1:
         raise ValueError(f"scan_shape must be two positive ints, got {scan_shape!r}")
     if len(detector_shape) != 2 or min(detector_shape) < 4 * EDGE:
-        raise ValueError(f"detector_shape must be two ints >= {4 * EDGE}, got "
-                         f"{detector_shape!r}")
+        raise ValueError(f"detector_shape must be two ints >= {4 * EDGE}, got {detector_shape!r}")
     params = {
         "electrons_per_pixel": _check("electrons_per_pixel", electrons_per_pixel, high=1.0),
         "read_noise": _check("read_noise", read_noise),
@@ -317,12 +355,25 @@ def counting_scan(scan_shape=(16, 16), detector_shape=(64, 64), *, electrons_per
     rng = np.random.default_rng([int(seed), _DARK_KEY])
     rows = tuple(float(v) for v in rng.normal(0.0, streak_amplitude, detector_shape[0]))
     columns = tuple(float(v) for v in rng.normal(0.0, streak_amplitude, detector_shape[1]))
-    model = _CountingModel(scan_shape=scan_shape, detector_shape=detector_shape,
-                           row_streaks=rows, column_streaks=columns, seed=int(seed),
-                           dtype=dtype.str, **params)
+    model = _CountingModel(
+        scan_shape=scan_shape,
+        detector_shape=detector_shape,
+        row_streaks=rows,
+        column_streaks=columns,
+        seed=int(seed),
+        dtype=dtype.str,
+        **params,
+    )
     shape = scan_shape + detector_shape
     norm = normalize_chunks(chunks, shape, dtype)
     data = lazy_from_loader(model, shape, dtype, norm, "synthetic-counting")
-    dc = from_array(data, chunks=None, r_pixel_size=r_pixel_size, r_units=r_units,
-                    q_pixel_size=q_pixel_size, q_units=q_units, energy=energy)
+    dc = from_array(
+        data,
+        chunks=None,
+        r_pixel_size=r_pixel_size,
+        r_units=r_units,
+        q_pixel_size=q_pixel_size,
+        q_units=q_units,
+        energy=energy,
+    )
     return CountingScan(dc, model.dark(), int(seed), model)

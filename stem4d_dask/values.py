@@ -36,12 +36,14 @@ def with_value_range(dc: xr.DataArray, value_range) -> xr.DataArray:
     try:
         lo, hi = (int(v) for v in value_range)
     except (TypeError, ValueError):
-        raise ValueError(f"value_range must be two integers (min, max), got "
-                         f"{value_range!r}") from None
+        raise ValueError(
+            f"value_range must be two integers (min, max), got {value_range!r}"
+        ) from None
     dtype = np.dtype(dc.dtype)
     if dtype.kind not in "uib" or lo > hi:
-        raise ValueError(f"value_range: {value_range!r} must be (min <= max) for integer data, "
-                         f"got dtype {dtype}")
+        raise ValueError(
+            f"value_range: {value_range!r} must be (min <= max) for integer data, got dtype {dtype}"
+        )
     full = value_range_of_dtype(dtype)
     if lo < full[0] or hi > full[1]:
         raise ValueError(f"value_range {value_range!r} is outside the {dtype} range {full}")

@@ -41,9 +41,15 @@ def virtual_images(datacube, masks) -> xr.DataArray:
     datacube = check_datacube(datacube)
     weights = mask_stack(masks, datacube)
     n = weights.shape[-1]
-    return map_frames(masked_sums_stack, datacube, weights, out_dims=("detector",),
-                      out_sizes=(n,), name="virtual_images",
-                      coords={"detector": np.arange(n)})
+    return map_frames(
+        masked_sums_stack,
+        datacube,
+        weights,
+        out_dims=("detector",),
+        out_sizes=(n,),
+        name="virtual_images",
+        coords={"detector": np.arange(n)},
+    )
 
 
 def virtual_image(datacube, mask) -> xr.DataArray:
@@ -54,19 +60,30 @@ def virtual_image(datacube, mask) -> xr.DataArray:
     datacube = check_datacube(datacube)
     weights = mask_stack(mask, datacube, parameter="mask")
     if weights.shape[-1] != 1:
-        raise ValueError(f"mask must be one (Qx, Qy) mask, got a stack of {weights.shape[-1]}; "
-                         "use virtual_images for a stack")
-    return map_frames(_first_image, datacube, weights, name="virtual_image",
-                      attrs=calibration_attrs(datacube.attrs, ("r",)))
+        raise ValueError(
+            f"mask must be one (Qx, Qy) mask, got a stack of {weights.shape[-1]}; "
+            "use virtual_images for a stack"
+        )
+    return map_frames(
+        _first_image,
+        datacube,
+        weights,
+        name="virtual_image",
+        attrs=calibration_attrs(datacube.attrs, ("r",)),
+    )
 
 
 def mean_diffraction_pattern(datacube) -> xr.DataArray:
     """Lazy ``(Qx, Qy)`` float64 mean of all patterns (accumulated in float64)."""
     datacube = check_datacube(datacube)
     mean = datacube.data.mean(axis=(0, 1), dtype=np.float64)
-    return xr.DataArray(mean, dims=("Qx", "Qy"),
-                        coords={d: datacube.coords[d] for d in ("Qx", "Qy")},
-                        name="mean_pattern", attrs=calibration_attrs(datacube.attrs, ("q",)))
+    return xr.DataArray(
+        mean,
+        dims=("Qx", "Qy"),
+        coords={d: datacube.coords[d] for d in ("Qx", "Qy")},
+        name="mean_pattern",
+        attrs=calibration_attrs(datacube.attrs, ("q",)),
+    )
 
 
 def _first_image(block, weights):

@@ -32,8 +32,15 @@ def cube_u16():
 
 @pytest.fixture
 def dc_u16(cube_u16):
-    return s4.from_array(cube_u16, r_pixel_size=1.5, r_units="A", q_pixel_size=0.25,
-                         q_units="mrad", energy=300e3, chunks=(3, 9))
+    return s4.from_array(
+        cube_u16,
+        r_pixel_size=1.5,
+        r_units="A",
+        q_pixel_size=0.25,
+        q_units="mrad",
+        energy=300e3,
+        chunks=(3, 9),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -41,9 +48,12 @@ def process_client():
     """One process-based ``distributed`` cluster (2 workers, 1 thread each) for the whole run:
     readers' graphs must pickle to other processes and give the threaded result there."""
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, \
-            distributed.Client(cluster, set_as_default=False) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster, set_as_default=False) as client,
+    ):
         yield client
 
 
@@ -55,6 +65,7 @@ def no_frame_reads(monkeypatch):
 
     def refuse(self, slices):
         raise AssertionError("pixel data was read while opening")
+
     monkeypatch.setattr(FrameStackLoader, "__call__", refuse)
 
 
@@ -78,8 +89,12 @@ def pytest_collection_modifyitems(items):
         function = getattr(item, "function", None)
         source = _source(function) if function is not None else ""
         module = item.module.__name__ if getattr(item, "module", None) else ""
-        if "process_client" in item.fixturenames or "client" in item.fixturenames \
-                or "@given" in source or "LocalCluster" in source:
+        if (
+            "process_client" in item.fixturenames
+            or "client" in item.fixturenames
+            or "@given" in source
+            or "LocalCluster" in source
+        ):
             item.add_marker(pytest.mark.slow)
         if any(word in source or word in module for word in ORACLE_WORDS):
             item.add_marker(pytest.mark.oracle)

@@ -25,8 +25,12 @@ def py4dstem_read(h5_paths, out_dir) -> list[dict]:
     absent), ``class_name``, ``name``, ``dim0``..``dim3``, ``dim_units``."""
     outs = [Path(out_dir) / f"{Path(p).name}.{i}.py4dstem.npz" for i, p in enumerate(h5_paths)]
     args = [str(x) for pair in zip(h5_paths, outs, strict=True) for x in pair]
-    proc = subprocess.run([str(PYTHON), str(FIXTURES / "py4dstem_read.py"), *args],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(PYTHON), str(FIXTURES / "py4dstem_read.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if proc.returncode:
         raise AssertionError(f"py4DSTEM could not read {h5_paths}:\n{proc.stdout}{proc.stderr}")
     results = []

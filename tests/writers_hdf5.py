@@ -22,10 +22,23 @@ def _frames(cube) -> np.ndarray:
     return cube.reshape(-1, *cube.shape[-2:])
 
 
-def write_arina(folder, cube, *, prefix="scan_00", frames_per_file=None, sidecar=True,
-                pixel_size_nm=0.25, high_tension=200e3, camera_length=0.1,
-                x_pixel_size=75e-6, bit_depth=None, compression="bslz4", extra_frames=None,
-                scan_xy=None, written=None) -> Path:
+def write_arina(
+    folder,
+    cube,
+    *,
+    prefix="scan_00",
+    frames_per_file=None,
+    sidecar=True,
+    pixel_size_nm=0.25,
+    high_tension=200e3,
+    camera_length=0.1,
+    x_pixel_size=75e-6,
+    bit_depth=None,
+    compression="bslz4",
+    extra_frames=None,
+    scan_xy=None,
+    written=None,
+) -> Path:
     """Write ``cube`` ``(Rx, Ry, Qx, Qy)`` (or frames ``(N, Qx, Qy)``) as an ARINA acquisition
     in ``folder``: ``{prefix}_master.h5`` with ExternalLinks to ``{prefix}_data_00000N.h5``
     (``frames_per_file`` frames each; default all in one), and the side-car ``{prefix}.h5``
@@ -53,22 +66,32 @@ def write_arina(folder, cube, *, prefix="scan_00", frames_per_file=None, sidecar
         data.attrs["NX_class"] = np.bytes_(b"NXdata")
         det = f.create_group(DETECTOR)
         det.attrs["NX_class"] = np.bytes_(b"NXdetector")
-        values = {"bit_depth_image": np.uint32(bits), "bit_depth_readout": np.uint32(8),
-                  "saturation_value": np.uint32(min(2**bits - 1, 8352)),
-                  "description": np.bytes_(b"Dectris ARINA CZT"),
-                  "countrate_correction_applied": np.uint32(1),
-                  "flatfield_correction_applied": np.uint32(0)}
+        values = {
+            "bit_depth_image": np.uint32(bits),
+            "bit_depth_readout": np.uint32(8),
+            "saturation_value": np.uint32(min(2**bits - 1, 8352)),
+            "description": np.bytes_(b"Dectris ARINA CZT"),
+            "countrate_correction_applied": np.uint32(1),
+            "flatfield_correction_applied": np.uint32(0),
+        }
         for key, value in values.items():
             det[key] = value
-        for key, value, unit in (("x_pixel_size", x_pixel_size, b"m"),
-                                 ("y_pixel_size", x_pixel_size, b"m"),
-                                 ("frame_time", 1e-4, b"s"), ("count_time", 9.95e-5, b"s"),
-                                 ("detector_distance", 0.0, b"m")):
+        for key, value, unit in (
+            ("x_pixel_size", x_pixel_size, b"m"),
+            ("y_pixel_size", x_pixel_size, b"m"),
+            ("frame_time", 1e-4, b"s"),
+            ("count_time", 9.95e-5, b"s"),
+            ("detector_distance", 0.0, b"m"),
+        ):
             det[key] = np.float64(value)
             det[key].attrs["units"] = np.bytes_(unit)
         spec = det.create_group("detectorSpecific")
-        for key, value in (("nimages", 1), ("ntrigger", n), ("x_pixels_in_detector", cols),
-                           ("y_pixels_in_detector", rows)):
+        for key, value in (
+            ("nimages", 1),
+            ("ntrigger", n),
+            ("x_pixels_in_detector", cols),
+            ("y_pixels_in_detector", rows),
+        ):
             spec[key] = np.uint32(value)
         spec["compression"] = np.bytes_(b"bslz4")
         spec["photon_energy"] = np.float32(high_tension)
@@ -77,14 +100,20 @@ def write_arina(folder, cube, *, prefix="scan_00", frames_per_file=None, sidecar
         mask[1, 2] = 2  # a dead pixel at row 1, column 2
         mask[rows - 1, 0] = 8
         spec["pixel_mask"] = mask
-        spec["flatfield"] = (1 + 0.01 * np.arange(rows * cols, dtype=np.float32)
-                             .reshape(rows, cols) / (rows * cols))
+        spec["flatfield"] = 1 + 0.01 * np.arange(rows * cols, dtype=np.float32).reshape(
+            rows, cols
+        ) / (rows * cols)
         spec["countrate_correction_table"] = np.zeros((40, 2), np.float32)
         for i, first in enumerate(range(0, n, per)):
             name = f"{prefix}_data_{i + 1:06d}.h5"
             last = first + per >= n
-            _write_data_file(folder / name, frames[first: first + per], first + 1, compression,
-                             written if last else None)
+            _write_data_file(
+                folder / name,
+                frames[first : first + per],
+                first + 1,
+                compression,
+                written if last else None,
+            )
             data[f"data_{i + 1:06d}"] = h5py.ExternalLink(name, "/entry/data/data")
     if sidecar:
         rx, ry = cube.shape[:2] if cube.ndim == 4 else (n, 1)
@@ -103,15 +132,19 @@ def write_arina(folder, cube, *, prefix="scan_00", frames_per_file=None, sidecar
 
 
 def _write_data_file(path, frames, first, compression, written=None):
-    kwargs = {"bslz4": hdf5plugin.Bitshuffle(cname="lz4"), "gzip": {"compression": "gzip"},
-              None: {}}[compression]
+    kwargs = {
+        "bslz4": hdf5plugin.Bitshuffle(cname="lz4"),
+        "gzip": {"compression": "gzip"},
+        None: {},
+    }[compression]
     with h5py.File(path, "w") as f:
         entry = f.create_group("entry")
         entry.attrs["NX_class"] = np.bytes_(b"NXentry")
         group = entry.create_group("data")
         group.attrs["NX_class"] = np.bytes_(b"NXdata")
-        dset = group.create_dataset("data", shape=frames.shape, dtype=frames.dtype,
-                                    chunks=(1, *frames.shape[1:]), **kwargs)
+        dset = group.create_dataset(
+            "data", shape=frames.shape, dtype=frames.dtype, chunks=(1, *frames.shape[1:]), **kwargs
+        )
         dset[: len(frames) if written is None else written] = frames[:written]
         dset.attrs["image_nr_low"] = np.uint64(first)
         dset.attrs["image_nr_high"] = np.uint64(first + len(frames) - 1)
@@ -159,6 +192,7 @@ def store_unfiltered(data_file, frame):
 
 # --- legacy EMD / py4DSTEM ------------------------------------------------------------------
 
+
 def _metadata_item(group, key, value):
     """One py4DSTEM 0.13 Metadata item: a dataset with a ``type`` attr (bytes)."""
     if isinstance(value, str):
@@ -172,9 +206,20 @@ def _metadata_item(group, key, value):
     dset.attrs["type"] = np.bytes_(kind)
 
 
-def write_py4dstem_v13(path, data, *, root="4DSTEM", name="datacube", r_pixel_size=1.0,
-                       r_units="pixels", q_pixel_size=1.0, q_units="pixels",
-                       version=("0", "13", "17"), extra=None, chunks=None):
+def write_py4dstem_v13(
+    path,
+    data,
+    *,
+    root="4DSTEM",
+    name="datacube",
+    r_pixel_size=1.0,
+    r_units="pixels",
+    q_pixel_size=1.0,
+    q_units="pixels",
+    version=("0", "13", "17"),
+    extra=None,
+    chunks=None,
+):
     """A py4DSTEM 0.13 file: top group ``root`` (emd_group_type 'root', version strings) holding
     a DataCube group ``name`` (emd_group_type 1, py4dstem_class 'DataCube'): ``data``,
     ``dim0``..``dim3`` ([0, step] with name/units) and a ``calibration`` Metadata group
@@ -183,22 +228,43 @@ def write_py4dstem_v13(path, data, *, root="4DSTEM", name="datacube", r_pixel_si
     with h5py.File(path, "w") as f:
         top = f.create_group(root)
         top.attrs.create("emd_group_type", "root")
-        for key, value in zip(("version_major", "version_minor", "version_release"), version,
-                              strict=True):
+        for key, value in zip(
+            ("version_major", "version_minor", "version_release"), version, strict=True
+        ):
             top.attrs.create(key, value)
-        _v13_array(top, name, data, "DataCube", chunks,
-                   [(r_pixel_size, r_units, "Rx"), (r_pixel_size, r_units, "Ry"),
-                    (q_pixel_size, q_units, "Qx"), (q_pixel_size, q_units, "Qy")])
+        _v13_array(
+            top,
+            name,
+            data,
+            "DataCube",
+            chunks,
+            [
+                (r_pixel_size, r_units, "Rx"),
+                (r_pixel_size, r_units, "Ry"),
+                (q_pixel_size, q_units, "Qx"),
+                (q_pixel_size, q_units, "Qy"),
+            ],
+        )
         cal = top[name].create_group("calibration")
         cal.attrs.create("emd_group_type", 0)
         cal.attrs.create("py4dstem_class", "Calibration")
-        for key, value in (("Q_pixel_size", q_pixel_size), ("R_pixel_size", r_pixel_size),
-                           ("Q_pixel_units", q_units), ("R_pixel_units", r_units)):
+        for key, value in (
+            ("Q_pixel_size", q_pixel_size),
+            ("R_pixel_size", r_pixel_size),
+            ("Q_pixel_units", q_units),
+            ("R_pixel_units", r_units),
+        ):
             _metadata_item(cal, key, value)
         for key, array in (extra or {}).items():
             array = np.asarray(array)
-            _v13_array(top[name], key, array, "Array", None,
-                       [(1, "pixels", f"dim{i}") for i in range(array.ndim)])
+            _v13_array(
+                top[name],
+                key,
+                array,
+                "Array",
+                None,
+                [(1, "pixels", f"dim{i}") for i in range(array.ndim)],
+            )
 
 
 def _v13_array(parent, name, data, cls, chunks, dims):
@@ -213,9 +279,18 @@ def _v13_array(parent, name, data, cls, chunks, dims):
         vec.attrs.create("units", units)
 
 
-def write_py4dstem_v12(path, data, *, topgroup="4DSTEM_experiment", name="datacube_0",
-                       version=(0, 12, 3), dataset="data", calibration=None, chunks=None,
-                       compression=None):
+def write_py4dstem_v12(
+    path,
+    data,
+    *,
+    topgroup="4DSTEM_experiment",
+    name="datacube_0",
+    version=(0, 12, 3),
+    dataset="data",
+    calibration=None,
+    chunks=None,
+    compression=None,
+):
     """A py4DSTEM 0.5-0.12 file: ``topgroup`` (emd_group_type 2, version ints) / data /
     datacubes / ``name`` (emd_group_type 1) holding ``dataset`` ('datacube' before 0.6) and
     ``dim1``..``dim4`` (aranges, units '[pix]'); the other data groups empty; ``calibration``
@@ -224,12 +299,20 @@ def write_py4dstem_v12(path, data, *, topgroup="4DSTEM_experiment", name="datacu
     with h5py.File(path, "w") as f:
         top = f.create_group(topgroup)
         top.attrs.create("emd_group_type", 2)
-        for key, value in zip(("version_major", "version_minor", "version_release"), version,
-                              strict=True):
+        for key, value in zip(
+            ("version_major", "version_minor", "version_release"), version, strict=True
+        ):
             top.attrs.create(key, value)
         groups = top.create_group("data")
-        for kind in ("datacubes", "counted_datacubes", "diffractionslices", "realslices",
-                     "pointlists", "pointlistarrays", "coordinates"):
+        for kind in (
+            "datacubes",
+            "counted_datacubes",
+            "diffractionslices",
+            "realslices",
+            "pointlists",
+            "pointlistarrays",
+            "coordinates",
+        ):
             groups.create_group(kind)
         cube = groups["datacubes"].create_group(name)
         cube.attrs.create("emd_group_type", 1)
@@ -250,8 +333,9 @@ def write_emd_v02(path, data, *, group="data/scan", dims=None, version=(0, 2)):
     (emd_group_type 1) holding ``data`` and ``dim1``..``dimN``. ``dims``: per axis
     ``(vector, name, units)`` (default pixel aranges, units '[pix]')."""
     data = np.asarray(data)
-    dims = dims or [(np.arange(n, dtype="f8"), f"axis{i}", "[pix]")
-                    for i, n in enumerate(data.shape)]
+    dims = dims or [
+        (np.arange(n, dtype="f8"), f"axis{i}", "[pix]") for i, n in enumerate(data.shape)
+    ]
     with h5py.File(path, "w") as f:
         f.attrs.create("version_major", version[0])
         f.attrs.create("version_minor", version[1])
@@ -268,12 +352,13 @@ def write_emd_v02(path, data, *, group="data/scan", dims=None, version=(0, 2)):
 
 # --- plain datasets -------------------------------------------------------------------------
 
+
 def write_dataset(path, name, data, *, chunks=None, compression=None, mode="a", **filters):
     """``data`` as dataset ``name`` of ``path`` (appended to an existing file by default).
     ``compression``: None, 'gzip', 'lzf', 'bslz4' (bitshuffle+LZ4), 'zstd' (hdf5plugin)."""
-    kwargs = {"bslz4": hdf5plugin.Bitshuffle(cname="lz4"), "zstd": hdf5plugin.Zstd(),
-              None: {}}.get(compression, {"compression": compression})
+    kwargs = {"bslz4": hdf5plugin.Bitshuffle(cname="lz4"), "zstd": hdf5plugin.Zstd(), None: {}}.get(
+        compression, {"compression": compression}
+    )
     with h5py.File(path, mode) as f:
         f.create_dataset(name, data=np.asarray(data), chunks=chunks, **kwargs, **filters)
     return Path(path)
-

@@ -20,26 +20,55 @@ import numpy as np
 
 PROCESSED = {1: "U08", 6: "U08", 12: "U16", 24: "U32"}
 T0 = datetime.datetime(2024, 7, 2, 11, 46, 44, 35393)
-DACS = ("023,511,000,000,000,000,000,000,100,255,100,125,100,100,080,100,090,030,128,004,255,"
-        "126,128,174,172,511,511")
+DACS = (
+    "023,511,000,000,000,000,000,000,100,255,100,125,100,100,080,100,090,030,128,004,255,"
+    "126,128,174,172,511,511"
+)
 
 
 def _stamp(ns: int) -> tuple[str, str]:
     """Field 9 (microseconds, local) and the MQ1A field (nanoseconds, UTC) of a frame."""
     t = T0 + datetime.timedelta(microseconds=ns // 1000)
-    return (t.strftime("%Y-%m-%d %H:%M:%S.%f"),
-            t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{(t.microsecond * 1000 + ns % 1000):09d}Z")
+    return (
+        t.strftime("%Y-%m-%d %H:%M:%S.%f"),
+        t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{(t.microsecond * 1000 + ns % 1000):09d}Z",
+    )
 
 
-def mib_header(sequence: int, *, rows: int, cols: int, pixel: str, depth: int, quad: bool,
-               header_size: int, time_ns: int = 0, exposure_ns: int = 1_000_000) -> bytes:
+def mib_header(
+    sequence: int,
+    *,
+    rows: int,
+    cols: int,
+    pixel: str,
+    depth: int,
+    quad: bool,
+    header_size: int,
+    time_ns: int = 0,
+    exposure_ns: int = 1_000_000,
+) -> bytes:
     """One frame header: ``cols`` = field 4 (X), ``rows`` = field 5 (Y), ``pixel`` = field 6."""
     chips = 4 if quad else 1
     stamp, iso = _stamp(time_ns)
-    fields = ["MQ1", f"{sequence:06d}", f"{header_size:05d}", f"{chips:02d}", f"{cols:04d}",
-              f"{rows:04d}", pixel, "   2x2" if quad else "   1x1", "0F" if quad else "01", stamp,
-              f"{exposure_ns / 1e9:.6f}", "0", "0", "0", "1.200000E+1", "5.110000E+2",
-              *["0.000000E+0"] * 6]
+    fields = [
+        "MQ1",
+        f"{sequence:06d}",
+        f"{header_size:05d}",
+        f"{chips:02d}",
+        f"{cols:04d}",
+        f"{rows:04d}",
+        pixel,
+        "   2x2" if quad else "   1x1",
+        "0F" if quad else "01",
+        stamp,
+        f"{exposure_ns / 1e9:.6f}",
+        "0",
+        "0",
+        "0",
+        "1.200000E+1",
+        "5.110000E+2",
+        *["0.000000E+0"] * 6,
+    ]
     fields += ["3RX", DACS] * chips
     fields += ["MQ1A", iso, f"{exposure_ns}ns", str(depth)]
     text = (",".join(fields) + ",").encode("ascii")
@@ -61,8 +90,9 @@ def encode_raw(frames: np.ndarray, depth: int, quad: bool) -> np.ndarray:
     if quad:  # assembled (2h, 2w) -> RAW rows [chip4 | chip3 | chip2 | chip1], h rows
         h, w = rows // 2, cols // 2
         top, bottom = frames[:, :h], frames[:, h:, ::-1][:, ::-1]
-        frames = np.concatenate([bottom[..., :w], bottom[..., w:], top[..., w:], top[..., :w]],
-                                axis=-1)
+        frames = np.concatenate(
+            [bottom[..., :w], bottom[..., w:], top[..., w:], top[..., :w]], axis=-1
+        )
         n, rows, cols = frames.shape
     if depth == 24:
         high = encode_raw(frames >> 12, 12, False)
@@ -79,8 +109,16 @@ def encode_raw(frames: np.ndarray, depth: int, quad: bool) -> np.ndarray:
     return _words(packed.reshape(n, rows, -1)).reshape(n, -1)
 
 
-def write_hdr(path, *, depth: int, quad: bool, frames_in_acquisition: int,
-              frames_per_trigger: int, scan_xy=None, extra: dict | None = None) -> Path:
+def write_hdr(
+    path,
+    *,
+    depth: int,
+    quad: bool,
+    frames_in_acquisition: int,
+    frames_per_trigger: int,
+    scan_xy=None,
+    extra: dict | None = None,
+) -> Path:
     """The ``.hdr`` text file (``key:\\tvalue`` lines between ``HDR,`` and ``End``)."""
     items = {
         "Time and Date Stamp (day, mnth, yr, hr, min, s)": T0.strftime("%d/%m/%Y %H:%M:%S"),
@@ -102,11 +140,23 @@ def write_hdr(path, *, depth: int, quad: bool, frames_in_acquisition: int,
     return path
 
 
-def write_mib(path, data, *, depth: int = 12, raw: bool = False, quad: bool = False,
-              header_size: int | None = None, hdr: bool = True, scan_xy="auto",
-              frames_per_trigger: int | None = None, frames_in_acquisition: int | None = None,
-              first_sequence: int = 1, frame_ns: int = 1_000_000, line_pause_ns: int = 0,
-              batch: int = 512) -> Path:
+def write_mib(
+    path,
+    data,
+    *,
+    depth: int = 12,
+    raw: bool = False,
+    quad: bool = False,
+    header_size: int | None = None,
+    hdr: bool = True,
+    scan_xy="auto",
+    frames_per_trigger: int | None = None,
+    frames_in_acquisition: int | None = None,
+    first_sequence: int = 1,
+    frame_ns: int = 1_000_000,
+    line_pause_ns: int = 0,
+    batch: int = 512,
+) -> Path:
     """Write ``data`` (``(Rx, Ry, rows, cols)`` or ``(N, rows, cols)``, frames in C order of the
     scan) as ``path`` (+ ``path.with_suffix('.hdr')`` when ``hdr``).
 
@@ -135,25 +185,42 @@ def write_mib(path, data, *, depth: int = 12, raw: bool = False, quad: bool = Fa
     path = Path(path)
     with open(path, "wb") as f:
         for start in range(0, n, batch):
-            block = np.asarray(frames[start:start + batch])
-            payload = (encode_raw(block, depth, quad) if raw
-                       else block.astype(dtype).reshape(len(block), -1).view(np.uint8))
+            block = np.asarray(frames[start : start + batch])
+            payload = (
+                encode_raw(block, depth, quad)
+                if raw
+                else block.astype(dtype).reshape(len(block), -1).view(np.uint8)
+            )
             records = np.empty((len(block), header_size + payload.shape[1]), np.uint8)
             records[:, header_size:] = payload
             for i in range(len(block)):
                 k = start + i
                 t = k * frame_ns + (k // fpt) * line_pause_ns
-                records[i, :header_size] = np.frombuffer(mib_header(
-                    first_sequence + k, rows=hy, cols=hx, pixel=pixel, depth=depth, quad=quad,
-                    header_size=header_size, time_ns=t), np.uint8)
+                records[i, :header_size] = np.frombuffer(
+                    mib_header(
+                        first_sequence + k,
+                        rows=hy,
+                        cols=hx,
+                        pixel=pixel,
+                        depth=depth,
+                        quad=quad,
+                        header_size=header_size,
+                        time_ns=t,
+                    ),
+                    np.uint8,
+                )
             f.write(records.tobytes())
     if hdr:
         if isinstance(scan_xy, str):
             scan_xy = (data.shape[1], data.shape[0]) if data.ndim == 4 else None
-        write_hdr(path.with_suffix(".hdr"), depth=depth, quad=quad,
-                  frames_in_acquisition=n if frames_in_acquisition is None
-                  else frames_in_acquisition,
-                  frames_per_trigger=fpt, scan_xy=scan_xy)
+        write_hdr(
+            path.with_suffix(".hdr"),
+            depth=depth,
+            quad=quad,
+            frames_in_acquisition=n if frames_in_acquisition is None else frames_in_acquisition,
+            frames_per_trigger=fpt,
+            scan_xy=scan_xy,
+        )
     return path
 
 

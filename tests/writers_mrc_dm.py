@@ -26,6 +26,7 @@ MRC_MODES = {"u1": 0, "i2": 1, "f4": 2, "u2": 6, "f2": 12}
 
 # --- MRC -----------------------------------------------------------------------------------
 
+
 def mrc_header(nx, ny, nz, mode, *, next_bytes=0, big_endian=False) -> bytes:
     order = ">" if big_endian else "<"
     i4 = np.zeros(256, dtype=f"{order}i4")
@@ -54,14 +55,25 @@ def write_mrc(path, frames, *, big_endian=False, next_bytes=0, nz=None, truncate
     order = ">" if big_endian else "<"
     path = Path(path)
     with open(path, "wb") as f:
-        f.write(mrc_header(cols, rows, n if nz is None else nz, mode, next_bytes=next_bytes,
-                           big_endian=big_endian))
+        f.write(
+            mrc_header(
+                cols,
+                rows,
+                n if nz is None else nz,
+                mode,
+                next_bytes=next_bytes,
+                big_endian=big_endian,
+            )
+        )
         f.write(b"\xab" * next_bytes)
         flat = frames.reshape(n, rows, cols)
         step = max(1, (64 << 20) // max(flat[0].nbytes, 1))
         for k in range(0, n, step):
-            f.write(np.ascontiguousarray(flat[k:k + step], dtype=flat.dtype.newbyteorder(order))
-                    .tobytes())
+            f.write(
+                np.ascontiguousarray(
+                    flat[k : k + step], dtype=flat.dtype.newbyteorder(order)
+                ).tobytes()
+            )
         if truncate:
             f.truncate(f.tell() - truncate)
     return path
@@ -71,9 +83,20 @@ def info_text(entries: dict) -> str:
     return "".join(f"{k:<64s}= {v}\n" for k, v in entries.items())
 
 
-def de_info(*, scan=(8, 4), frame=(4, 8), roi=None, kind="Raster", repeats=1, per_point=1,
-            sum_count=1, scan_step=(0.1, 0.2), q_step=(0.5, 0.5), voltage=300000,
-            enable=True) -> dict:
+def de_info(
+    *,
+    scan=(8, 4),
+    frame=(4, 8),
+    roi=None,
+    kind="Raster",
+    repeats=1,
+    per_point=1,
+    sum_count=1,
+    scan_step=(0.1, 0.2),
+    q_step=(0.5, 0.5),
+    voltage=300000,
+    enable=True,
+) -> dict:
     """An info dict: ``scan`` = DE ``(X, Y)``, ``frame`` = ``(rows, cols)``, ``roi`` =
     ``(offset x, offset y, size x, size y)``, ``scan_step`` = ``(X, Y)`` nm (-1: unknown)."""
     info = {
@@ -103,8 +126,9 @@ def de_info(*, scan=(8, 4), frame=(4, 8), roi=None, kind="Raster", repeats=1, pe
     return info
 
 
-def write_de_movie(folder, name, frames, info: dict | None = None, *, positions=None,
-                   **mrc_options) -> Path:
+def write_de_movie(
+    folder, name, frames, info: dict | None = None, *, positions=None, **mrc_options
+) -> Path:
     """``<name>_movie.mrc`` (+ ``<name>_info.txt`` when ``info``, + ``<name>_scan_coordinates
     .csv`` with one ``x,y`` line per frame when ``positions`` = ``(N, 2)`` x, y)."""
     folder = Path(folder)
@@ -113,23 +137,45 @@ def write_de_movie(folder, name, frames, info: dict | None = None, *, positions=
         (folder / f"{name}_info.txt").write_text(info_text(info))
     if positions is not None:
         (folder / f"{name}_scan_coordinates.csv").write_text(
-            "".join(f"{x},{y}\n" for x, y in np.asarray(positions)))
+            "".join(f"{x},{y}\n" for x, y in np.asarray(positions))
+        )
     return movie
 
 
 def write_de_scan(folder, name, cube, **info_options) -> Path:
     """A raster DE movie of ``cube`` (``(Rx, Ry, Qx, Qy)``) with its info file."""
     rx, ry, qx, qy = cube.shape
-    return write_de_movie(folder, name, cube,
-                          de_info(scan=(ry, rx), frame=(qx, qy), **info_options))
+    return write_de_movie(
+        folder, name, cube, de_info(scan=(ry, rx), frame=(qx, qy), **info_options)
+    )
 
 
 # --- DM ------------------------------------------------------------------------------------
 
-DM_TYPES = {"i2": (1, 2), "f4": (2, 6), "u1": (6, 10), "i4": (7, 3), "i1": (9, 9),
-            "u2": (10, 4), "u4": (11, 5), "f8": (12, 7), "b1": (14, 8)}  # DataType, tag type
-TAG_FORMATS = {2: "h", 3: "i", 4: "H", 5: "I", 6: "f", 7: "d", 8: "?", 9: "b", 10: "B",
-               11: "q", 12: "Q"}
+DM_TYPES = {
+    "i2": (1, 2),
+    "f4": (2, 6),
+    "u1": (6, 10),
+    "i4": (7, 3),
+    "i1": (9, 9),
+    "u2": (10, 4),
+    "u4": (11, 5),
+    "f8": (12, 7),
+    "b1": (14, 8),
+}  # DataType, tag type
+TAG_FORMATS = {
+    2: "h",
+    3: "i",
+    4: "H",
+    5: "I",
+    6: "f",
+    7: "d",
+    8: "?",
+    9: "b",
+    10: "B",
+    11: "q",
+    12: "Q",
+}
 
 
 @dataclass
@@ -183,8 +229,9 @@ class _DM:
     def tag(self, name: str, value) -> list:
         is_group = isinstance(value, dict | list)
         body = self.group(value) if is_group else self.data(value)
-        head = bytes([20 if is_group else 21]) + struct.pack(">H", len(name)) + \
-            name.encode("latin-1")
+        head = (
+            bytes([20 if is_group else 21]) + struct.pack(">H", len(name)) + name.encode("latin-1")
+        )
         if self.v == 4:
             head += struct.pack(">Q", length(body))
         return [head, *body]
@@ -192,8 +239,10 @@ class _DM:
     def data(self, value) -> list:
         e = self.e
         if isinstance(value, Payload):
-            return [b"%%%%" + self.u(3) + self.u(20) + self.u(value.kind) + self.u(value.count),
-                    value]
+            return [
+                b"%%%%" + self.u(3) + self.u(20) + self.u(value.kind) + self.u(value.count),
+                value,
+            ]
         if isinstance(value, str):
             value = Array(np.frombuffer(value.encode("utf-16-le"), "<u2").tolist(), 4)
         if isinstance(value, bool):
@@ -203,25 +252,33 @@ class _DM:
         elif isinstance(value, float):
             value = Typed(value, 7)
         if isinstance(value, Typed):
-            return [b"%%%%" + self.u(1) + self.u(value.kind),
-                    struct.pack(e + TAG_FORMATS[value.kind], value.value)]
+            return [
+                b"%%%%" + self.u(1) + self.u(value.kind),
+                struct.pack(e + TAG_FORMATS[value.kind], value.value),
+            ]
         if isinstance(value, Struct):
             info = [15, 0, len(value.kinds)] + [x for k in value.kinds for x in (0, k)]
-            return [b"%%%%" + self.u(len(info)) + b"".join(map(self.u, info)),
-                    struct.pack(e + "".join(TAG_FORMATS[k] for k in value.kinds),
-                                *value.values)]
+            return [
+                b"%%%%" + self.u(len(info)) + b"".join(map(self.u, info)),
+                struct.pack(e + "".join(TAG_FORMATS[k] for k in value.kinds), *value.values),
+            ]
         if isinstance(value, Array):
             if value.kind == 15:
-                info = [20, 15, 0, len(value.kinds)] + \
-                    [x for k in value.kinds for x in (0, k)] + [len(value.values)]
+                info = (
+                    [20, 15, 0, len(value.kinds)]
+                    + [x for k in value.kinds for x in (0, k)]
+                    + [len(value.values)]
+                )
                 fmt = e + "".join(TAG_FORMATS[k] for k in value.kinds) * len(value.values)
                 flat = [x for row in value.values for x in row]
             else:
                 info = [20, value.kind, len(value.values)]
                 fmt = e + TAG_FORMATS[value.kind] * len(value.values)
                 flat = list(value.values)
-            return [b"%%%%" + self.u(len(info)) + b"".join(map(self.u, info)),
-                    struct.pack(fmt, *flat)]
+            return [
+                b"%%%%" + self.u(len(info)) + b"".join(map(self.u, info)),
+                struct.pack(fmt, *flat),
+            ]
         raise TypeError(f"cannot store {value!r} in a DM tag")
 
 
@@ -233,54 +290,99 @@ def _calibration(scale, units, origin) -> dict:
     return {"Origin": Typed(float(origin), 6), "Scale": Typed(float(scale), 6), "Units": units}
 
 
-def dm_tags(dims, data_type, payload, *, calibrations, layout_tag, voltage, data_last,
-            thumbnail=True) -> dict:
+def dm_tags(
+    dims, data_type, payload, *, calibrations, layout_tag, voltage, data_last, thumbnail=True
+) -> dict:
     """The tag tree of a GMS-like file holding one image of ``dims`` (X first)."""
-    image_data = {"Calibrations": {
-        "Brightness": _calibration(1.0, "Counts", 0.0),
-        "Dimension": [_calibration(*c) for c in calibrations],
-        "DisplayCalibratedUnits": True}}
-    tail = {"DataType": data_type, "Dimensions": [Typed(int(d), 5) for d in dims],
-            "PixelDepth": Typed(int(payload.itemsize), 5)}
+    image_data = {
+        "Calibrations": {
+            "Brightness": _calibration(1.0, "Counts", 0.0),
+            "Dimension": [_calibration(*c) for c in calibrations],
+            "DisplayCalibratedUnits": True,
+        }
+    }
+    tail = {
+        "DataType": data_type,
+        "Dimensions": [Typed(int(d), 5) for d in dims],
+        "PixelDepth": Typed(int(payload.itemsize), 5),
+    }
     image_data.update({**tail, "Data": payload} if data_last else {"Data": payload, **tail})
     meta = {"Acquisition Mode": "Parallel imaging", "Format": "Diffraction image"}
     if layout_tag is not None:
         meta["Data Order Swapped"] = bool(layout_tag)
-    tags = {"Meta Data": meta, "Acquisition": {"Parameters": {"Detector": {
-        "exposure (s)": 0.001}}}}
+    tags = {"Meta Data": meta, "Acquisition": {"Parameters": {"Detector": {"exposure (s)": 0.001}}}}
     if voltage is not None:
-        tags["Microscope Info"] = {"Voltage": float(voltage), "Indicated Magnification":
-                                   Typed(1.0e6, 6), "Operator": "test µ"}
-    main = {"ImageData": image_data, "ImageTags": tags, "Name": "4D-STEM",
-            "UniqueID": {"0": Typed(1, 5), "1": Typed(2, 5)}}
+        tags["Microscope Info"] = {
+            "Voltage": float(voltage),
+            "Indicated Magnification": Typed(1.0e6, 6),
+            "Operator": "test µ",
+        }
+    main = {
+        "ImageData": image_data,
+        "ImageTags": tags,
+        "Name": "4D-STEM",
+        "UniqueID": {"0": Typed(1, 5), "1": Typed(2, 5)},
+    }
     if data_last:
         main = {**{k: v for k, v in main.items() if k != "ImageData"}, "ImageData": image_data}
     images = []
     if thumbnail:
         thumb = Payload(lambda f: f.write(b"\x7f" * 4 * 16 * 8), 16 * 8, 5, 4)
-        images.append({"ImageData": {"Calibrations": {"Dimension": [
-            _calibration(1.0, "", 0.0), _calibration(1.0, "", 0.0)]}, "Data": thumb,
-            "DataType": 23, "Dimensions": [Typed(16, 5), Typed(8, 5)],
-            "PixelDepth": Typed(4, 5)}, "ImageTags": {}, "Name": "thumbnail"})
+        images.append(
+            {
+                "ImageData": {
+                    "Calibrations": {
+                        "Dimension": [_calibration(1.0, "", 0.0), _calibration(1.0, "", 0.0)]
+                    },
+                    "Data": thumb,
+                    "DataType": 23,
+                    "Dimensions": [Typed(16, 5), Typed(8, 5)],
+                    "PixelDepth": Typed(4, 5),
+                },
+                "ImageTags": {},
+                "Name": "thumbnail",
+            }
+        )
     images.append(main)
-    root = {"ApplicationBounds": Array([0, 0, 1000, 1200], 11),
-            "DocumentObjectList": [{"AnnotationType": 20, "Rectangle": Struct(
-                (0.0, 0.0, 64.0, 64.0), (6, 6, 6, 6))}],
-            "Image Behavior": {"ViewDisplayID": 8, "Zoom": 1.5},
-            "Page Behavior": {"Points": Array([(1, 2.5), (3, 4.5)], 15, (3, 7))}}
-    thumbs = {"Thumbnails": [{"ImageIndex": Typed(0, 5), "SourceSize_Pixels": Array(
-        [64, 64], 3)}]} if thumbnail else {}
+    root = {
+        "ApplicationBounds": Array([0, 0, 1000, 1200], 11),
+        "DocumentObjectList": [
+            {"AnnotationType": 20, "Rectangle": Struct((0.0, 0.0, 64.0, 64.0), (6, 6, 6, 6))}
+        ],
+        "Image Behavior": {"ViewDisplayID": 8, "Zoom": 1.5},
+        "Page Behavior": {"Points": Array([(1, 2.5), (3, 4.5)], 15, (3, 7))},
+    }
+    thumbs = (
+        {"Thumbnails": [{"ImageIndex": Typed(0, 5), "SourceSize_Pixels": Array([64, 64], 3)}]}
+        if thumbnail
+        else {}
+    )
     if data_last:  # the image data end the file
         return {**root, **thumbs, "ImageList": images}
-    return {**root, "ImageList": images, "ImageSourceList": [{"ClassName": "ImageSource:Simple",
-                                                              "ImageRef": Typed(1, 5)}],
-            **thumbs}
+    return {
+        **root,
+        "ImageList": images,
+        "ImageSourceList": [{"ClassName": "ImageSource:Simple", "ImageRef": Typed(1, 5)}],
+        **thumbs,
+    }
 
 
-def write_dm(path, cube, *, version=4, layout="frames", layout_tag="auto", big_endian=False,
-             r_cal=((0.5, "nm", 0.0), (0.25, "nm", 0.0)),
-             q_cal=((0.02, "1/nm", 4.0), (0.02, "1/nm", 3.0)), voltage=200e3,
-             data_last=False, truncate=0, thumbnail=True, data_type=None) -> Path:
+def write_dm(
+    path,
+    cube,
+    *,
+    version=4,
+    layout="frames",
+    layout_tag="auto",
+    big_endian=False,
+    r_cal=((0.5, "nm", 0.0), (0.25, "nm", 0.0)),
+    q_cal=((0.02, "1/nm", 4.0), (0.02, "1/nm", 3.0)),
+    voltage=200e3,
+    data_last=False,
+    truncate=0,
+    thumbnail=True,
+    data_type=None,
+) -> Path:
     """Write ``cube`` (``(Rx, Ry, Qx, Qy)``, or a 3D ``(N, Qx, Qy)`` stack) as a DM file.
 
     ``layout``: ``"frames"`` (contiguous frames) or ``"scan-fastest"`` (older GMS);
@@ -316,14 +418,25 @@ def write_dm(path, cube, *, version=4, layout="frames", layout_tag="auto", big_e
             f.write(block)
 
     payload = Payload(write_data, int(cube.size), kind, cube.dtype.itemsize)
-    tree = dm_tags(dims, data_type, payload, calibrations=cals, layout_tag=layout_tag,
-                   voltage=voltage, data_last=data_last, thumbnail=thumbnail)
+    tree = dm_tags(
+        dims,
+        data_type,
+        payload,
+        calibrations=cals,
+        layout_tag=layout_tag,
+        voltage=voltage,
+        data_last=data_last,
+        thumbnail=thumbnail,
+    )
     dm = _DM(version, order)
     body = dm.group(tree)
     path = Path(path)
     with open(path, "wb") as f:
-        f.write(struct.pack(">i", version) + dm.u(length(body)) +
-                struct.pack(">i", 0 if big_endian else 1))
+        f.write(
+            struct.pack(">i", version)
+            + dm.u(length(body))
+            + struct.pack(">i", 0 if big_endian else 1)
+        )
         for part in body:
             if isinstance(part, Payload):
                 part.write(f)
@@ -338,7 +451,7 @@ def write_dm(path, cube, *, version=4, layout="frames", layout_tag="auto", big_e
 def _slabs(flat, stored, nbytes=64 << 20):
     step = max(1, nbytes // max(flat[0].nbytes, 1))
     for k in range(0, flat.shape[0], step):
-        yield np.ascontiguousarray(flat[k:k + step], dtype=stored).tobytes()
+        yield np.ascontiguousarray(flat[k : k + step], dtype=stored).tobytes()
 
 
 def _scan_fastest(cube, stored):

@@ -33,15 +33,35 @@ class Format:
 
 
 FORMATS = (
-    Format("zarr", "zarr_store", "is_zarr", "read_zarr",
-           "zarr stores (v3 written by stem4d_dask, or any xarray store with dims Rx, Ry, Qx, Qy)"),
-    Format("merlin", "mib", "is_mib", "read_mib",
-           "Quantum Detectors Merlin .mib (+ .hdr): single chip, quad, 1-24 bit, RAW"),
-    Format("arina", "arina", "is_arina", "read_arina",
-           "DECTRIS ARINA / EIGER NeXus *_master.h5 (+ data files, bitshuffle-LZ4)"),
+    Format(
+        "zarr",
+        "zarr_store",
+        "is_zarr",
+        "read_zarr",
+        "zarr stores (v3 written by stem4d_dask, or any xarray store with dims Rx, Ry, Qx, Qy)",
+    ),
+    Format(
+        "merlin",
+        "mib",
+        "is_mib",
+        "read_mib",
+        "Quantum Detectors Merlin .mib (+ .hdr): single chip, quad, 1-24 bit, RAW",
+    ),
+    Format(
+        "arina",
+        "arina",
+        "is_arina",
+        "read_arina",
+        "DECTRIS ARINA / EIGER NeXus *_master.h5 (+ data files, bitshuffle-LZ4)",
+    ),
     Format("emd", "emd", "is_emd", "read_emd", "py4DSTEM / EMD 1.0 .h5 files"),
-    Format("emd-legacy", "hdf5", "is_legacy_emd", "read_legacy_emd",
-           "EMD 0.x and py4DSTEM <= 0.13 .h5 files"),
+    Format(
+        "emd-legacy",
+        "hdf5",
+        "is_legacy_emd",
+        "read_legacy_emd",
+        "EMD 0.x and py4DSTEM <= 0.13 .h5 files",
+    ),
     Format("empad", "empad", "is_empad", "read_empad", "EMPAD .raw (+ .xml)"),
     Format("mrc", "mrc", "is_mrc", "read_mrc", "Direct Electron 4D MRC (+ _info.txt)"),
     Format("dm", "dm", "is_dm", "read_dm", "Gatan DM4 / DM3 4D-STEM"),
@@ -89,6 +109,7 @@ def read(path, format=None, **options):  # noqa: A002 - the natural name for use
         dc = names[format].load(names[format].reader)(path, **options)
     elif "dataset" in options:
         from .hdf5 import read_hdf5
+
         dc = read_hdf5(path, **options)
     elif "shape" in options or "dtype" in options:
         return read_raw(path, **options, **overrides)
@@ -97,7 +118,8 @@ def read(path, format=None, **options):  # noqa: A002 - the natural name for use
         if fmt is None:
             raise UnsupportedFormatError(
                 f"path: cannot read {path}: not a supported format. Supported: "
-                + "; ".join(SUPPORTED))
+                + "; ".join(SUPPORTED)
+            )
         dc = fmt.load(fmt.reader)(path, **options)
     return with_calibration(dc, **overrides) if overrides else dc
 
@@ -110,5 +132,16 @@ def write(dc, path, **options):
     return to_zarr(dc, path, **options)
 
 
-__all__ = ["read", "write", "to_zarr", "to_h5", "read_zarr", "read_npy", "read_raw",
-           "detect", "FORMATS", "SUPPORTED", "UnsupportedFormatError"]
+__all__ = [
+    "read",
+    "write",
+    "to_zarr",
+    "to_h5",
+    "read_zarr",
+    "read_npy",
+    "read_raw",
+    "detect",
+    "FORMATS",
+    "SUPPORTED",
+    "UnsupportedFormatError",
+]

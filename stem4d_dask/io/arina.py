@@ -51,13 +51,17 @@ from .metadata import depth_range, positive_number
 
 # --- detection ------------------------------------------------------------------------------
 
+
 def is_arina(path) -> bool:
     """True for a DECTRIS NeXus master file (``/entry/data`` holding ``data_00000N`` links) or
     one of its data files (``/entry/data/data`` with ``image_nr_low``). Reads HDF5 metadata
     only."""
     path = Path(path)
-    if not path.is_file() or path.suffix.lower() not in (".h5", ".hdf5", ".nxs") \
-            or not is_hdf5(path):
+    if (
+        not path.is_file()
+        or path.suffix.lower() not in (".h5", ".hdf5", ".nxs")
+        or not is_hdf5(path)
+    ):
         return False
     try:
         with h5py.File(path, "r") as f:
@@ -71,13 +75,15 @@ def is_arina(path) -> bool:
                     return True
             if group.get("data", getclass=True) is h5py.Dataset:
                 return "image_nr_low" in group["data"].attrs
-            return any(k.startswith("data_") and group.get(k, getclass=True) is h5py.Dataset
-                       for k in group)
+            return any(
+                k.startswith("data_") and group.get(k, getclass=True) is h5py.Dataset for k in group
+            )
     except (OSError, KeyError, ValueError):
         return False
 
 
 # --- scan shape and calibration -------------------------------------------------------------
+
 
 def _scan_shape(acq: Acquisition, scan_shape) -> tuple[tuple, str]:
     """``(scan shape, where it came from)``: ``scan_shape=``, else the side-car's, else a
@@ -92,7 +98,8 @@ def _scan_shape(acq: Acquisition, scan_shape) -> tuple[tuple, str]:
             raise ValueError(
                 f"scan_shape: {side['file']} gives a {side['NumPixelsX']} x "
                 f"{side['NumPixelsY']} (X x Y) scan, {shape[0] * shape[1]} frames, but the "
-                f"data files hold {n}; pass scan_shape=(Rx, Ry)")
+                f"data files hold {n}; pass scan_shape=(Rx, Ry)"
+            )
         return shape, f"{side['file']} NumPixelsY x NumPixelsX"
     root = math.isqrt(n)
     if root * root == n:
@@ -103,7 +110,9 @@ def _scan_shape(acq: Acquisition, scan_shape) -> tuple[tuple, str]:
     warnings.warn(
         f"scan_shape: no scan shape in {acq.master or acq.files[0].path} (no side-car "
         f"'{SIDECAR_GROUP}' file); reading the {n} frames{hint} as a {how} scan {shape}; pass "
-        "scan_shape=(Rx, Ry) to say what it is", stacklevel=user_stacklevel())
+        "scan_shape=(Rx, Ry) to say what it is",
+        stacklevel=user_stacklevel(),
+    )
     return shape, f"guess: {how}"
 
 
@@ -167,24 +176,37 @@ def read_arina(path, *, scan_shape=None, chunks="auto"):
     needed = shape[0] * shape[1]
     if needed > acq.n_present:
         where = acq.master or acq.files[0].path
-        hint = "" if acq.n_present == acq.n_frames else \
-            f" (frames from {acq.n_present} on have no stored chunk)"
+        hint = (
+            ""
+            if acq.n_present == acq.n_frames
+            else f" (frames from {acq.n_present} on have no stored chunk)"
+        )
         raise ValueError(frame_count_error(where, acq.n_present, needed, shape, hint))
     data = lazy_scan(acq, shape, chunks, f"arina-{Path(acq.files[0].path).name}")
     cal = _calibration(acq)
     metadata = {
         "master": Path(acq.master).name if acq.master else None,
         "data_files": [Path(f.path).name for f in acq.files],
-        "frames": acq.n_frames, "frames_expected": acq.expected,
-        "frame_shape": list(acq.frame_shape), "dtype": acq.dtype.str,
-        "decoder": "bslz4 (stem4d_dask.kernels.bslz4)" if all(f.bslz4 for f in acq.files)
+        "frames": acq.n_frames,
+        "frames_expected": acq.expected,
+        "frame_shape": list(acq.frame_shape),
+        "dtype": acq.dtype.str,
+        "decoder": "bslz4 (stem4d_dask.kernels.bslz4)"
+        if all(f.bslz4 for f in acq.files)
         else "h5py",
-        "scan_shape_source": source, "calibration": cal["notes"],
-        "detector": acq.metadata, "stem_metadata": acq.sidecar,
+        "scan_shape_source": source,
+        "calibration": cal["notes"],
+        "detector": acq.metadata,
+        "stem_metadata": acq.sidecar,
     }
     value_range = depth_range(acq.metadata.get("bit_depth_image"), acq.dtype)
-    return from_array(data, chunks=None, value_range=value_range,
-                      attrs={"format": "arina", "metadata": metadata}, **cal["kwargs"])
+    return from_array(
+        data,
+        chunks=None,
+        value_range=value_range,
+        attrs={"format": "arina", "metadata": metadata},
+        **cal["kwargs"],
+    )
 
 
 @dataclass(frozen=True)
@@ -218,8 +240,10 @@ def read_arina_masks(path) -> xr.Dataset:
     rows, cols = acq.frame_shape
     q = _calibration(acq)["kwargs"]
     size, units = q.get("q_pixel_size", 1.0), q.get("q_units", "pixels")
-    coords = {"Qx": regular_coord(rows, size, units, "Qx"),
-              "Qy": regular_coord(cols, size, units, "Qy")}
+    coords = {
+        "Qx": regular_coord(rows, size, units, "Qx"),
+        "Qy": regular_coord(cols, size, units, "Qy"),
+    }
     out = {}
     with h5py.File(acq.master, "r") as f:
         for name in ("pixel_mask", "flatfield"):
@@ -227,12 +251,14 @@ def read_arina_masks(path) -> xr.Dataset:
             if not isinstance(dset, h5py.Dataset):
                 continue
             if dset.shape != (rows, cols):
-                raise ValueError(f"path: {acq.master}: {dset.name} is {dset.shape}, frames are "
-                                 f"{(rows, cols)}")
+                raise ValueError(
+                    f"path: {acq.master}: {dset.name} is {dset.shape}, frames are {(rows, cols)}"
+                )
             dtype = dset.dtype.newbyteorder("=")
             loader = _MaskLoader(acq.master, dset.name, dtype.str)
-            data = lazy_from_loader(loader, (rows, cols), dtype, ((rows,), (cols,)),
-                                    f"arina-{name}")
+            data = lazy_from_loader(
+                loader, (rows, cols), dtype, ((rows,), (cols,)), f"arina-{name}"
+            )
             out[name] = xr.DataArray(data, dims=("Qx", "Qy"), coords=coords)
     return xr.Dataset(out, attrs={"format": "arina", "master": Path(acq.master).name})
 

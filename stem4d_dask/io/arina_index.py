@@ -172,41 +172,63 @@ def _chunk_index(dset, count, frame_bytes):
     present = int(missing[0]) if missing.size else count
     raw = masks != 0  # the filter was skipped: the chunk holds the frame's bytes as they are
     if np.any(raw & (sizes != frame_bytes) & (offsets >= 0)):
-        raise ValueError(f"{dset.file.filename}: unfiltered chunks of {dset.name} are not "
-                         f"{frame_bytes} bytes")
+        raise ValueError(
+            f"{dset.file.filename}: unfiltered chunks of {dset.name} are not {frame_bytes} bytes"
+        )
     return offsets, sizes.astype(np.uint32), raw, present
 
 
 def _open_data_file(path: str, dataset: str, where: str) -> tuple[DataFile, tuple, np.dtype]:
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"path: {where} links its frames to {path}, which does not "
-                                "exist (data files must stay beside the master file)")
+        raise FileNotFoundError(
+            f"path: {where} links its frames to {path}, which does not "
+            "exist (data files must stay beside the master file)"
+        )
     with open_hdf5(path) as f:
         dset = f.get(dataset)
         if not isinstance(dset, h5py.Dataset):
             raise ValueError(f"path: {path} has no dataset {dataset!r} ({where} links to it)")
         if dset.ndim != 3 or dset.dtype.kind not in "biuf":
-            raise ValueError(f"path: {path}:{dataset} is {dset.shape} {dset.dtype}; expected "
-                             "(frames, rows, cols) of numbers")
+            raise ValueError(
+                f"path: {path}:{dataset} is {dset.shape} {dset.dtype}; expected "
+                "(frames, rows, cols) of numbers"
+            )
         count, rows, cols = dset.shape
         dtype = dset.dtype
         plist = dset.id.get_create_plist()
         filters = [plist.get_filter(i) for i in range(plist.get_nfilters())]
-        bslz4 = (dset.chunks == (1, rows, cols) and len(filters) == 1
-                 and filters[0][0] == BSHUF_FILTER and len(filters[0][2]) > 4
-                 and filters[0][2][4] == BSHUF_LZ4 and dtype.byteorder in "=|<" and LITTLE)
+        bslz4 = (
+            dset.chunks == (1, rows, cols)
+            and len(filters) == 1
+            and filters[0][0] == BSHUF_FILTER
+            and len(filters[0][2]) > 4
+            and filters[0][2][4] == BSHUF_LZ4
+            and dtype.byteorder in "=|<"
+            and LITTLE
+        )
         mtime = os.stat(path).st_mtime_ns
-        numbers = (int(dset.attrs["image_nr_low"]), int(dset.attrs["image_nr_high"])) \
-            if "image_nr_low" in dset.attrs and "image_nr_high" in dset.attrs else None
+        numbers = (
+            (int(dset.attrs["image_nr_low"]), int(dset.attrs["image_nr_high"]))
+            if "image_nr_low" in dset.attrs and "image_nr_high" in dset.attrs
+            else None
+        )
         if not bslz4:
             if filters and not hdf5_filters():
-                raise ValueError(f"path: {path}:{dataset} is compressed (HDF5 filters "
-                                 f"{[flt[0] for flt in filters]}); install hdf5plugin to read it")
-            return DataFile(path, dset.name, count, mtime, False, present=count,
-                            image_nr=numbers), (rows, cols), dtype
+                raise ValueError(
+                    f"path: {path}:{dataset} is compressed (HDF5 filters "
+                    f"{[flt[0] for flt in filters]}); install hdf5plugin to read it"
+                )
+            return (
+                DataFile(path, dset.name, count, mtime, False, present=count, image_nr=numbers),
+                (rows, cols),
+                dtype,
+            )
         offsets, sizes, raw, present = _chunk_index(dset, count, rows * cols * dtype.itemsize)
-        return DataFile(path, dset.name, count, mtime, True, offsets, sizes, raw, present,
-                        numbers), (rows, cols), dtype
+        return (
+            DataFile(path, dset.name, count, mtime, True, offsets, sizes, raw, present, numbers),
+            (rows, cols),
+            dtype,
+        )
 
 
 def open_acquisition(path) -> Acquisition:
@@ -219,36 +241,52 @@ def open_acquisition(path) -> Acquisition:
     if master is not None:
         with open_hdf5(master) as f:
             if not isinstance(f.get("entry/data"), h5py.Group):
-                raise ValueError(f"path: {master} has no /entry/data group; not a DECTRIS "
-                                 "NeXus master file")
+                raise ValueError(
+                    f"path: {master} has no /entry/data group; not a DECTRIS NeXus master file"
+                )
             links = _links(master, f)
             if DETECTOR in f:
                 metadata = _group_dict(f[DETECTOR])
             specific = f.get(SPECIFIC)
-            if isinstance(specific, h5py.Group) and "nimages" in specific \
-                    and "ntrigger" in specific:
+            if (
+                isinstance(specific, h5py.Group)
+                and "nimages" in specific
+                and "ntrigger" in specific
+            ):
                 expected = int(specific["nimages"][()]) * max(int(specific["ntrigger"][()]), 1)
         if not links and master.name.lower().endswith(MASTER_SUFFIX):
             raise ValueError(f"path: {master} links no data files (/entry/data/data_* is empty)")
         where = str(master)
     if not links:  # a data file without its master (or named like none)
-        warnings.warn(f"path: no master file beside {path}; reading this data file alone, "
-                      "without detector metadata", stacklevel=user_stacklevel())
+        warnings.warn(
+            f"path: no master file beside {path}; reading this data file alone, "
+            "without detector metadata",
+            stacklevel=user_stacklevel(),
+        )
         master, metadata, expected = None, {}, None
         links, where = [(str(path), "entry/data/data")], str(path)
     files, frame_shape, dtype = [], None, None
     for file_path, dataset in links:
         info, shape, dt = _open_data_file(file_path, dataset, where)
         if frame_shape is not None and (shape != frame_shape or dt != dtype):
-            raise ValueError(f"path: {file_path} holds {shape} {dt} frames but "
-                             f"{files[0].path} holds {frame_shape} {dtype}")
+            raise ValueError(
+                f"path: {file_path} holds {shape} {dt} frames but "
+                f"{files[0].path} holds {frame_shape} {dtype}"
+            )
         frame_shape, dtype = shape, dt
         files.append(info)
     if master is not None:
         _check_image_numbers(files)
     sidecar = _sidecar(master) if master is not None else None
-    return Acquisition(str(master) if master else None, files, frame_shape,
-                       np.dtype(dtype).newbyteorder("="), metadata, sidecar, expected)
+    return Acquisition(
+        str(master) if master else None,
+        files,
+        frame_shape,
+        np.dtype(dtype).newbyteorder("="),
+        metadata,
+        sidecar,
+        expected,
+    )
 
 
 def _check_image_numbers(files):
@@ -262,5 +300,6 @@ def _check_image_numbers(files):
         if low != first or high - low + 1 != info.count:
             raise ValueError(
                 f"path: {info.path} holds images {low}..{high} ({info.count} frames) but "
-                f"image {first} comes next; the data files do not stack into one scan")
+                f"image {first} comes next; the data files do not stack into one scan"
+            )
         first = high + 1

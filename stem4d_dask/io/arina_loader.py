@@ -78,29 +78,37 @@ class ArinaBlockLoader:
         got = _pread_into(run.path, buf, run.start)
         if got < buf.size:
             k = int(np.searchsorted(np.cumsum(sizes, dtype=np.int64), got, side="right"))
-            raise ValueError(f"{run.path}: frame {run.first + k} (scan position "
-                             f"{self._position(run.at + k)}) lies beyond the end of the file; "
-                             "the file is truncated")
+            raise ValueError(
+                f"{run.path}: frame {run.first + k} (scan position "
+                f"{self._position(run.at + k)}) lies beyond the end of the file; "
+                "the file is truncated"
+            )
         try:
-            decode_run(buf, sizes, out[run.at: run.at + run.count], raw)
+            decode_run(buf, sizes, out[run.at : run.at + run.count], raw)
         except Bslz4Error as err:
             i = err.index
             raise ValueError(
                 f"{run.path}: frame {run.first + i} (scan position "
                 f"{self._position(run.at + i)}) is corrupt: its bitshuffle-LZ4 chunk does "
-                f"not decode ({err})") from None
+                f"not decode ({err})"
+            ) from None
 
     def _h5_run(self, run: _Run, out):
         hdf5_filters()
         try:
             with h5py.File(run.path, "r") as f:
-                f[run.dataset].read_direct(out, np.s_[run.first: run.first + run.count],
-                                           np.s_[run.at: run.at + run.count])
+                f[run.dataset].read_direct(
+                    out,
+                    np.s_[run.first : run.first + run.count],
+                    np.s_[run.at : run.at + run.count],
+                )
         except OSError as err:
-            raise ValueError(f"{run.path}: frames {run.first}..{run.first + run.count - 1} "
-                             f"(scan positions {self._position(run.at)}.."
-                             f"{self._position(run.at + run.count - 1)}) could not be read "
-                             f"({err})") from None
+            raise ValueError(
+                f"{run.path}: frames {run.first}..{run.first + run.count - 1} "
+                f"(scan positions {self._position(run.at)}.."
+                f"{self._position(run.at + run.count - 1)}) could not be read "
+                f"({err})"
+            ) from None
 
 
 def _pread_into(path, buf, offset) -> int:
@@ -116,7 +124,7 @@ def _pread_into(path, buf, offset) -> int:
             else:  # pragma: no cover - a platform without preadv
                 data = os.pread(fd, buf.size - got, offset + got)
                 k = len(data)
-                buf[got: got + k] = np.frombuffer(data, dtype=np.uint8)
+                buf[got : got + k] = np.frombuffer(data, dtype=np.uint8)
             if k == 0:
                 break
             got += k
@@ -132,18 +140,30 @@ def _block_runs(acq: Acquisition, index, frames: np.ndarray) -> tuple:
     which = np.searchsorted(starts, frames, side="right") - 1
     offsets, sizes = all_offsets[frames], all_sizes[frames].astype(np.int64)
     cut = np.ones(frames.size, dtype=bool)
-    cut[1:] = (which[1:] != which[:-1]) | (frames[1:] != frames[:-1] + 1) \
+    cut[1:] = (
+        (which[1:] != which[:-1])
+        | (frames[1:] != frames[:-1] + 1)
         | (offsets[1:] != offsets[:-1] + sizes[:-1])
+    )
     edges = np.append(np.flatnonzero(cut), frames.size)
     runs = []
     for i, j in zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True):
         info = acq.files[int(which[i])]
         local = int(frames[i] - starts[which[i]])
         if info.bslz4:
-            raw = info.raw[local: local + j - i]
-            runs.append(_Run(info.path, i, j - i, local, True, start=int(info.offsets[local]),
-                             sizes=info.sizes[local: local + j - i].tobytes(),
-                             raw=raw.tobytes() if raw.any() else b""))
+            raw = info.raw[local : local + j - i]
+            runs.append(
+                _Run(
+                    info.path,
+                    i,
+                    j - i,
+                    local,
+                    True,
+                    start=int(info.offsets[local]),
+                    sizes=info.sizes[local : local + j - i].tobytes(),
+                    raw=raw.tobytes() if raw.any() else b"",
+                )
+            )
         else:
             runs.append(_Run(info.path, i, j - i, local, False, dataset=info.dataset))
     return tuple(runs)
@@ -160,15 +180,17 @@ def lazy_scan(acq: Acquisition, scan_shape, chunks, name: str) -> da.Array:
         chunks = auto_chunks(full, dtype.itemsize)
     norm = normalize_chunks(chunks, full, dtype)
     if len(norm[2]) != 1 or len(norm[3]) != 1:
-        raise ValueError(f"chunks: ARINA frames are read whole; got detector chunks "
-                         f"{norm[2]}, {norm[3]}")
+        raise ValueError(
+            f"chunks: ARINA frames are read whole; got detector chunks {norm[2]}, {norm[3]}"
+        )
     index = (np.cumsum([0] + [f.count for f in acq.files]), acq.offsets, acq.sizes)
     ry = int(scan_shape[1])
 
     def block(r0, r1, c0, c1):
         frames = (np.arange(r0, r1)[:, None] * ry + np.arange(c0, c1)[None, :]).ravel()
-        return ArinaBlockLoader(_block_runs(acq, index, frames), (r1 - r0, c1 - c0, rows, cols),
-                                dtype.str, r0, c0, ry)
+        return ArinaBlockLoader(
+            _block_runs(acq, index, frames), (r1 - r0, c1 - c0, rows, cols), dtype.str, r0, c0, ry
+        )
 
     token = tokenize([(f.path, f.mtime_ns, f.count) for f in acq.files], full, dtype.str, norm)
     return block_array(block, norm, dtype, name, token)

@@ -35,14 +35,28 @@ from .frames import FrameSegment, FrameStack, FrameStackLoader, frame_count_erro
 from .metadata import calibrated
 
 MAGICS = {0x0102: "1.2", 0x0103: "1.3"}
-HEADER = np.dtype([
-    ("ID", "S6"), ("MAGIC", "<u2"), ("Data_offset_1", "<u4"), ("Data_offset_2", "<u4"),
-    ("UNKNOWN1", "<u4"), ("DP_SZ", "<u2"), ("DP_rotation", "<u2"), ("NX", "<u2"),
-    ("NY", "<u2"), ("Scan_rotation", "<u2"), ("SX", "<f8"), ("SY", "<f8"),
-    ("Beam_energy", "<u4"), ("SDP", "<u2"), ("Camera_length", "<u4"),
-    ("Acquisition_time", "<f8"),
-] + [(f"Centering_N{i}", "<f8") for i in range(8)]
-    + [(f"Distortion_N{i:02d}", "<f8") for i in range(14)])  # 240 bytes, packed
+HEADER = np.dtype(
+    [
+        ("ID", "S6"),
+        ("MAGIC", "<u2"),
+        ("Data_offset_1", "<u4"),
+        ("Data_offset_2", "<u4"),
+        ("UNKNOWN1", "<u4"),
+        ("DP_SZ", "<u2"),
+        ("DP_rotation", "<u2"),
+        ("NX", "<u2"),
+        ("NY", "<u2"),
+        ("Scan_rotation", "<u2"),
+        ("SX", "<f8"),
+        ("SY", "<f8"),
+        ("Beam_energy", "<u4"),
+        ("SDP", "<u2"),
+        ("Camera_length", "<u4"),
+        ("Acquisition_time", "<f8"),
+    ]
+    + [(f"Centering_N{i}", "<f8") for i in range(8)]
+    + [(f"Distortion_N{i:02d}", "<f8") for i in range(14)]
+)  # 240 bytes, packed
 FRAME_HEADER = 6  # AA 55 + u4 frame index
 SYNC = (0xAA, 0x55)
 _BIT_DEPTH = re.compile(r"blo\s+bit\s+depth\s*:\s*(\d+)\s*bits?", re.IGNORECASE)
@@ -67,8 +81,11 @@ class BloFrameLoader(FrameStackLoader):
         records = self.stack.read(first, count)[:, 0, :]
         head = records[:, :FRAME_HEADER]
         index = head[:, 2:].copy().view("<u4")[:, 0]
-        bad = (head[:, 0] != SYNC[0]) | (head[:, 1] != SYNC[1]) | \
-            (index != np.arange(first, first + count, dtype=np.int64))
+        bad = (
+            (head[:, 0] != SYNC[0])
+            | (head[:, 1] != SYNC[1])
+            | (index != np.arange(first, first + count, dtype=np.int64))
+        )
         if bad.any():
             j = int(np.argmax(bad))
             k = first - self.sync_offset + j
@@ -77,7 +94,8 @@ class BloFrameLoader(FrameStackLoader):
             raise ValueError(
                 f"{path}: the record of scan position ({rx}, {ry}) (frame {frame}) "
                 f"starts with {bytes(head[j, :2]).hex(' ')} and frame index {int(index[j])}, "
-                f"expected aa 55 and {first + j}: the file is corrupt")
+                f"expected aa 55 and {first + j}: the file is corrupt"
+            )
         dp = self.out_shape
         return records[:, FRAME_HEADER:].view(self.out_dtype).reshape(count, *dp)
 
@@ -91,22 +109,28 @@ def read_header(path) -> dict:
         if len(raw) < HEADER.itemsize or raw[:6] != b"IMGBLO":
             raise ValueError(f"path: {path} is not a NanoMegas .blo file (no IMGBLO header)")
         h = np.frombuffer(raw, dtype=HEADER)[0]
-        header = {k: (h[k].decode("latin1") if k == "ID" else h[k].item())
-                  for k in HEADER.names}
+        header = {k: (h[k].decode("latin1") if k == "ID" else h[k].item()) for k in HEADER.names}
         off1 = header["Data_offset_1"]
         note = f.read(max(off1 - HEADER.itemsize, 0)) if off1 > HEADER.itemsize else b""
     if header["MAGIC"] not in MAGICS:
-        raise ValueError(f"path: {path} has block-file magic {header['MAGIC']:#06x}; known "
-                         f"versions are {', '.join(f'{m:#06x}' for m in MAGICS)}")
+        raise ValueError(
+            f"path: {path} has block-file magic {header['MAGIC']:#06x}; known "
+            f"versions are {', '.join(f'{m:#06x}' for m in MAGICS)}"
+        )
     text = note.decode("latin1").replace("\x00", "").strip()
     header["Note"] = text
-    header["note_items"] = {k.strip(): v.strip() for k, _, v in
-                            (line.partition(":") for line in text.splitlines()) if k.strip()}
+    header["note_items"] = {
+        k.strip(): v.strip()
+        for k, _, v in (line.partition(":") for line in text.splitlines())
+        if k.strip()
+    }
     match = _BIT_DEPTH.search(text)
     header["bit_depth"] = int(match.group(1)) if match else 8
     if header["bit_depth"] not in (8, 16):
-        raise ValueError(f"path: {path} says 'Blo Bit Depth: {header['bit_depth']} bits'; "
-                         "only 8 and 16 bits are known")
+        raise ValueError(
+            f"path: {path} says 'Blo Bit Depth: {header['bit_depth']} bits'; "
+            "only 8 and 16 bits are known"
+        )
     header["version"] = MAGICS[header["MAGIC"]]
     header["scan_rotation_deg"] = header["Scan_rotation"] / 100
     if header["SDP"]:
@@ -136,8 +160,10 @@ def read_blo(path, *, scan_shape=None, chunks="auto"):
     stride = FRAME_HEADER + dp * dp * dtype.itemsize
     shape = (header["NY"], header["NX"]) if scan_shape is None else checked_scan_shape(scan_shape)
     if dp < 1 or min(shape) < 1:
-        raise ValueError(f"path: {path} has an empty scan or frame: NY, NX = "
-                         f"{header['NY']}, {header['NX']}, DP_SZ = {dp}")
+        raise ValueError(
+            f"path: {path} has an empty scan or frame: NY, NX = "
+            f"{header['NY']}, {header['NX']}, DP_SZ = {dp}"
+        )
     off2 = header["Data_offset_2"]
     segment = FrameSegment.of_file(path, off2, stride, stride)
     needed = shape[0] * shape[1]
@@ -148,8 +174,13 @@ def read_blo(path, *, scan_shape=None, chunks="auto"):
     loader = BloFrameLoader(stack, shape, (dp, dp), dtype.str)
     data = scan_array(loader, chunks, f"blo-{path.name}")
     cal = _calibration(header)
-    return calibrated(data, r_steps=cal["step"], r_units=cal["units"], energy=cal["energy"],
-                      attrs={"format": "blo", "metadata": header})
+    return calibrated(
+        data,
+        r_steps=cal["step"],
+        r_units=cal["units"],
+        energy=cal["energy"],
+        attrs={"format": "blo", "metadata": header},
+    )
 
 
 def read_blo_vbf(path) -> xr.DataArray:
@@ -165,11 +196,17 @@ def read_blo_vbf(path) -> xr.DataArray:
     if len(raw) < ny * nx:
         raise ValueError(f"path: {path} ends inside its virtual bright-field image")
     cal = _calibration(header)
-    coords = {"Rx": regular_coord(ny, cal["step"][0], cal["units"], "Rx"),
-              "Ry": regular_coord(nx, cal["step"][1], cal["units"], "Ry")}
-    return xr.DataArray(np.frombuffer(raw, dtype=np.uint8).reshape(ny, nx), dims=DIMS[:2],
-                        coords=coords, name="virtual_bright_field",
-                        attrs={"format": "blo", "units": "counts"})
+    coords = {
+        "Rx": regular_coord(ny, cal["step"][0], cal["units"], "Rx"),
+        "Ry": regular_coord(nx, cal["step"][1], cal["units"], "Ry"),
+    }
+    return xr.DataArray(
+        np.frombuffer(raw, dtype=np.uint8).reshape(ny, nx),
+        dims=DIMS[:2],
+        coords=coords,
+        name="virtual_bright_field",
+        attrs={"format": "blo", "units": "counts"},
+    )
 
 
 def _calibration(header) -> dict:
@@ -180,7 +217,8 @@ def _calibration(header) -> dict:
     energy = header["Beam_energy"]
     if 0 < energy < 1000:
         energy = energy * 1000.0
-    return {"step": (sy * 10.0, sx * 10.0) if good else (1.0, 1.0),
-            "units": "A" if good else "pixels", "energy": float(energy) if energy > 0 else None}
-
-
+    return {
+        "step": (sy * 10.0, sx * 10.0) if good else (1.0, 1.0),
+        "units": "A" if good else "pixels",
+        "energy": float(energy) if energy > 0 else None,
+    }

@@ -87,15 +87,23 @@ def info_scan(info) -> DeScan | None:
         return None
     if x < 1 or y < 1:
         return None
-    origin = (int(info.get("Scan - ROI Offset Y", 0)), int(info.get("Scan - ROI Offset X", 0))) \
-        if roi else (0, 0)
+    origin = (
+        (int(info.get("Scan - ROI Offset Y", 0)), int(info.get("Scan - ROI Offset X", 0)))
+        if roi
+        else (0, 0)
+    )
     per_point = max(int(info.get("Scan - Camera Frames Per Point", 1) or 1), 1)
     summed = max(int(info.get("Autosave Movie Sum Count", 1) or 1), 1)
     if per_point % summed == 0:  # the movie sums `summed` camera frames into one
         per_point //= summed
     kind = info.get("Scan - ROI Type") if roi else None
-    return DeScan((y, x), origin, max(int(info.get("Scan - Repeats", 1) or 1), 1), per_point,
-                  str(kind or info.get("Scan - Type", "Raster")))
+    return DeScan(
+        (y, x),
+        origin,
+        max(int(info.get("Scan - Repeats", 1) or 1), 1),
+        per_point,
+        str(kind or info.get("Scan - Type", "Raster")),
+    )
 
 
 def read_scan_coordinates(path, scan_shape) -> np.ndarray:
@@ -109,15 +117,18 @@ def read_scan_coordinates(path, scan_shape) -> np.ndarray:
                 rows.append((int(parts[0]), int(parts[1])))
             except (ValueError, IndexError):
                 if line.strip() and rows:
-                    raise ValueError(f"scan_file: {path} line {number} is not 'x, y': "
-                                     f"{line.strip()!r}") from None
+                    raise ValueError(
+                        f"scan_file: {path} line {number} is not 'x, y': {line.strip()!r}"
+                    ) from None
     xy = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
     ny, nx = scan_shape
     bad = np.flatnonzero((xy[:, 0] < 0) | (xy[:, 0] >= nx) | (xy[:, 1] < 0) | (xy[:, 1] >= ny))
     if bad.size:
         x, y = xy[bad[0]]
-        raise ValueError(f"scan_file: {path} frame {bad[0]} is at x={x}, y={y}, outside the "
-                         f"{nx} x {ny} (X x Y) scan of the info file")
+        raise ValueError(
+            f"scan_file: {path} frame {bad[0]} is at x={x}, y={y}, outside the "
+            f"{nx} x {ny} (X x Y) scan of the info file"
+        )
     return xy[:, 1] * nx + xy[:, 0]
 
 
@@ -147,19 +158,29 @@ def info_calibration(info, scan: DeScan | None, diffraction_units) -> dict:
         r_origin = (scan.origin[0] * r_steps[0], scan.origin[1] * r_steps[1])
     if diffraction_units is not None:
         if diffraction_units not in DIFFRACTION_UNITS:
-            raise ValueError(f"diffraction_units must be one of {sorted(DIFFRACTION_UNITS)}, "
-                             f"got {diffraction_units!r}")
+            raise ValueError(
+                f"diffraction_units must be one of {sorted(DIFFRACTION_UNITS)}, "
+                f"got {diffraction_units!r}"
+            )
         qx = positive_number(info.get("Diffraction Pixel Size X"))
         qy = positive_number(info.get("Diffraction Pixel Size Y"))
         if qx is None or qy is None:
-            raise ValueError("diffraction_units: the info file has no positive Diffraction "
-                             f"Pixel Size X/Y (got {info.get('Diffraction Pixel Size X')!r}, "
-                             f"{info.get('Diffraction Pixel Size Y')!r})")
+            raise ValueError(
+                "diffraction_units: the info file has no positive Diffraction "
+                f"Pixel Size X/Y (got {info.get('Diffraction Pixel Size X')!r}, "
+                f"{info.get('Diffraction Pixel Size Y')!r})"
+            )
         q_units, factor = DIFFRACTION_UNITS[diffraction_units]
         q_steps = (qy * factor, qx * factor)
     energy = positive_number(info.get("Instrument Accelerating Voltage (V)"))
-    return {"r_steps": r_steps, "r_units": r_units, "r_origin": r_origin, "q_steps": q_steps,
-            "q_units": q_units, "energy": energy}
+    return {
+        "r_steps": r_steps,
+        "r_units": r_units,
+        "r_origin": r_origin,
+        "q_steps": q_steps,
+        "q_units": q_units,
+        "energy": energy,
+    }
 
 
 def scan_visits(path, *, info_file="auto", scan_file="auto") -> xr.DataArray:

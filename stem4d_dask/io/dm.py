@@ -61,11 +61,17 @@ from .frames import (
 )
 from .metadata import Q_VENDOR_UNITS, R_VENDOR_UNITS, calibrated, positive_number
 
-DATA_TYPES = {1: "i2", 2: "f4", 6: "u1", 7: "i4", 9: "i1", 10: "u2", 11: "u4", 12: "f8",
-              14: "b1"}
-UNSUPPORTED_TYPES = {3: "complex64", 4: "packed complex", 5: "packed complex",
-                     8: "RGB", 13: "complex128", 23: "RGBA", 27: "packed complex64",
-                     28: "packed complex128"}
+DATA_TYPES = {1: "i2", 2: "f4", 6: "u1", 7: "i4", 9: "i1", 10: "u2", 11: "u4", 12: "f8", 14: "b1"}
+UNSUPPORTED_TYPES = {
+    3: "complex64",
+    4: "packed complex",
+    5: "packed complex",
+    8: "RGB",
+    13: "complex128",
+    23: "RGBA",
+    27: "packed complex64",
+    28: "packed complex128",
+}
 LAYOUTS = ("frames", "scan-fastest")
 
 
@@ -84,6 +90,7 @@ def is_dm(path) -> bool:
 
 
 # --- the scan-fastest layout ---------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ScanFastestLoader:
@@ -104,8 +111,9 @@ class ScanFastestLoader:
         runs = [(first, first + count) for first, count in runs]
         stored = np.dtype(self.dtype)
         pixels = int(np.prod(self.frame_shape))
-        mm = np.memmap(self.path, dtype=stored, mode="r", offset=self.offset,
-                       shape=(pixels, self.n_positions))
+        mm = np.memmap(
+            self.path, dtype=stored, mode="r", offset=self.offset, shape=(pixels, self.n_positions)
+        )
         n = nrx * nry
         out = np.empty((n, pixels), dtype=stored.newbyteorder("="))
         tmp = np.empty((min(self.tile, pixels), n), dtype=stored)
@@ -113,14 +121,15 @@ class ScanFastestLoader:
             p1 = min(p0 + self.tile, pixels)
             at = 0
             for a, b in runs:  # one run of positions per detector pixel
-                tmp[:p1 - p0, at:at + b - a] = mm[p0:p1, a:b]
+                tmp[: p1 - p0, at : at + b - a] = mm[p0:p1, a:b]
                 at += b - a
-            out[:, p0:p1] = tmp[:p1 - p0].T
+            out[:, p0:p1] = tmp[: p1 - p0].T
         del mm
         return out.reshape(nrx, nry, *self.frame_shape)
 
 
 # --- choosing the image and its layout -----------------------------------------------------
+
 
 def _listed(group) -> list:
     """A tag group's values in order: a group of unnamed tags already is a list."""
@@ -131,8 +140,11 @@ def _images(tree) -> list[tuple[int, dict]]:
     """``(index in ImageList, image)`` of the images that are not thumbnails."""
     thumbs = _listed(tree.get("Thumbnails", []))
     skip = {t.get("ImageIndex") for t in thumbs if isinstance(t, dict)}
-    return [(k, im) for k, im in enumerate(_listed(tree.get("ImageList", [])))
-            if k not in skip and isinstance(im, dict)]
+    return [
+        (k, im)
+        for k, im in enumerate(_listed(tree.get("ImageList", [])))
+        if k not in skip and isinstance(im, dict)
+    ]
 
 
 def _dims(image) -> list[int]:
@@ -158,8 +170,7 @@ def _space(cals, table):
             return None
         unit, factor = table[units]
         origin = c.get("Origin", 0.0)
-        origin = float(origin) if isinstance(origin, int | float) and math.isfinite(origin) \
-            else 0.0
+        origin = float(origin) if isinstance(origin, int | float) and math.isfinite(origin) else 0.0
         out.append((unit, scale * factor, -origin * scale * factor))
     if out[0][0] != out[1][0]:
         return None
@@ -192,26 +203,41 @@ def _layout(image, cals, layout, path) -> tuple[str, str]:
         return "frames", "calibration units"
     if all(map(_is_q, last)) and not any(map(_is_q, first)) and all(map(_is_r, first)):
         return "scan-fastest", "calibration units"
-    warnings.warn(f"{path}: neither a 'Data Order Swapped' tag nor the calibration units say "
-                  "how the 4D data are ordered; assuming the older scan-fastest layout (pass "
-                  "layout='frames' if the frames are contiguous)", stacklevel=user_stacklevel())
+    warnings.warn(
+        f"{path}: neither a 'Data Order Swapped' tag nor the calibration units say "
+        "how the 4D data are ordered; assuming the older scan-fastest layout (pass "
+        "layout='frames' if the frames are contiguous)",
+        stacklevel=user_stacklevel(),
+    )
     return "scan-fastest", "assumed"
 
 
 def _image_metadata(tree, im) -> dict:
     """The read image's name, tags and calibrations, a list of every image in the file, and
     the file's other tags."""
-    listing = [{"index": k, "name": other.get("Name"), "dimensions": _dims(other),
-                "data_type": other.get("ImageData", {}).get("DataType")}
-               for k, other in enumerate(_listed(tree.get("ImageList", [])))
-               if isinstance(other, dict)]
-    return tags_metadata({"name": im.get("Name"), "image_tags": im.get("ImageTags", {}),
-                      "calibrations": im.get("ImageData", {}).get("Calibrations", {}),
-                      "images": listing,
-                      "tags": {k: v for k, v in tree.items() if k != "ImageList"}})
+    listing = [
+        {
+            "index": k,
+            "name": other.get("Name"),
+            "dimensions": _dims(other),
+            "data_type": other.get("ImageData", {}).get("DataType"),
+        }
+        for k, other in enumerate(_listed(tree.get("ImageList", [])))
+        if isinstance(other, dict)
+    ]
+    return tags_metadata(
+        {
+            "name": im.get("Name"),
+            "image_tags": im.get("ImageTags", {}),
+            "calibrations": im.get("ImageData", {}).get("Calibrations", {}),
+            "images": listing,
+            "tags": {k: v for k, v in tree.items() if k != "ImageList"},
+        }
+    )
 
 
 # --- the reader ----------------------------------------------------------------------------
+
 
 def read_dm(path, *, scan_shape=None, chunks="auto", layout=None, image=None):
     """Open a Gatan ``.dm4``/``.dm3`` 4D-STEM dataset lazily as a datacube.
@@ -236,8 +262,10 @@ def read_dm(path, *, scan_shape=None, chunks="auto", layout=None, image=None):
     dims = _dims(im)
     dtype_code = im["ImageData"].get("DataType")
     if dtype_code in UNSUPPORTED_TYPES:
-        raise TypeError(f"path: {path} image {index} holds {UNSUPPORTED_TYPES[dtype_code]} "
-                        f"pixels (DataType {dtype_code}); a datacube holds real numbers")
+        raise TypeError(
+            f"path: {path} image {index} holds {UNSUPPORTED_TYPES[dtype_code]} "
+            f"pixels (DataType {dtype_code}); a datacube holds real numbers"
+        )
     if dtype_code not in DATA_TYPES:
         raise ValueError(f"path: {path} image {index} has an unknown DataType {dtype_code!r}")
     stored = np.dtype(DATA_TYPES[dtype_code]).newbyteorder(endian)
@@ -247,12 +275,19 @@ def read_dm(path, *, scan_shape=None, chunks="auto", layout=None, image=None):
         raise ValueError(f"path: {path} image {index} has no ImageData.Data array")
     declared = int(np.prod(dims))
     if ref.count * ref.itemsize != declared * stored.itemsize:
-        raise ValueError(f"path: {path} is corrupt: image {index}'s data holds "
-                         f"{ref.count * ref.itemsize} bytes but its Dimensions {dims} of "
-                         f"{stored} need {declared * stored.itemsize}")
+        raise ValueError(
+            f"path: {path} is corrupt: image {index}'s data holds "
+            f"{ref.count * ref.itemsize} bytes but its Dimensions {dims} of "
+            f"{stored} need {declared * stored.itemsize}"
+        )
     cals = _calibrations(im, len(dims))
-    meta = {"dm_version": version, "image": index, "dimensions": dims,
-            "data_type": dtype_code, "byte_order": "little" if endian == "<" else "big"}
+    meta = {
+        "dm_version": version,
+        "image": index,
+        "dimensions": dims,
+        "data_type": dtype_code,
+        "byte_order": "little" if endian == "<" else "big",
+    }
     if len(dims) == 3:
         kind, frame, positions, native_scan = "frames", (dims[1], dims[0]), dims[2], None
         q_cals, r_cals = cals[:2], None
@@ -261,12 +296,18 @@ def read_dm(path, *, scan_shape=None, chunks="auto", layout=None, image=None):
         kind, how = _layout(im, cals, layout, path)
         meta["layout"], meta["layout_from"] = kind, how
         if kind == "frames":
-            frame, positions, native_scan = (dims[1], dims[0]), dims[2] * dims[3], \
-                (dims[3], dims[2])
+            frame, positions, native_scan = (
+                (dims[1], dims[0]),
+                dims[2] * dims[3],
+                (dims[3], dims[2]),
+            )
             q_cals, r_cals = cals[:2], cals[2:4]
         else:
-            frame, positions, native_scan = (dims[3], dims[2]), dims[0] * dims[1], \
-                (dims[1], dims[0])
+            frame, positions, native_scan = (
+                (dims[3], dims[2]),
+                dims[0] * dims[1],
+                (dims[1], dims[0]),
+            )
             q_cals, r_cals = cals[2:4], cals[:2]
     shape = _scan(scan_shape, native_scan, positions, path)
     full = (*shape, *frame)
@@ -281,31 +322,47 @@ def read_dm(path, *, scan_shape=None, chunks="auto", layout=None, image=None):
         seg = FrameSegment.in_file(path, ref.offset, frame_bytes, held)
         stack = FrameStack((seg,), frame, stored.str)
         # the file's byte order is kept: frames are read in place, every operation takes it
-        loader = FrameStackLoader(stack, scan_shape=shape, out_shape=frame,
-                                  out_dtype=stored.str)
+        loader = FrameStackLoader(stack, scan_shape=shape, out_shape=frame, out_dtype=stored.str)
         data = scan_array(loader, chunks, f"dm-{path.name}")
     else:
         if cut:
-            raise ValueError(f"path: {path} is truncated inside {truncated} and stores the "
-                             "scan fastest: every frame needs bytes from the end of the "
-                             "file, so no frame can be read")
+            raise ValueError(
+                f"path: {path} is truncated inside {truncated} and stores the "
+                "scan fastest: every frame needs bytes from the end of the "
+                "file, so no frame can be read"
+            )
         if shape[0] * shape[1] != positions:
-            raise ValueError(f"scan_shape: {tuple(shape)} must hold exactly the {positions} "
-                             f"positions of {path} (its scan-fastest layout cannot be read "
-                             "in part)")
-        loader = ScanFastestLoader(str(path.resolve()), ref.offset, stored.str, frame,
-                                   positions, shape, os.stat(path).st_mtime_ns)
+            raise ValueError(
+                f"scan_shape: {tuple(shape)} must hold exactly the {positions} "
+                f"positions of {path} (its scan-fastest layout cannot be read "
+                "in part)"
+            )
+        loader = ScanFastestLoader(
+            str(path.resolve()),
+            ref.offset,
+            stored.str,
+            frame,
+            positions,
+            shape,
+            os.stat(path).st_mtime_ns,
+        )
         if chunks == "auto":  # long runs per detector pixel: the largest default chunks
             chunks = auto_chunks(full, native.itemsize, target_bytes=MAX_CHUNK_BYTES)
-        warnings.warn(f"{path} stores the scan fastest (older GMS layout): every chunk reads "
-                      f"{frame[0] * frame[1]} short runs spread over the whole file. Convert "
-                      "it once for fast reads: stem4d_dask.to_zarr(dc, 'scan.zarr') (or "
-                      "`stem4d convert`) reads each byte of it once",
-                      stacklevel=user_stacklevel())
-        data = lazy_from_loader(loader, full, native, normalize_chunks(chunks, full, native),
-                                f"dm-{path.name}")
-    r = _space(r_cals, R_VENDOR_UNITS) if r_cals is not None and tuple(shape) == native_scan \
+        warnings.warn(
+            f"{path} stores the scan fastest (older GMS layout): every chunk reads "
+            f"{frame[0] * frame[1]} short runs spread over the whole file. Convert "
+            "it once for fast reads: stem4d_dask.to_zarr(dc, 'scan.zarr') (or "
+            "`stem4d convert`) reads each byte of it once",
+            stacklevel=user_stacklevel(),
+        )
+        data = lazy_from_loader(
+            loader, full, native, normalize_chunks(chunks, full, native), f"dm-{path.name}"
+        )
+    r = (
+        _space(r_cals, R_VENDOR_UNITS)
+        if r_cals is not None and tuple(shape) == native_scan
         else None
+    )
     q = _space(q_cals, Q_VENDOR_UNITS)
     energy = positive_number(im.get("ImageTags", {}).get("Microscope Info", {}).get("Voltage"))
     meta.update(_image_metadata(tree, im))
@@ -323,23 +380,29 @@ def _choose(tree, path, image, scan_shape, truncated):
         for _, im in images:
             data = im.get("ImageData", {})
             if isinstance(data.get("Data"), ArrayRef) and not (
-                    "Dimensions" in data and "DataType" in data):
+                "Dimensions" in data and "DataType" in data
+            ):
                 ref = data["Data"]
                 raise ValueError(
                     f"path: {path} is truncated: it ends at byte {os.path.getsize(path)}, "
                     f"inside {truncated} ({ref.count} values of {ref.itemsize} B from byte "
                     f"{ref.offset}), before the image's Dimensions and DataType tags; if you "
                     f"know them, read the frames it holds as raw data: stem4d_dask.read(path, "
-                    f"shape=..., dtype=..., offset={ref.offset})")
+                    f"shape=..., dtype=..., offset={ref.offset})"
+                )
     if image is not None:
         found = [im for im in images if im[0] == image]
         if not found:
-            raise ValueError(f"image: {path} has no image {image!r} (images: "
-                             f"{[k for k, _ in images]}, thumbnails excluded)")
+            raise ValueError(
+                f"image: {path} has no image {image!r} (images: "
+                f"{[k for k, _ in images]}, thumbnails excluded)"
+            )
         index, im = found[0]
         if len(_dims(im)) not in (3, 4):
-            raise ValueError(f"image: image {index} of {path} has dimensions {_dims(im)}; "
-                             "expected 4D, or 3D with scan_shape")
+            raise ValueError(
+                f"image: image {index} of {path} has dimensions {_dims(im)}; "
+                "expected 4D, or 3D with scan_shape"
+            )
         return index, im
     for want in (4, 3) if scan_shape is not None else (4,):
         for index, im in images:
@@ -347,15 +410,16 @@ def _choose(tree, path, image, scan_shape, truncated):
                 return index, im
     shapes = {k: _dims(im) for k, im in images}
     hint = "" if scan_shape is not None else "; a 3D stack reads with scan_shape=(Rx, Ry)"
-    raise ValueError(f"path: {path} holds no 4D image (image dimensions, X first: {shapes})"
-                     f"{hint}")
+    raise ValueError(f"path: {path} holds no 4D image (image dimensions, X first: {shapes}){hint}")
 
 
 def _scan(scan_shape, native, positions, path):
     if scan_shape is None:
         if native is None:
-            raise ValueError(f"scan_shape: {path} holds a 3D stack of {positions} frames; "
-                             "pass scan_shape=(Rx, Ry)")
+            raise ValueError(
+                f"scan_shape: {path} holds a 3D stack of {positions} frames; "
+                "pass scan_shape=(Rx, Ry)"
+            )
         return tuple(native)
     return checked_scan_shape(scan_shape)
 

@@ -20,8 +20,19 @@ from dataclasses import dataclass
 import numpy as np
 
 # tag value types: struct format (the size follows from it)
-TAG_TYPES = {2: "h", 3: "i", 4: "H", 5: "I", 6: "f", 7: "d", 8: "?", 9: "b", 10: "B", 11: "q",
-             12: "Q"}
+TAG_TYPES = {
+    2: "h",
+    3: "i",
+    4: "H",
+    5: "I",
+    6: "f",
+    7: "d",
+    8: "?",
+    9: "b",
+    10: "B",
+    11: "q",
+    12: "Q",
+}
 STRUCT, STRING, ARRAY = 15, 18, 20
 KEEP_VALUES = 256  # arrays up to this length are copied into the metadata
 
@@ -86,8 +97,11 @@ class TagReader:
         return data
 
     def _u(self) -> int:
-        return struct.unpack(">Q", self._read(8))[0] if self.wide else \
-            struct.unpack(">I", self._read(4))[0]
+        return (
+            struct.unpack(">Q", self._read(8))[0]
+            if self.wide
+            else struct.unpack(">I", self._read(4))[0]
+        )
 
     def root(self) -> dict:
         """The tag tree; when the image data run past the end of the file, the tree read so
@@ -115,8 +129,10 @@ class TagReader:
                 elif kind == 21:
                     value = self._data(here, data=name == "Data" and where.endswith("ImageData"))
                 else:
-                    raise ValueError(f"path: {self.path} is corrupt: tag {here!r} at byte "
-                                     f"{self.f.tell()} has kind {kind} (expected 20 or 21)")
+                    raise ValueError(
+                        f"path: {self.path} is corrupt: tag {here!r} at byte "
+                        f"{self.f.tell()} has kind {kind} (expected 20 or 21)"
+                    )
                 _add(named, items, name, value)
         except _Stop as stop:  # the image data run past the end: keep what was read
             _add(named, items, name, stop.value)
@@ -125,8 +141,10 @@ class TagReader:
 
     def _data(self, where: str, data: bool):
         if self._read(4) != b"%%%%":
-            raise ValueError(f"path: {self.path} is corrupt: tag {where!r} lacks its '%%%%' "
-                             f"delimiter (byte {self.f.tell() - 4})")
+            raise ValueError(
+                f"path: {self.path} is corrupt: tag {where!r} lacks its '%%%%' "
+                f"delimiter (byte {self.f.tell() - 4})"
+            )
         info = [self._u() for _ in range(self._u())]
         if not info:
             raise ValueError(f"path: {self.path} is corrupt: tag {where!r} has no type")
@@ -145,19 +163,25 @@ class TagReader:
         itemsize, _ = _element_size(info, 1)
         count = info[-1]
         offset = self.f.tell()
-        if data or info[1] not in TAG_TYPES or count > KEEP_VALUES and info[1] != 4 or \
-                count > 65536:
+        if (
+            data
+            or info[1] not in TAG_TYPES
+            or count > KEEP_VALUES
+            and info[1] != 4
+            or count > 65536
+        ):
             end = offset + count * itemsize
             if end > self.size:
                 if not data:
-                    raise _Truncated(f"the file ends at byte {self.size}, inside {where} "
-                                     f"({count} values of {itemsize} B from byte {offset})")
+                    raise _Truncated(
+                        f"the file ends at byte {self.size}, inside {where} "
+                        f"({count} values of {itemsize} B from byte {offset})"
+                    )
                 self.truncated = where
                 raise _Stop(ArrayRef(offset, count, itemsize, info[1]))
             self.f.seek(end)
             return ArrayRef(offset, count, itemsize, info[1])
-        values = np.frombuffer(self._read(count * itemsize),
-                               dtype=self.endian + TAG_TYPES[info[1]])
+        values = np.frombuffer(self._read(count * itemsize), dtype=self.endian + TAG_TYPES[info[1]])
         if info[1] == 4:  # UTF-16 text
             return values.astype("<u2").tobytes().decode("utf-16-le", errors="replace")
         return values.tolist()
@@ -172,8 +196,7 @@ def _element_size(info, i: int) -> tuple[int, int]:
         return info[i + 1], i + 2
     if kind == STRUCT:
         n = info[i + 2]
-        return sum(struct.calcsize(TAG_TYPES[info[i + 4 + 2 * k]]) for k in range(n)), \
-            i + 3 + 2 * n
+        return sum(struct.calcsize(TAG_TYPES[info[i + 4 + 2 * k]]) for k in range(n)), i + 3 + 2 * n
     if kind == ARRAY:
         size, j = _element_size(info, i + 1)
         return size * info[j], j + 1
@@ -190,11 +213,15 @@ def read_tags(path) -> tuple[dict, int, str, str | None]:
         try:
             tree = reader.root()
         except _Truncated as err:
-            raise ValueError(f"path: {path} is truncated: {err.args[0]}; the tags after that "
-                             "point (image dimensions, type) cannot be read") from None
+            raise ValueError(
+                f"path: {path} is truncated: {err.args[0]}; the tags after that "
+                "point (image dimensions, type) cannot be read"
+            ) from None
         except (struct.error, KeyError, IndexError, UnicodeDecodeError) as err:
-            raise ValueError(f"path: {path} is corrupt: its tag tree cannot be parsed at byte "
-                             f"{f.tell()} ({type(err).__name__}: {err})") from None
+            raise ValueError(
+                f"path: {path} is corrupt: its tag tree cannot be parsed at byte "
+                f"{f.tell()} ({type(err).__name__}: {err})"
+            ) from None
     return tree, reader.version, reader.endian, reader.truncated
 
 

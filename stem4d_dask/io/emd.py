@@ -74,8 +74,17 @@ def is_emd(path) -> bool:
         with h5py.File(path, "r") as f:
             if h5_text(f.attrs.get("emd_group_type")) != "file":
                 return False
-            return f.visititems(lambda _, obj: True if isinstance(obj, h5py.Group) and h5_text(
-                obj.attrs.get("python_class")) == "DataCube" else None) is True
+            return (
+                f.visititems(
+                    lambda _, obj: (
+                        True
+                        if isinstance(obj, h5py.Group)
+                        and h5_text(obj.attrs.get("python_class")) == "DataCube"
+                        else None
+                    )
+                )
+                is True
+            )
     except OSError:
         return False
 
@@ -101,12 +110,14 @@ def _pick_datacube(f, name, path):
     if name is not None:
         hits = [g for g in groups if g.rsplit("/", 1)[-1] == name or g == "/" + name.strip("/")]
         if len(hits) != 1:
-            raise ValueError(f"name: {name!r} matches {len(hits)} DataCube groups; the file "
-                             f"{path} has {groups}")
+            raise ValueError(
+                f"name: {name!r} matches {len(hits)} DataCube groups; the file {path} has {groups}"
+            )
         return f[hits[0]]
     if len(groups) > 1:
-        raise ValueError(f"name: {path} holds several DataCubes {groups}; pass name= "
-                         "(a group name or path)")
+        raise ValueError(
+            f"name: {path} holds several DataCubes {groups}; pass name= (a group name or path)"
+        )
     return f[groups[0]]
 
 
@@ -123,11 +134,14 @@ def _find_calibration(group):
 def _checked(size, units, allowed, space, where):
     """(size, units) canonicalised, or (1.0, 'pixels') with a warning when unusable."""
     try:
-        return (check_pixel_size(size, parameter=f"{space}_pixel_size"),
-                canonical_units(units, parameter=f"{space}_units", allowed=allowed))
+        return (
+            check_pixel_size(size, parameter=f"{space}_pixel_size"),
+            canonical_units(units, parameter=f"{space}_units", allowed=allowed),
+        )
     except (TypeError, ValueError) as err:
-        warnings.warn(f"{where}: unusable {space.upper()} calibration ({err}); using pixels",
-                      stacklevel=4)
+        warnings.warn(
+            f"{where}: unusable {space.upper()} calibration ({err}); using pixels", stacklevel=4
+        )
         return 1.0, "pixels"
 
 
@@ -158,8 +172,9 @@ def _read_calibration(group) -> dict:
     if isinstance(energy, int | float) and energy > 0:
         out["energy"] = float(energy)
     elif energy not in (None, "_None"):  # emdfile stores None as b"_None"
-        warnings.warn(f"{cal.name}/energy: not a positive number of eV ({energy!r}); ignored",
-                      stacklevel=3)
+        warnings.warn(
+            f"{cal.name}/energy: not a positive number of eV ({energy!r}); ignored", stacklevel=3
+        )
     return out
 
 
@@ -202,16 +217,19 @@ def read_emd(path, *, name=None, chunks="auto"):
         dset = group["data"]
         shape, dtype, store_chunks = tuple(dset.shape), dset.dtype, dset.chunks
         if len(shape) != 4 or dtype.kind not in "biufc":
-            raise ValueError(f"path: {dset.name} in {path} is {shape} {dtype}; expected a 4D "
-                             "numeric (Rx, Ry, Qx, Qy) array")
+            raise ValueError(
+                f"path: {dset.name} in {path} is {shape} {dtype}; expected a 4D "
+                "numeric (Rx, Ry, Qx, Qy) array"
+            )
         calibration = _read_calibration(group)
         dataset_path = dset.name
     dtype = dtype.newbyteorder("=")
     if isinstance(chunks, str) and chunks == "auto":
         chunks = auto_chunks(shape, dtype.itemsize, multiple_of=store_chunks or (1, 1))
     norm = normalize_chunks(chunks, shape, dtype)
-    loader = H5BlockLoader(path, dataset_path, dtype.str, shape, shape[:2],
-                           mtime_ns=os.stat(path).st_mtime_ns)
+    loader = H5BlockLoader(
+        path, dataset_path, dtype.str, shape, shape[:2], mtime_ns=os.stat(path).st_mtime_ns
+    )
     data = lazy_from_loader(loader, shape, dtype, norm, f"emd-{Path(path).name}")
     return from_array(data, chunks=None, **calibration)
 
@@ -233,8 +251,14 @@ def _write_layout(f, name, shape, dtype, attrs, chunks=None, origins=None):
     as py4DSTEM writes). ``attrs``: the datacube calibration attrs; ``origins``: ``{dim: first
     coordinate}`` (default 0), written as each dim vector's start. Returns the data dataset."""
     origins = {d: 0.0 for d in DIMS} | dict(origins or {})
-    header = dict(emd_group_type="file", version_major=1, version_minor=0, UUID=str(uuid.uuid4()),
-                  authoring_program="stem4d_dask", authoring_user="")
+    header = dict(
+        emd_group_type="file",
+        version_major=1,
+        version_minor=0,
+        UUID=str(uuid.uuid4()),
+        authoring_program="stem4d_dask",
+        authoring_user="",
+    )
     for key, value in header.items():
         f.attrs.create(key, value)
     root = f.create_group(f"{name}_root")
@@ -248,8 +272,9 @@ def _write_layout(f, name, shape, dtype, attrs, chunks=None, origins=None):
     for i, dim in enumerate(DIMS):
         space = "r" if i < 2 else "q"
         start = origins[dim]
-        dset = node.create_dataset(f"dim{i}", data=np.array(
-            [start, start + attrs[f"{space}_pixel_size"]]))
+        dset = node.create_dataset(
+            f"dim{i}", data=np.array([start, start + attrs[f"{space}_pixel_size"]])
+        )
         dset.attrs.create("name", dim)
         dset.attrs.create("units", attrs[f"{space}_units"])
     bundle = root.create_group("metadatabundle")
@@ -257,9 +282,14 @@ def _write_layout(f, name, shape, dtype, attrs, chunks=None, origins=None):
     cal = bundle.create_group("calibration")
     cal.attrs.create("emd_group_type", "metadata")
     cal.attrs.create("python_class", "Calibration")
-    items = {"Q_pixel_size": attrs["q_pixel_size"], "R_pixel_size": attrs["r_pixel_size"],
-             "Q_pixel_units": attrs["q_units"], "R_pixel_units": attrs["r_units"],
-             "QR_flip": False, "_root_treepath": ""}
+    items = {
+        "Q_pixel_size": attrs["q_pixel_size"],
+        "R_pixel_size": attrs["r_pixel_size"],
+        "Q_pixel_units": attrs["q_units"],
+        "R_pixel_units": attrs["r_units"],
+        "QR_flip": False,
+        "_root_treepath": "",
+    }
     if attrs.get("energy") is not None:
         items["energy"] = attrs["energy"]
     for key, value in items.items():
@@ -276,6 +306,7 @@ def _store_lock():
     may be separate processes), else dask's picklable thread lock (``lock=True``)."""
     if active_client() is not None:
         from distributed import Lock
+
         return Lock(f"stem4d-h5-{uuid.uuid4().hex}")
     return True
 
@@ -301,8 +332,7 @@ def to_h5(dc, path, *, name="datacube", overwrite=False, progress=True):
     """
     dc = check_datacube(dc, parameter="dc")
     for space in ("r", "q"):  # py4DSTEM records one pixel size per space
-        cal.pixel_size(dc, space, "to_h5 (py4DSTEM's EMD layout; write zarr to keep any "
-                                  "coords)")
+        cal.pixel_size(dc, space, "to_h5 (py4DSTEM's EMD layout; write zarr to keep any coords)")
     origins = {d: cal.axis(dc, d).origin for d in DIMS}
     if not isinstance(name, str) or not name or "/" in name or name == ".":
         raise ValueError(f"name must be a non-empty HDF5 group name without '/', got {name!r}")
@@ -313,8 +343,9 @@ def to_h5(dc, path, *, name="datacube", overwrite=False, progress=True):
         if not path.parent.is_dir():
             raise FileNotFoundError(f"path: the folder {path.parent} does not exist")
         with h5py.File(tmp, "w") as f:
-            dataset_path = _write_layout(f, name, dc.shape, dc.dtype, dc.attrs,
-                                         origins=origins).name
+            dataset_path = _write_layout(
+                f, name, dc.shape, dc.dtype, dc.attrs, origins=origins
+            ).name
         data = dc.data if isinstance(dc.data, da.Array) else da.from_array(dc.data)
         writer = H5DatasetWriter(str(tmp.absolute()), dataset_path)
         stored = da.store(data, writer, lock=_store_lock(), compute=False)

@@ -70,8 +70,7 @@ def _xml_for_raw(raw_path: Path) -> Path | None:
     same = raw_path.with_suffix(".xml")
     candidates = [same] + sorted(p for p in raw_path.parent.glob("*.xml") if p != same)
     for xml in candidates[:256]:
-        if xml.is_file() and (found := _raw_name(xml)) is not None and \
-                _basename(found) == name:
+        if xml.is_file() and (found := _raw_name(xml)) is not None and _basename(found) == name:
             return xml
     return None
 
@@ -100,7 +99,8 @@ def read_empad(path, *, scan_shape=None, chunks="auto"):
         if not raw.is_file():
             raise FileNotFoundError(
                 f"path: {xml} names the raw file {name!r}, but {raw} does not exist; if it was "
-                "renamed, open the .raw itself with scan_shape=(Rx, Ry)")
+                "renamed, open the .raw itself with scan_shape=(Rx, Ry)"
+            )
     else:
         raw, xml = path, _xml_for_raw(path)
     size = os.path.getsize(raw)
@@ -109,7 +109,8 @@ def read_empad(path, *, scan_shape=None, chunks="auto"):
             f"path: {raw} ({size} bytes) looks like an EMPAD-G2 file (128 x 128 packed words, "
             f"no footer: {size // G2_FRAME_BYTES} frames of {G2_FRAME_BYTES} B), which "
             f"stem4d_dask does not decode; EMPAD (G1) frames are {STRIDE} B (if this is an EMPAD "
-            "file cut short, read its whole frames with scan_shape=)")
+            "file cut short, read its whole frames with scan_shape=)"
+        )
     info = _parse_xml(xml) if xml is not None else {}
     segment = FrameSegment.of_file(raw, 0, STRIDE, FRAME_BYTES)  # frames with all 128 rows
     if scan_shape is not None:
@@ -117,7 +118,8 @@ def read_empad(path, *, scan_shape=None, chunks="auto"):
     elif xml is None:
         raise ValueError(
             f"scan_shape: no EMPAD .xml beside {raw} names it, so the scan shape is unknown; "
-            f"pass scan_shape=(Rx, Ry) (the file holds {segment.count} whole frames)")
+            f"pass scan_shape=(Rx, Ry) (the file holds {segment.count} whole frames)"
+        )
     else:
         shape = _shape_from_xml(info, raw, xml, size, segment.count)
     needed = shape[0] * shape[1]
@@ -127,16 +129,28 @@ def read_empad(path, *, scan_shape=None, chunks="auto"):
     loader = FrameStackLoader(stack, shape, (DATA_ROWS, COLS), "<f4")
     data = scan_array(loader, chunks, f"empad-{raw.name}")
     cal = _calibration(info, info.get("matched"))
-    metadata = {"raw_file": raw.name, "xml_file": xml.name if xml else None,
-                "scan_source": "scan_shape=" if scan_shape is not None else info["matched"][0],
-                "frame_bytes": STRIDE, "footer_bytes": STRIDE - FRAME_BYTES,
-                "calibration": cal["notes"], "xml": info.get("tree")}
-    return calibrated(data, r_steps=cal["r_step"], r_units=cal["r_units"],
-                      q_steps=(cal["q_step"],) * 2, q_units=cal["q_units"], energy=cal["energy"],
-                      attrs={"format": "empad", "metadata": metadata})
+    metadata = {
+        "raw_file": raw.name,
+        "xml_file": xml.name if xml else None,
+        "scan_source": "scan_shape=" if scan_shape is not None else info["matched"][0],
+        "frame_bytes": STRIDE,
+        "footer_bytes": STRIDE - FRAME_BYTES,
+        "calibration": cal["notes"],
+        "xml": info.get("tree"),
+    }
+    return calibrated(
+        data,
+        r_steps=cal["r_step"],
+        r_units=cal["r_units"],
+        q_steps=(cal["q_step"],) * 2,
+        q_units=cal["q_units"],
+        energy=cal["energy"],
+        attrs={"format": "empad", "metadata": metadata},
+    )
 
 
 # --- the XML --------------------------------------------------------------------------------
+
 
 def _parse_xml(xml: Path) -> dict:
     """Scan shapes, calibration values and the whole tree (JSON-able) of an EMPAD XML."""
@@ -183,8 +197,10 @@ def _shape_from_xml(info, raw, xml, size, n_frames) -> tuple:
     frames of 128 rows, and nothing past the last frame's footer)."""
     shapes = info["shapes"]
     if not shapes:
-        raise ValueError(f"scan_shape: {xml} gives no scan shape (no scan_parameters, pix_x/"
-                         "pix_y or series count); pass scan_shape=(Rx, Ry)")
+        raise ValueError(
+            f"scan_shape: {xml} gives no scan shape (no scan_parameters, pix_x/"
+            "pix_y or series count); pass scan_shape=(Rx, Ry)"
+        )
     for label, shape in shapes:
         if n_frames == shape[0] * shape[1] and size <= n_frames * STRIDE:
             info["matched"] = (label, shape)
@@ -193,33 +209,51 @@ def _shape_from_xml(info, raw, xml, size, n_frames) -> tuple:
     needed = shape[0] * shape[1]
     said = "; ".join(f"{lbl} {shp} = {shp[0] * shp[1]} frames" for lbl, shp in shapes)
     if n_frames < needed:
-        raise ValueError(frame_count_error(raw, n_frames, needed, shape) +
-                         f" (the XML {xml.name} says {said})")
+        raise ValueError(
+            frame_count_error(raw, n_frames, needed, shape) + f" (the XML {xml.name} says {said})"
+        )
     raise ValueError(
         f"{raw}: holds {n_frames} frames of {STRIDE} B ({size} bytes), but {xml.name} says "
         f"{said}; none fits the file. Pass scan_shape=(Rx, Ry) to read the first Rx * Ry "
-        "frames")
+        "frames"
+    )
 
 
 def _calibration(info, matched) -> dict:
     """``from_array`` calibration from the parsed XML, and notes on where each came from."""
     notes = {}
-    out = {"energy": None, "r_step": (1.0, 1.0), "r_units": "pixels", "q_step": 1.0,
-           "q_units": "pixels", "notes": notes}
+    out = {
+        "energy": None,
+        "r_step": (1.0, 1.0),
+        "r_units": "pixels",
+        "q_step": 1.0,
+        "q_units": "pixels",
+        "notes": notes,
+    }
     hv = info.get("high_voltage")
     if _positive(hv):
         out["energy"] = hv
         notes["energy"] = "iom_measurements/high_voltage (V)"
     shape = matched[1] if matched else (info["shapes"][0][1] if info.get("shapes") else None)
     fov = info.get("fov")
-    if shape is not None and fov and all(_positive(v) for v in fov) and \
-            math.isclose(fov[0], fov[1], rel_tol=1e-9):
+    if (
+        shape is not None
+        and fov
+        and all(_positive(v) for v in fov)
+        and math.isclose(fov[0], fov[1], rel_tol=1e-9)
+    ):
         step = fov[0] / fov[2] / max(shape) * 1e10
         out.update(r_step=(step, step), r_units="A")
-        notes["scan_step"] = ("full_scan_field_of_view/x / scale_factor / max(scan resolution) "
-                              "(m -> A); scan_size not applied")
-    elif shape is not None and info.get("fov_xy") and len(info["fov_xy"]) == 2 and \
-            all(_positive(v) for v in info["fov_xy"]):
+        notes["scan_step"] = (
+            "full_scan_field_of_view/x / scale_factor / max(scan resolution) "
+            "(m -> A); scan_size not applied"
+        )
+    elif (
+        shape is not None
+        and info.get("fov_xy")
+        and len(info["fov_xy"]) == 2
+        and all(_positive(v) for v in info["fov_xy"])
+    ):
         fx, fy = info["fov_xy"]
         out.update(r_step=(fy / shape[0] * 1e10, fx / shape[1] * 1e10), r_units="A")
         notes["scan_step"] = "optics.get_full_scan_field_of_view [x, y] / resolution (m -> A)"

@@ -56,8 +56,11 @@ class FrameSegment:
     def of_file(cls, path, offset: int, stride: int, frame_bytes: int) -> FrameSegment:
         """The whole frames of ``path`` (a trailing partial frame is not counted)."""
         size = os.path.getsize(path)
-        count = max((size - offset - frame_bytes) // stride + 1, 0) if size >= offset + \
-            frame_bytes else 0
+        count = (
+            max((size - offset - frame_bytes) // stride + 1, 0)
+            if size >= offset + frame_bytes
+            else 0
+        )
         return cls.in_file(path, offset, stride, count)
 
 
@@ -101,12 +104,13 @@ class FrameStack:
             return parts[0][1]
         out = np.zeros((count, rows, cols), dtype=self.dtype)
         for at, frames in parts:
-            out[at:at + frames.shape[0]] = frames
+            out[at : at + frames.shape[0]] = frames
         return out
 
 
-def _map_frames(seg: FrameSegment, first: int, count: int, stack: FrameStack,
-                populate: bool = True) -> np.ndarray:
+def _map_frames(
+    seg: FrameSegment, first: int, count: int, stack: FrameStack, populate: bool = True
+) -> np.ndarray:
     """Frames ``first .. first + count - 1`` of ``seg`` as a strided view ``(count, rows,
     cols)`` of one read-only mapping: populated up front (``MAP_POPULATE``, for runs read
     whole), or not (only the pages of the frames then gathered from it are read)."""
@@ -118,9 +122,13 @@ def _map_frames(seg: FrameSegment, first: int, count: int, stack: FrameStack,
     flags = mmap.MAP_SHARED | (getattr(mmap, "MAP_POPULATE", 0) if populate else 0)
     with open(seg.path, "rb") as f:
         mapped = mmap.mmap(f.fileno(), length, flags=flags, prot=mmap.PROT_READ, offset=aligned)
-    return np.ndarray(shape=(count, rows, cols), dtype=dtype, buffer=mapped,
-                      offset=start - aligned,
-                      strides=(seg.stride, cols * dtype.itemsize, dtype.itemsize))
+    return np.ndarray(
+        shape=(count, rows, cols),
+        dtype=dtype,
+        buffer=mapped,
+        offset=start - aligned,
+        strides=(seg.stride, cols * dtype.itemsize, dtype.itemsize),
+    )
 
 
 def scan_runs(slices, scan_shape) -> tuple[int, int, list[tuple[int, int]]]:
@@ -128,8 +136,7 @@ def scan_runs(slices, scan_shape) -> tuple[int, int, list[tuple[int, int]]]:
     ``scan_shape``: ``runs`` are ``(first position, count)`` of consecutive scan positions (C
     order, ``Ry`` fastest) in block order: one run when the block spans whole scan rows, else
     one per row."""
-    (r0, r1, _), (c0, c1, _) = (s.indices(n) for s, n in zip(slices[:2], scan_shape,
-                                                             strict=True))
+    (r0, r1, _), (c0, c1, _) = (s.indices(n) for s, n in zip(slices[:2], scan_shape, strict=True))
     ry = scan_shape[1]
     nrx, nry = r1 - r0, c1 - c0
     if c0 == 0 and c1 == ry:  # whole scan rows: one run of positions
@@ -202,8 +209,9 @@ class PositionsLoader:
                 where = where[np.argsort(frames[where])]
                 local = frames[where] - start
                 first = int(local[0])
-                view = _map_frames(seg, first, int(local[-1]) - first + 1, self.stack,
-                                   populate=False)
+                view = _map_frames(
+                    seg, first, int(local[-1]) - first + 1, self.stack, populate=False
+                )
                 got = view[local - first]
                 out[where] = got if self.decode is None else self.decode(got)
                 del view
@@ -219,13 +227,17 @@ def block_array(block_loader, chunks, dtype, name: str, token: str) -> da.Array:
     here."""
     out = f"{name}-{token}"
     rows, cols = (np.cumsum((0, *c)).tolist() for c in chunks[:2])
-    graph = {(out, i, j, 0, 0): (block_loader(rows[i], rows[i + 1], cols[j], cols[j + 1]),)
-             for i in range(len(chunks[0])) for j in range(len(chunks[1]))}
+    graph = {
+        (out, i, j, 0, 0): (block_loader(rows[i], rows[i + 1], cols[j], cols[j + 1]),)
+        for i in range(len(chunks[0]))
+        for j in range(len(chunks[1]))
+    }
     return da.Array(graph, out, chunks, dtype=dtype, meta=np.empty((0,) * 4, dtype=dtype))
 
 
-def positions_array(stack: FrameStack, frame_map: np.ndarray, chunks, dtype, name: str,
-                    decode=None) -> da.Array:
+def positions_array(
+    stack: FrameStack, frame_map: np.ndarray, chunks, dtype, name: str, decode=None
+) -> da.Array:
     """Dask array ``frame_map.shape + frame shape`` of ``dtype`` whose every chunk gathers its
     own frames (``frame_map``: ``(Rx, Ry)`` frame numbers of ``stack``, -1 = zeros); ``chunks``
     as :func:`stem4d_dask.datacube.normalize_chunks` gives them (split detector axes are
@@ -235,8 +247,9 @@ def positions_array(stack: FrameStack, frame_map: np.ndarray, chunks, dtype, nam
 
     def block(r0, r1, c0, c1):
         part = np.ascontiguousarray(frame_map[r0:r1, c0:c1], dtype=np.int64)
-        return PositionsLoader(stack, part.tobytes(), (r1 - r0, c1 - c0, *frame),
-                               np.dtype(dtype).str, decode)
+        return PositionsLoader(
+            stack, part.tobytes(), (r1 - r0, c1 - c0, *frame), np.dtype(dtype).str, decode
+        )
 
     token = tokenize(stack, frame_map.tobytes(), chunks, decode)
     arr = block_array(block, whole, dtype, name, token)
@@ -245,7 +258,9 @@ def positions_array(stack: FrameStack, frame_map: np.ndarray, chunks, dtype, nam
 
 def frame_count_error(path, n_frames: int, needed: int, scan_shape, hint: str = "") -> str:
     """The message for a file that holds fewer whole frames than the scan needs."""
-    return (f"{path}: holds {n_frames} whole frames but the scan {tuple(scan_shape)} needs "
-            f"{needed}; the file is truncated or the scan shape is wrong. Read the frames it "
-            f"has with scan_shape=(rows, {scan_shape[1]}) for {n_frames // scan_shape[1]} whole "
-            f"rows, or scan_shape=({n_frames}, 1){hint}")
+    return (
+        f"{path}: holds {n_frames} whole frames but the scan {tuple(scan_shape)} needs "
+        f"{needed}; the file is truncated or the scan shape is wrong. Read the frames it "
+        f"has with scan_shape=(rows, {scan_shape[1]}) for {n_frames // scan_shape[1]} whole "
+        f"rows, or scan_shape=({n_frames}, 1){hint}"
+    )

@@ -68,8 +68,10 @@ class H5BlockLoader:
                 return self._read(f[self.dataset].astype(self.dtype), slices)
         except OSError as err:
             bounds = [(s.start, s.stop - 1) for s in slices[:2]]
-            raise ValueError(f"{self.path}:{self.dataset}: the block of scan positions "
-                             f"Rx {bounds[0]}, Ry {bounds[1]} could not be read ({err})") from None
+            raise ValueError(
+                f"{self.path}:{self.dataset}: the block of scan positions "
+                f"Rx {bounds[0]}, Ry {bounds[1]} could not be read ({err})"
+            ) from None
 
     def _read(self, dset, slices):
         if len(self.stored) == 4:
@@ -78,8 +80,9 @@ class H5BlockLoader:
             index = list(slices)
             index.insert(self.drop, 0)
             return dset[tuple(index)]
-        (r0, r1, _), (c0, c1, _) = (s.indices(n) for s, n in zip(slices[:2], self.scan_shape,
-                                                                 strict=True))
+        (r0, r1, _), (c0, c1, _) = (
+            s.indices(n) for s, n in zip(slices[:2], self.scan_shape, strict=True)
+        )
         ry, q = self.scan_shape[1], slices[2:]
         if c0 == 0 and c1 == ry:
             block = dset[(slice(r0 * ry, r1 * ry), *q)]

@@ -39,6 +39,7 @@ _LIST = 20  # datasets listed in an error message
 
 # --- any dataset ----------------------------------------------------------------------------
 
+
 @dataclass
 class _Layout:
     """How a stored dataset becomes a ``(Rx, Ry, Qx, Qy)`` datacube."""
@@ -79,55 +80,77 @@ def _layout(path: str, f, dataset: str, scan_shape) -> _Layout:
     dset = f.get(dataset)
     if not isinstance(dset, h5py.Dataset):
         kind = "a group" if isinstance(dset, h5py.Group) else "missing"
-        raise ValueError(f"dataset: {dataset!r} is {kind} in {path}; its datasets are: "
-                         + "; ".join(_datasets(f)))
+        raise ValueError(
+            f"dataset: {dataset!r} is {kind} in {path}; its datasets are: "
+            + "; ".join(_datasets(f))
+        )
     stored, dtype = tuple(int(n) for n in dset.shape), dset.dtype
     if dtype.kind not in "biuf":
-        raise TypeError(f"dataset: {dset.name} in {path} holds {dtype}; a datacube holds real "
-                        "numbers or booleans")
+        raise TypeError(
+            f"dataset: {dset.name} in {path} holds {dtype}; a datacube holds real "
+            "numbers or booleans"
+        )
     chunks = dset.chunks or (1,) * len(stored)
     drop = -1
     if len(stored) == 5:
         drop = _drop_axis(stored)
         if drop < 0:
-            raise ValueError(f"dataset: {dset.name} in {path} is 5D {stored} with no single "
-                             "length-1 axis to drop")
-        stored4 = stored[:drop] + stored[drop + 1:]
-        chunks = chunks[:drop] + chunks[drop + 1:]
+            raise ValueError(
+                f"dataset: {dset.name} in {path} is 5D {stored} with no single "
+                "length-1 axis to drop"
+            )
+        stored4 = stored[:drop] + stored[drop + 1 :]
+        chunks = chunks[:drop] + chunks[drop + 1 :]
     elif len(stored) in (3, 4):
         stored4 = stored
     else:
-        raise ValueError(f"dataset: {dset.name} in {path} is {len(stored)}D {stored}; expected 3D "
-                         "(N, Qx, Qy) with scan_shape, 4D (Rx, Ry, Qx, Qy), or 5D with a length-1 "
-                         "axis. Its datasets are: " + "; ".join(_datasets(f)))
+        raise ValueError(
+            f"dataset: {dset.name} in {path} is {len(stored)}D {stored}; expected 3D "
+            "(N, Qx, Qy) with scan_shape, 4D (Rx, Ry, Qx, Qy), or 5D with a length-1 "
+            "axis. Its datasets are: " + "; ".join(_datasets(f))
+        )
     if len(stored4) == 3:
         if scan_shape is None:
-            raise ValueError(f"scan_shape: {dset.name} in {path} is a 3D stack of "
-                             f"{stored4[0]} frames {stored4[1:]}; pass scan_shape=(Rx, Ry)")
+            raise ValueError(
+                f"scan_shape: {dset.name} in {path} is a 3D stack of "
+                f"{stored4[0]} frames {stored4[1:]}; pass scan_shape=(Rx, Ry)"
+            )
         rx, ry = checked_scan_shape(scan_shape)
         if rx * ry > stored4[0]:
-            raise ValueError("scan_shape: " + frame_count_error(
-                f"{path}:{dset.name}", stored4[0], rx * ry, (rx, ry)))
+            raise ValueError(
+                "scan_shape: "
+                + frame_count_error(f"{path}:{dset.name}", stored4[0], rx * ry, (rx, ry))
+            )
         if rx * ry != stored4[0]:
-            raise ValueError(f"scan_shape: {(rx, ry)} takes {rx * ry} of the {stored4[0]} frames "
-                             f"of {dset.name} in {path}; give a shape that holds them all")
+            raise ValueError(
+                f"scan_shape: {(rx, ry)} takes {rx * ry} of the {stored4[0]} frames "
+                f"of {dset.name} in {path}; give a shape that holds them all"
+            )
         shape = (rx, ry, *stored4[1:])
         k = chunks[0]
         multiple = (1, k) if ry % k == 0 else (k // ry, ry) if k % ry == 0 else (1, 1)
     else:
         shape = stored4
         if scan_shape is not None and checked_scan_shape(scan_shape) != shape[:2]:
-            raise ValueError(f"scan_shape: {tuple(scan_shape)} differs from the scan {shape[:2]} "
-                             f"of {dset.name} {stored} in {path}; pass scan_shape=None")
+            raise ValueError(
+                f"scan_shape: {tuple(scan_shape)} differs from the scan {shape[:2]} "
+                f"of {dset.name} {stored} in {path}; pass scan_shape=None"
+            )
         multiple = chunks[:2]
     plist = dset.id.get_create_plist()
     offset = None
-    if plist.get_layout() == h5py.h5d.CONTIGUOUS and plist.get_nfilters() == 0 \
-            and plist.get_external_count() == 0 and dtype.isnative:
+    if (
+        plist.get_layout() == h5py.h5d.CONTIGUOUS
+        and plist.get_nfilters() == 0
+        and plist.get_external_count() == 0
+        and dtype.isnative
+    ):
         offset = dset.id.get_offset()  # None when no storage is allocated (never written)
     elif plist.get_nfilters() and not hdf5_filters():
-        warnings.warn(f"dataset: {dset.name} in {path} is compressed; install hdf5plugin if "
-                      "reading it fails", stacklevel=user_stacklevel())
+        warnings.warn(
+            f"dataset: {dset.name} in {path} is compressed; install hdf5plugin if reading it fails",
+            stacklevel=user_stacklevel(),
+        )
     return _Layout(path, dset.name, stored, shape, dtype, drop, tuple(multiple), offset)
 
 
@@ -138,11 +161,11 @@ def _lazy(layout: _Layout, chunks, name: str):
     norm = normalize_chunks(chunks, shape, dtype)
     mtime = os.stat(layout.path).st_mtime_ns
     if layout.offset is not None:  # the dataset is one C-ordered run of bytes in the file
-        loader = RawFileLoader(layout.path, layout.dtype.str, shape, int(layout.offset), "C",
-                               mtime)
+        loader = RawFileLoader(layout.path, layout.dtype.str, shape, int(layout.offset), "C", mtime)
     else:
-        loader = H5BlockLoader(layout.path, layout.dataset, dtype.str, layout.stored,
-                               shape[:2], layout.drop, mtime)
+        loader = H5BlockLoader(
+            layout.path, layout.dataset, dtype.str, layout.stored, shape[:2], layout.drop, mtime
+        )
     return lazy_from_loader(loader, shape, dtype, norm, name)
 
 
@@ -162,8 +185,9 @@ def open_hdf5(path) -> h5py.File:
     try:
         return h5py.File(path, "r")
     except OSError as err:
-        raise ValueError(f"path: {path} is not a readable HDF5 file; it may be truncated or "
-                         f"corrupt ({err})") from None
+        raise ValueError(
+            f"path: {path} is not a readable HDF5 file; it may be truncated or corrupt ({err})"
+        ) from None
 
 
 def _open(path) -> tuple[str, h5py.File]:
@@ -196,12 +220,17 @@ def read_hdf5(path, *, dataset, scan_shape=None, chunks="auto"):
         layout = _layout(path, f, dataset, scan_shape)
         attrs = {k: json_value(h5_text(v)) for k, v in f[layout.dataset].attrs.items()}
     data = _lazy(layout, chunks, f"hdf5-{Path(path).name}")
-    metadata = {"dataset": layout.dataset, "stored_shape": list(layout.stored),
-                "dtype": layout.dtype.str, "attrs": attrs}
+    metadata = {
+        "dataset": layout.dataset,
+        "stored_shape": list(layout.stored),
+        "dtype": layout.dtype.str,
+        "attrs": attrs,
+    }
     return from_array(data, chunks=None, attrs={"format": "hdf5", "metadata": metadata})
 
 
 # --- legacy EMD / py4DSTEM ------------------------------------------------------------------
+
 
 def read_legacy_emd(path, *, name=None, chunks="auto"):
     """Open the 4D datacube of a py4DSTEM <= 0.13 or EMD 0.x ``.h5``/``.emd`` file lazily.
@@ -224,21 +253,36 @@ def read_legacy_emd(path, *, name=None, chunks="auto"):
             raise ValueError(f"path: {path} is an EMD 1.0 file; read it with read_emd")
         groups = cube_groups(f)
         if not groups:
-            raise ValueError(f"path: {path} ({layout_name(f)[0]}) holds no 4D datacube (an EMD "
-                             "data group with a 4D 'data' dataset); its datasets are: "
-                             + "; ".join(_datasets(f)) + ". Read one with read(path, "
-                             "dataset=..., scan_shape=...)")
+            raise ValueError(
+                f"path: {path} ({layout_name(f)[0]}) holds no 4D datacube (an EMD "
+                "data group with a 4D 'data' dataset); its datasets are: "
+                + "; ".join(_datasets(f))
+                + ". Read one with read(path, "
+                "dataset=..., scan_shape=...)"
+            )
         group_path, key = pick_datacube(f, groups, name, path)
         group = f[group_path]
         layout = _layout(path, f, f"{group_path}/{key}", None)
         calibration, items = legacy_calibration(f, group, group[key])
         kind, version = layout_name(f)
     data = _lazy(layout, chunks, f"emd-legacy-{Path(path).name}")
-    metadata = {"layout": kind, "version": version, "group": group_path,
-                "dataset": layout.dataset, "calibration": items}
-    return from_array(data, chunks=None, attrs={"format": "emd-legacy", "metadata": metadata},
-                      **calibration)
+    metadata = {
+        "layout": kind,
+        "version": version,
+        "group": group_path,
+        "dataset": layout.dataset,
+        "calibration": items,
+    }
+    return from_array(
+        data, chunks=None, attrs={"format": "emd-legacy", "metadata": metadata}, **calibration
+    )
 
 
-__all__ = ["read_hdf5", "is_legacy_emd", "read_legacy_emd", "H5BlockLoader", "hdf5_path",
-           "open_hdf5"]
+__all__ = [
+    "read_hdf5",
+    "is_legacy_emd",
+    "read_legacy_emd",
+    "H5BlockLoader",
+    "hdf5_path",
+    "open_hdf5",
+]

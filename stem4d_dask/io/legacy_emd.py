@@ -57,13 +57,20 @@ def is_legacy_emd(path) -> bool:
         with h5py.File(path, "r") as f:
             if is_emd1(f):
                 return False
-            if any("emd_group_type" in g.attrs for g in f.values()
-                   if isinstance(g, h5py.Group)):
+            if any("emd_group_type" in g.attrs for g in f.values() if isinstance(g, h5py.Group)):
                 return True
             if _attr(f, "version_major") not in (0, "0"):
                 return False
-            return f.visititems(lambda _, obj: True if isinstance(obj, h5py.Group)
-                                and _attr(obj, "emd_group_type") in (1, "1") else None) is True
+            return (
+                f.visititems(
+                    lambda _, obj: (
+                        True
+                        if isinstance(obj, h5py.Group) and _attr(obj, "emd_group_type") in (1, "1")
+                        else None
+                    )
+                )
+                is True
+            )
     except OSError:
         return False
 
@@ -77,8 +84,7 @@ def cube_groups(f) -> list[tuple[str, str]]:
         if isinstance(obj, h5py.Group) and _attr(obj, "emd_group_type") in (1, "1"):
             for key in ("data", "datacube"):
                 dset = obj.get(key)
-                if isinstance(dset, h5py.Dataset) and dset.ndim == 4 \
-                        and dset.dtype.kind in "biuf":
+                if isinstance(dset, h5py.Dataset) and dset.ndim == 4 and dset.dtype.kind in "biuf":
                     found.append(("/" + name, key))
                     break
 
@@ -91,16 +97,17 @@ def layout_name(f) -> tuple[str, str]:
     for key, group in f.items():
         if not isinstance(group, h5py.Group) or "emd_group_type" not in group.attrs:
             continue
-        version = ".".join(str(_attr(group, k)) for k in
-                           ("version_major", "version_minor", "version_release")
-                           if k in group.attrs)
+        version = ".".join(
+            str(_attr(group, k))
+            for k in ("version_major", "version_minor", "version_release")
+            if k in group.attrs
+        )
         kind = _attr(group, "emd_group_type")
         if kind == "root":
             return f"py4DSTEM {version or '0.13'} (root group {key!r})", version
         if kind in (2, "2"):
             return f"py4DSTEM {version or '<= 0.12'} (top group {key!r})", version
-    version = ".".join(str(_attr(f, k)) for k in ("version_major", "version_minor")
-                       if k in f.attrs)
+    version = ".".join(str(_attr(f, k)) for k in ("version_major", "version_minor") if k in f.attrs)
     return f"EMD {version or '0.x'}", version
 
 
@@ -109,19 +116,30 @@ def pick_datacube(f, groups, name, path) -> tuple[str, str]:
     ``name`` (a group name or path) names, else the only one, else the only py4DSTEM DataCube
     (or member of a ``datacubes`` group); ``ValueError`` when that leaves several or none."""
     if name is not None:
-        hits = [g for g in groups if g[0].rsplit("/", 1)[-1] == name
-                or g[0] == "/" + str(name).strip("/")]
+        hits = [
+            g
+            for g in groups
+            if g[0].rsplit("/", 1)[-1] == name or g[0] == "/" + str(name).strip("/")
+        ]
         if len(hits) != 1:
-            raise ValueError(f"name: {name!r} matches {len(hits)} datacube groups; the file "
-                             f"{path} has {[g[0] for g in groups]}")
+            raise ValueError(
+                f"name: {name!r} matches {len(hits)} datacube groups; the file "
+                f"{path} has {[g[0] for g in groups]}"
+            )
         return hits[0]
     if len(groups) > 1:
-        cubes = [g for g in groups if _attr(f[g[0]], "py4dstem_class") == "DataCube"
-                 or g[0].split("/")[-2:-1] == ["datacubes"]]
+        cubes = [
+            g
+            for g in groups
+            if _attr(f[g[0]], "py4dstem_class") == "DataCube"
+            or g[0].split("/")[-2:-1] == ["datacubes"]
+        ]
         if len(cubes) == 1:
             return cubes[0]
-        raise ValueError(f"name: {path} holds several datacubes {[g[0] for g in groups]}; "
-                         "pass name= (a group name or path)")
+        raise ValueError(
+            f"name: {path} holds several datacubes {[g[0] for g in groups]}; "
+            "pass name= (a group name or path)"
+        )
     return groups[0]
 
 
@@ -151,8 +169,9 @@ def _calibration_items(f, group) -> tuple[dict, str | None]:
     while True:
         for child in node.values():
             if isinstance(child, h5py.Group) and _attr(child, "py4dstem_class") == "Calibration":
-                return {k: child[k][()] for k in child if isinstance(child[k], h5py.Dataset)}, \
-                    child.name
+                return {
+                    k: child[k][()] for k in child if isinstance(child[k], h5py.Dataset)
+                }, child.name
         if node.name == "/":
             break
         node = node.parent
@@ -185,15 +204,20 @@ def legacy_calibration(f, group, dset) -> tuple[dict, dict]:
             (size, units, source), other = steps
             if size is not None and units is None:
                 problem = f"{source} has unknown units"
-            elif size is not None and other[0] is not None and (
-                    other[1] != units or not np.isclose(other[0], size, rtol=1e-6)):
+            elif (
+                size is not None
+                and other[0] is not None
+                and (other[1] != units or not np.isclose(other[0], size, rtol=1e-6))
+            ):
                 problem = f"{source} and {other[2]} differ"
         if problem is None and units is not None and units[0] not in allowed:
             problem = f"units {units[0]!r}"
         if problem is not None or size is None or units is None:
             if problem is not None:
-                warnings.warn(f"{group.name}: unusable {key} calibration ({problem}); using "
-                              "pixels", stacklevel=user_stacklevel())
+                warnings.warn(
+                    f"{group.name}: unusable {key} calibration ({problem}); using pixels",
+                    stacklevel=user_stacklevel(),
+                )
             size, units, source = 1.0, ("pixels", 1.0), "none"
         out[f"{space}_pixel_size"] = size * units[1]
         out[f"{space}_units"] = units[0]
@@ -205,25 +229,33 @@ def legacy_calibration(f, group, dset) -> tuple[dict, dict]:
 def _dim_step(vec, n):
     """(step, (units, factor), source) of a dim vector ([start, step] pairs or full aranges);
     Nones when it gives none."""
-    if not isinstance(vec, h5py.Dataset) or vec.ndim != 1 or vec.dtype.kind not in "iuf" \
-            or vec.size < 2:
+    if (
+        not isinstance(vec, h5py.Dataset)
+        or vec.ndim != 1
+        or vec.dtype.kind not in "iuf"
+        or vec.size < 2
+    ):
         return None, None, None
     values = vec[()].astype(float)
     units = _units(h5_text(vec.attrs.get("units", "pixels")))
     steps = np.diff(values)
     if values.size == n and not np.allclose(steps, steps[0], rtol=1e-6, atol=0):
-        warnings.warn(f"{vec.name}: irregular coordinates; using pixels",
-                      stacklevel=user_stacklevel())
+        warnings.warn(
+            f"{vec.name}: irregular coordinates; using pixels", stacklevel=user_stacklevel()
+        )
         return None, None, None
     step = float(steps[0])
     return (step if np.isfinite(step) and step > 0 else None), units, vec.name
 
 
 def _dim_origin(vec, units) -> float:
-    if not isinstance(vec, h5py.Dataset) or vec.ndim != 1 or vec.size == 0 \
-            or vec.dtype.kind not in "iuf":
+    if (
+        not isinstance(vec, h5py.Dataset)
+        or vec.ndim != 1
+        or vec.size == 0
+        or vec.dtype.kind not in "iuf"
+    ):
         return 0.0
     own = _units(h5_text(vec.attrs.get("units", "pixels")))
     start = float(vec[0])
-    return start * own[1] if own is not None and own[0] == units[0] and np.isfinite(start) \
-        else 0.0
+    return start * own[1] if own is not None and own[0] == units[0] and np.isfinite(start) else 0.0

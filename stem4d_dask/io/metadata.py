@@ -73,38 +73,78 @@ def depth_range(bits, dtype) -> tuple[int, int] | None:
     """``(0, 2**bits - 1)``: the values a ``bits``-bit counter stored in unsigned ``dtype``
     can hold, when narrower than the dtype's (the datacube's ``value_range``); else None."""
     dtype = np.dtype(dtype)
-    if isinstance(bits, int) and not isinstance(bits, bool) and 0 < bits < 8 * dtype.itemsize \
-            and dtype.kind == "u":
+    if (
+        isinstance(bits, int)
+        and not isinstance(bits, bool)
+        and 0 < bits < 8 * dtype.itemsize
+        and dtype.kind == "u"
+    ):
         return (0, 2**bits - 1)
     return None
 
 
 # units as vendors spell them -> (canonical units, factor to multiply values by)
-UNITS = {"pix": ("pixels", 1.0), "pixel": ("pixels", 1.0), "pixels": ("pixels", 1.0),
-         "px": ("pixels", 1.0), "": ("pixels", 1.0),
-         "nm": ("nm", 1.0), "µm": ("nm", 1e3), "μm": ("nm", 1e3), "um": ("nm", 1e3),
-         "A": ("A", 1.0), "Å": ("A", 1.0), "angstrom": ("A", 1.0), "pm": ("A", 0.01),
-         "A^-1": ("A^-1", 1.0), "Å^-1": ("A^-1", 1.0), "1/A": ("A^-1", 1.0),
-         "1/Å": ("A^-1", 1.0), "nm^-1": ("A^-1", 0.1), "1/nm": ("A^-1", 0.1),
-         "mrad": ("mrad", 1.0), "rad": ("mrad", 1e3), "µrad": ("mrad", 1e-3)}
+UNITS = {
+    "pix": ("pixels", 1.0),
+    "pixel": ("pixels", 1.0),
+    "pixels": ("pixels", 1.0),
+    "px": ("pixels", 1.0),
+    "": ("pixels", 1.0),
+    "nm": ("nm", 1.0),
+    "µm": ("nm", 1e3),
+    "μm": ("nm", 1e3),
+    "um": ("nm", 1e3),
+    "A": ("A", 1.0),
+    "Å": ("A", 1.0),
+    "angstrom": ("A", 1.0),
+    "pm": ("A", 0.01),
+    "A^-1": ("A^-1", 1.0),
+    "Å^-1": ("A^-1", 1.0),
+    "1/A": ("A^-1", 1.0),
+    "1/Å": ("A^-1", 1.0),
+    "nm^-1": ("A^-1", 0.1),
+    "1/nm": ("A^-1", 0.1),
+    "mrad": ("mrad", 1.0),
+    "rad": ("mrad", 1e3),
+    "µrad": ("mrad", 1e-3),
+}
 R_VENDOR_UNITS = {k: v for k, v in UNITS.items() if v[0] in ("nm", "A")}
 Q_VENDOR_UNITS = {k: v for k, v in UNITS.items() if v[0] in ("A^-1", "mrad")}
 
 
-def calibrated(data, *, r_steps=(1.0, 1.0), r_units="pixels", r_origin=(0.0, 0.0),
-               q_steps=(1.0, 1.0), q_units="pixels", q_origin=(0.0, 0.0), energy=None,
-               attrs=None):
+def calibrated(
+    data,
+    *,
+    r_steps=(1.0, 1.0),
+    r_units="pixels",
+    r_origin=(0.0, 0.0),
+    q_steps=(1.0, 1.0),
+    q_units="pixels",
+    q_origin=(0.0, 0.0),
+    energy=None,
+    attrs=None,
+):
     """:func:`stem4d_dask.from_array` with a step per axis (``(x, y)`` pairs over ``Rx, Ry``
     and ``Qx, Qy``, in ``r_units`` / ``q_units``; origins in the same units; ``energy`` in
     eV): a non-square grid gets its own coords on each axis (its ``*_pixel_size`` attr is then
     left out, as the coords hold two steps)."""
-    dc = from_array(data, chunks=None, r_pixel_size=r_steps[0], r_units=r_units,
-                    q_pixel_size=q_steps[0], q_units=q_units, r_origin=r_origin,
-                    q_origin=q_origin, energy=energy, attrs=attrs)
+    dc = from_array(
+        data,
+        chunks=None,
+        r_pixel_size=r_steps[0],
+        r_units=r_units,
+        q_pixel_size=q_steps[0],
+        q_units=q_units,
+        r_origin=r_origin,
+        q_origin=q_origin,
+        energy=energy,
+        attrs=attrs,
+    )
     if r_steps[0] == r_steps[1] and q_steps[0] == q_steps[1]:
         return dc
     coords = {d: dc.coords[d] for d in dc.dims}
     for dim, step, origin in (("Ry", r_steps[1], r_origin[1]), ("Qy", q_steps[1], q_origin[1])):
-        coords[dim] = regular_coord(dc.sizes[dim], float(step), dc.coords[dim].attrs["units"],
-                                    dim, float(origin))
+        coords[dim] = regular_coord(
+            dc.sizes[dim], float(step), dc.coords[dim].attrs["units"], dim, float(origin)
+        )
     return assemble(dc.data, coords, dc.attrs)

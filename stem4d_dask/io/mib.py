@@ -36,14 +36,7 @@ from ..checks import checked_scan_shape
 from ..datacube import from_array, user_stacklevel
 from .frames import FrameSegment, FrameStack, FrameStackLoader, frame_count_error, scan_array
 from .metadata import depth_range
-from .mib_header import (
-    MAGIC,
-    MibHeader,
-    check_header,
-    line_from_timestamps,
-    read_hdr,
-    read_header,
-)
+from .mib_header import MAGIC, MibHeader, check_header, line_from_timestamps, read_hdr, read_header
 from .mib_raw import decode_raw
 
 
@@ -96,8 +89,9 @@ class MibLoader(FrameStackLoader):
                 f"{path}: frame {index} (scan position {position}) has a corrupt header: it "
                 f"starts with {bytes(records[j, :8])!r}, not 'MQ1,' ({bad.size} bad "
                 "header(s) in this chunk); the file is damaged or its frames are not all the "
-                "same size")
-        pixels = records[:, h.header_size:]
+                "same size"
+            )
+        pixels = records[:, h.header_size :]
         if h.raw:
             return decode_raw(pixels, h)
         return pixels.view(h.stored_dtype).reshape(count, h.rows, h.cols)
@@ -117,8 +111,10 @@ def _files(path) -> tuple[list, Path | None]:
     if path.suffix.lower() == ".hdr":
         paths = _set_of_hdr(path)
         if not paths:
-            raise ValueError(f"path: no .mib file of {path} ({path.stem}.mib or "
-                             f"{path.stem}<number>.mib) beside it")
+            raise ValueError(
+                f"path: no .mib file of {path} ({path.stem}.mib or "
+                f"{path.stem}<number>.mib) beside it"
+            )
         return paths, path
     hdr = path.with_suffix(".hdr")
     return [path], hdr if hdr.is_file() else None
@@ -133,23 +129,35 @@ def _segments(paths) -> tuple[MibHeader, tuple]:
     segments = []
     for h in headers:
         if (h.header_size, h.rows, h.cols, h.pixel, h.chips, h.depth) != (
-                first.header_size, first.rows, first.cols, first.pixel, first.chips, first.depth):
-            raise ValueError(f"path: {h.path} holds other frames ({h.rows} x {h.cols} "
-                             f"{h.pixel}, {h.depth} bits, {h.header_size}-byte headers) than "
-                             f"{first.path} ({first.rows} x {first.cols} {first.pixel}, "
-                             f"{first.depth} bits, {first.header_size}-byte headers)")
+            first.header_size,
+            first.rows,
+            first.cols,
+            first.pixel,
+            first.chips,
+            first.depth,
+        ):
+            raise ValueError(
+                f"path: {h.path} holds other frames ({h.rows} x {h.cols} "
+                f"{h.pixel}, {h.depth} bits, {h.header_size}-byte headers) than "
+                f"{first.path} ({first.rows} x {first.cols} {first.pixel}, "
+                f"{first.depth} bits, {first.header_size}-byte headers)"
+            )
         seg = FrameSegment.of_file(h.path, 0, first.stride, first.stride)
         if seg.count == 0:
-            raise ValueError(f"{h.path}: holds no whole frame ({os.path.getsize(h.path)} bytes, "
-                             f"a frame takes {first.stride})")
+            raise ValueError(
+                f"{h.path}: holds no whole frame ({os.path.getsize(h.path)} bytes, "
+                f"a frame takes {first.stride})"
+            )
         segments.append(seg)
     for (h, seg), nxt in zip(zip(headers, segments, strict=True), headers[1:], strict=False):
         if nxt.sequence != h.sequence + seg.count:
-            raise ValueError(f"path: the files do not follow each other: {h.path} holds frames "
-                             f"{h.sequence}..{h.sequence + seg.count - 1} (sequence numbers) "
-                             f"but the next one, {nxt.path}, starts at frame {nxt.sequence}: a "
-                             "file is missing or they are not one acquisition (read one .mib "
-                             "file by its own path)")
+            raise ValueError(
+                f"path: the files do not follow each other: {h.path} holds frames "
+                f"{h.sequence}..{h.sequence + seg.count - 1} (sequence numbers) "
+                f"but the next one, {nxt.path}, starts at frame {nxt.sequence}: a "
+                "file is missing or they are not one acquisition (read one .mib "
+                "file by its own path)"
+            )
     return first, tuple(segments)
 
 
@@ -214,26 +222,42 @@ def read_mib(path, *, scan_shape=None, sync_offset=0, chunks="auto"):
     shape, source = _scan_shape(scan_shape, hdr, first, segments, n_frames - sync_offset)
     if shape is None:
         shape, source = (n_frames - sync_offset, 1), "none (a 1D stack of frames)"
-        warnings.warn(f"{name}: the scan shape is unknown (no ScanX/ScanY or Frames per Trigger "
-                      "in a .hdr file, no line pauses in the time stamps); reading a 1D stack "
-                      f"of {shape[0]} frames as scan {shape}: pass scan_shape=(Rx, Ry)",
-                      stacklevel=user_stacklevel())
+        warnings.warn(
+            f"{name}: the scan shape is unknown (no ScanX/ScanY or Frames per Trigger "
+            "in a .hdr file, no line pauses in the time stamps); reading a 1D stack "
+            f"of {shape[0]} frames as scan {shape}: pass scan_shape=(Rx, Ry)",
+            stacklevel=user_stacklevel(),
+        )
     positions = shape[0] * shape[1]
     missing = sync_offset + positions - n_frames
     if missing > max(sync_offset, 0):
         hint = f" (after skipping sync_offset={sync_offset})" if sync_offset > 0 else ""
-        raise ValueError(frame_count_error(segments[0].path if len(segments) == 1 else
-                                           f"{name} (+ {len(segments) - 1} more files)",
-                                           n_frames - max(sync_offset, 0),
-                                           positions + min(sync_offset, 0), shape,
-                                           hint + f"; the scan shape is from {source}"))
+        raise ValueError(
+            frame_count_error(
+                segments[0].path
+                if len(segments) == 1
+                else f"{name} (+ {len(segments) - 1} more files)",
+                n_frames - max(sync_offset, 0),
+                positions + min(sync_offset, 0),
+                shape,
+                hint + f"; the scan shape is from {source}",
+            )
+        )
     if missing < 0 and source != "scan_shape":
-        warnings.warn(f"{name}: holds {n_frames} frames, the scan {shape} (from {source}) "
-                      f"uses {positions} from frame {sync_offset}: the last {-missing} are not "
-                      "read (pass sync_offset=... if the scan started later, or scan_shape=...)",
-                      stacklevel=user_stacklevel())
-    loader = MibLoader(stack, shape, first.frame_shape, first.dtype.str, sync_offset,
-                       header=dataclasses.replace(first, fields=()))
+        warnings.warn(
+            f"{name}: holds {n_frames} frames, the scan {shape} (from {source}) "
+            f"uses {positions} from frame {sync_offset}: the last {-missing} are not "
+            "read (pass sync_offset=... if the scan started later, or scan_shape=...)",
+            stacklevel=user_stacklevel(),
+        )
+    loader = MibLoader(
+        stack,
+        shape,
+        first.frame_shape,
+        first.dtype.str,
+        sync_offset,
+        header=dataclasses.replace(first, fields=()),
+    )
     data = scan_array(loader, chunks, f"mib-{name}")
     value_range = depth_range(first.depth, first.dtype)
     metadata = {
@@ -246,8 +270,9 @@ def read_mib(path, *, scan_shape=None, sync_offset=0, chunks="auto"):
         "raw": first.raw,
         "quad": first.quad,
     }
-    return from_array(data, chunks=None, value_range=value_range,
-                      attrs={"format": "merlin", "metadata": metadata})
+    return from_array(
+        data, chunks=None, value_range=value_range, attrs={"format": "merlin", "metadata": metadata}
+    )
 
 
 __all__ = ["is_mib", "read_mib", "read_header", "read_hdr", "decode_raw", "MibLoader"]

@@ -20,9 +20,22 @@ from .metadata import key_values, text_value
 MAGIC = b"MQ1,"
 TIMESTAMP_FRAMES = 4096  # frame headers read, at most, to find the scan's line length
 RAW_DTYPES = {1: "u1", 6: "u1", 12: "u2", 24: "u4"}
-FIELD_NAMES = ("id", "sequence_number", "header_bytes", "chips", "columns", "rows", "pixel_type",
-               "sensor_layout", "chip_select", "timestamp", "shutter_time_s", "counter",
-               "colour_mode", "gain_mode")
+FIELD_NAMES = (
+    "id",
+    "sequence_number",
+    "header_bytes",
+    "chips",
+    "columns",
+    "rows",
+    "pixel_type",
+    "sensor_layout",
+    "chip_select",
+    "timestamp",
+    "shutter_time_s",
+    "counter",
+    "colour_mode",
+    "gain_mode",
+)
 TEXT_FIELDS = ("id", "pixel_type", "sensor_layout", "chip_select", "timestamp")
 
 
@@ -79,11 +92,13 @@ class MibHeader:
 
     def metadata(self) -> dict:
         f = self.fields
-        out = {name: value.strip() if name in TEXT_FIELDS else text_value(value)
-               for name, value in zip(FIELD_NAMES, f, strict=False)}
+        out = {
+            name: value.strip() if name in TEXT_FIELDS else text_value(value)
+            for name, value in zip(FIELD_NAMES, f, strict=False)
+        }
         out["thresholds_keV"] = [text_value(v) for v in f[14:22]]
         if "MQ1A" in f:
-            tail = f[f.index("MQ1A") + 1:]
+            tail = f[f.index("MQ1A") + 1 :]
             out["extended_timestamp"] = tail[0] if tail else None
             if len(tail) > 1:
                 out["exposure_ns"] = text_value(tail[1].removesuffix("ns"))
@@ -103,13 +118,16 @@ def read_header(path) -> MibHeader:
     with open(path, "rb") as f:
         start = f.read(64)
         if not start.startswith(MAGIC):
-            raise ValueError(f"{path}: not a Merlin .mib file (starts with {start[:8]!r}, not "
-                             "'MQ1,')")
+            raise ValueError(
+                f"{path}: not a Merlin .mib file (starts with {start[:8]!r}, not 'MQ1,')"
+            )
         try:
             header_size = int(start.split(b",")[2])
         except (IndexError, ValueError):
-            raise ValueError(f"{path}: corrupt first frame header (field 2, the header size, "
-                             f"reads {start[:24]!r})") from None
+            raise ValueError(
+                f"{path}: corrupt first frame header (field 2, the header size, "
+                f"reads {start[:24]!r})"
+            ) from None
         if not 32 <= header_size <= 1 << 20:
             raise ValueError(f"{path}: implausible header size {header_size} bytes (field 2)")
         f.seek(0)
@@ -122,8 +140,9 @@ def read_header(path) -> MibHeader:
     depth = None
     if "MQ1A" in fields and re.fullmatch(r"\d+", fields[-1]):
         depth = int(fields[-1])
-    header = MibHeader(path, header_size, sequence, chips, cols, rows, pixel, layout, depth,
-                       tuple(fields))
+    header = MibHeader(
+        path, header_size, sequence, chips, cols, rows, pixel, layout, depth, tuple(fields)
+    )
     check_header(header)
     return header
 
@@ -134,12 +153,15 @@ def check_header(h: MibHeader):
         raise ValueError(f"{h.path}: frame size {h.rows} x {h.cols} in the header")
     if not h.raw:
         if h.pixel not in ("U08", "U16", "U32", "U64"):
-            raise ValueError(f"{h.path}: unknown pixel type {h.pixel!r} (field 6); expected "
-                             "U08, U16, U32 or R64")
+            raise ValueError(
+                f"{h.path}: unknown pixel type {h.pixel!r} (field 6); expected U08, U16, U32 or R64"
+            )
         return
     if h.depth not in RAW_DTYPES:
-        raise ValueError(f"{h.path}: RAW (R64) frames with counter depth {h.depth}; the header "
-                         "must end with the depth 1, 6, 12 or 24")
+        raise ValueError(
+            f"{h.path}: RAW (R64) frames with counter depth {h.depth}; the header "
+            "must end with the depth 1, 6, 12 or 24"
+        )
     if h.chips == 1:
         bad = h.cols % (128 if h.depth == 24 else 64)
     elif h.quad:
@@ -147,16 +169,20 @@ def check_header(h: MibHeader):
     else:
         bad = True
     if bad:
-        raise ValueError(f"{h.path}: RAW frames of {h.chips} chips in layout {h.layout!r}, "
-                         f"{h.rows} x {h.cols} at {h.depth} bits are not supported (single chip "
-                         "at 1-24 bits and 2x2 quads at 1-12 bits are); save processed frames")
+        raise ValueError(
+            f"{h.path}: RAW frames of {h.chips} chips in layout {h.layout!r}, "
+            f"{h.rows} x {h.cols} at {h.depth} bits are not supported (single chip "
+            "at 1-24 bits and 2x2 quads at 1-12 bits are); save processed frames"
+        )
 
 
 def read_hdr(path) -> dict:
     """The ``key: value`` pairs of a ``.hdr`` file (between ``HDR,`` and ``End``)."""
-    return {key.rstrip().rstrip(":"): value.strip().replace("\x00", "")
-            for key, value in key_values(path, "\t", "ascii")
-            if not key.startswith(("HDR", "End"))}
+    return {
+        key.rstrip().rstrip(":"): value.strip().replace("\x00", "")
+        for key, value in key_values(path, "\t", "ascii")
+        if not key.startswith(("HDR", "End"))
+    }
 
 
 def line_from_timestamps(segment: FrameSegment, header: MibHeader) -> int | None:

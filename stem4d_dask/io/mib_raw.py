@@ -33,8 +33,8 @@ def decode_raw(payload, h: MibHeader) -> np.ndarray:
         return raw
     rows, width = h.rows, h.cols // 4  # RAW quad rows: [chip 4 | chip 3 | chip 2 | chip 1]
     out = np.empty((n, 2 * rows, 2 * width), raw.dtype)
-    out[:, :rows, :width] = raw[..., 3 * width:]
-    out[:, :rows, width:] = raw[..., 2 * width:3 * width]
-    out[:, rows:, :width] = raw[:, ::-1, width:2 * width][..., ::-1]  # turned by 180 degrees
+    out[:, :rows, :width] = raw[..., 3 * width :]
+    out[:, :rows, width:] = raw[..., 2 * width : 3 * width]
+    out[:, rows:, :width] = raw[:, ::-1, width : 2 * width][..., ::-1]  # turned by 180 degrees
     out[:, rows:, width:] = raw[:, ::-1, :width][..., ::-1]
     return out

@@ -74,38 +74,63 @@ COMPLEX_MODES = {3: "complex int16", 4: "complex float32"}
 
 # --- header -------------------------------------------------------------------------------
 
+
 def read_header(path) -> dict:
     """The MRC header fields of ``path`` as plain numbers: ``nx, ny, nz, mode, next`` and the
     rest, ``byteorder`` (``"<"`` or ``">"``), ``offset`` (first pixel byte) and ``dtype``."""
     with open(path, "rb") as f:
         raw = f.read(HEADER_BYTES)
     if len(raw) < HEADER_BYTES or raw[208:212] != b"MAP ":
-        raise ValueError(f"path: {path} is not an MRC file (no 'MAP ' at byte 208 of a "
-                         f"{HEADER_BYTES}-byte header)")
+        raise ValueError(
+            f"path: {path} is not an MRC file (no 'MAP ' at byte 208 of a "
+            f"{HEADER_BYTES}-byte header)"
+        )
     order = ">" if raw[212] == 0x11 else "<"  # machine stamp: 0x44 0x44 (LE) or 0x11 0x11 (BE)
     i4 = np.frombuffer(raw, dtype=f"{order}i4", count=56)
     f4 = np.frombuffer(raw, dtype=f"{order}f4", count=56)
-    h = {"nx": int(i4[0]), "ny": int(i4[1]), "nz": int(i4[2]), "mode": int(i4[3]),
-         "start": [int(v) for v in i4[4:7]], "grid": [int(v) for v in i4[7:10]],
-         "cell_A": [float(v) for v in f4[10:13]], "cell_angles": [float(v) for v in f4[13:16]],
-         "axes": [int(v) for v in i4[16:19]], "amin": float(f4[19]), "amax": float(f4[20]),
-         "amean": float(f4[21]), "next": int(i4[23]), "origin_A": [float(v) for v in f4[49:52]],
-         "byteorder": order, "nlabels": int(i4[55])}
-    labels = [raw[224 + 80 * k:304 + 80 * k].decode("latin-1").strip("\0 ")
-              for k in range(min(max(h["nlabels"], 0), 10))]
+    h = {
+        "nx": int(i4[0]),
+        "ny": int(i4[1]),
+        "nz": int(i4[2]),
+        "mode": int(i4[3]),
+        "start": [int(v) for v in i4[4:7]],
+        "grid": [int(v) for v in i4[7:10]],
+        "cell_A": [float(v) for v in f4[10:13]],
+        "cell_angles": [float(v) for v in f4[13:16]],
+        "axes": [int(v) for v in i4[16:19]],
+        "amin": float(f4[19]),
+        "amax": float(f4[20]),
+        "amean": float(f4[21]),
+        "next": int(i4[23]),
+        "origin_A": [float(v) for v in f4[49:52]],
+        "byteorder": order,
+        "nlabels": int(i4[55]),
+    }
+    labels = [
+        raw[224 + 80 * k : 304 + 80 * k].decode("latin-1").strip("\0 ")
+        for k in range(min(max(h["nlabels"], 0), 10))
+    ]
     h["labels"] = [s for s in labels if s]
     if min(h["nx"], h["ny"], h["nz"]) < 1 or h["next"] < 0:
-        raise ValueError(f"path: {path} has an invalid MRC header (NX={h['nx']}, NY={h['ny']}, "
-                         f"NZ={h['nz']}, NEXT={h['next']})")
+        raise ValueError(
+            f"path: {path} has an invalid MRC header (NX={h['nx']}, NY={h['ny']}, "
+            f"NZ={h['nz']}, NEXT={h['next']})"
+        )
     if h["mode"] in COMPLEX_MODES:
-        raise TypeError(f"path: {path} holds {COMPLEX_MODES[h['mode']]} pixels (MRC mode "
-                        f"{h['mode']}); a datacube holds real numbers")
+        raise TypeError(
+            f"path: {path} holds {COMPLEX_MODES[h['mode']]} pixels (MRC mode "
+            f"{h['mode']}); a datacube holds real numbers"
+        )
     if h["mode"] not in MODES:
-        raise ValueError(f"path: {path} has MRC mode {h['mode']}, not one of the supported "
-                         f"{sorted(MODES)} (uint8, int16, float32, uint16, float16)")
+        raise ValueError(
+            f"path: {path} has MRC mode {h['mode']}, not one of the supported "
+            f"{sorted(MODES)} (uint8, int16, float32, uint16, float16)"
+        )
     if h["axes"] != [1, 2, 3]:
-        raise ValueError(f"path: {path} stores its axes in the order MAPC/MAPR/MAPS = "
-                         f"{h['axes']}; only (1, 2, 3) (columns X, rows Y, sections Z) is read")
+        raise ValueError(
+            f"path: {path} stores its axes in the order MAPC/MAPR/MAPS = "
+            f"{h['axes']}; only (1, 2, 3) (columns X, rows Y, sections Z) is read"
+        )
     h["offset"] = HEADER_BYTES + h["next"]
     h["dtype"] = np.dtype(MODES[h["mode"]]).newbyteorder(order).str
     return h
@@ -123,8 +148,18 @@ def is_mrc(path) -> bool:
 
 # --- the reader ---------------------------------------------------------------------------
 
-def read_mrc(path, *, scan_shape=None, chunks="auto", repeat=None, point_frame=None,
-             info_file="auto", scan_file="auto", diffraction_units=None):
+
+def read_mrc(
+    path,
+    *,
+    scan_shape=None,
+    chunks="auto",
+    repeat=None,
+    point_frame=None,
+    info_file="auto",
+    scan_file="auto",
+    diffraction_units=None,
+):
     """Open a Direct Electron 4D-STEM MRC movie lazily as a datacube ``(Rx, Ry, Qx, Qy)``.
 
     Parameters
@@ -164,43 +199,62 @@ def read_mrc(path, *, scan_shape=None, chunks="auto", repeat=None, point_frame=N
 
     if scan is not None and not scan.raster:
         if point_frame not in (None, 0):
-            raise ValueError(f"point_frame: {path} is a {scan.kind!r} scan, whose coordinates "
-                             "file maps every frame; pick a position's visit with repeat=")
-        data, scan_meta = _arbitrary(path, h, n_frames, frame_bytes, scan, scan_file, repeat,
-                                     chunks, out_dtype)
+            raise ValueError(
+                f"point_frame: {path} is a {scan.kind!r} scan, whose coordinates "
+                "file maps every frame; pick a position's visit with repeat="
+            )
+        data, scan_meta = _arbitrary(
+            path, h, n_frames, frame_bytes, scan, scan_file, repeat, chunks, out_dtype
+        )
         meta["scan_coordinates"] = scan_meta
     else:
         shape, repeats, per_point = _raster_shape(scan, scan_shape, n_frames)
         repeat = _pick(repeat, repeats, "repeat", "repeats of the scan", path)
-        point_frame = _pick(point_frame, per_point, "point_frame", "movie frames per scan "
-                            "point", path)
+        point_frame = _pick(
+            point_frame, per_point, "point_frame", "movie frames per scan point", path
+        )
         points = shape[0] * shape[1]
         first = (repeat * points * per_point) + point_frame
         count = max((n_frames - first + per_point - 1) // per_point, 0)
         if count < points:
-            hint = "" if repeats == 1 and per_point == 1 else (
-                f" (this is repeat {repeat} of {repeats}, frame {point_frame} of {per_point} "
-                "per point)")
+            hint = (
+                ""
+                if repeats == 1 and per_point == 1
+                else (
+                    f" (this is repeat {repeat} of {repeats}, frame {point_frame} of {per_point} "
+                    "per point)"
+                )
+            )
             raise ValueError(frame_count_error(path, count, points, shape, hint=hint))
         if scan_shape is None and scan is None and n_frames < h["nz"]:
-            warnings.warn(f"{path}: holds {n_frames} whole frames but its header says NZ="
-                          f"{h['nz']}; the file is truncated, reading the {n_frames} it has",
-                          stacklevel=user_stacklevel())
-        seg = FrameSegment.in_file(path, h["offset"] + first * frame_bytes,
-                                   per_point * frame_bytes, points)
+            warnings.warn(
+                f"{path}: holds {n_frames} whole frames but its header says NZ="
+                f"{h['nz']}; the file is truncated, reading the {n_frames} it has",
+                stacklevel=user_stacklevel(),
+            )
+        seg = FrameSegment.in_file(
+            path, h["offset"] + first * frame_bytes, per_point * frame_bytes, points
+        )
         stack = FrameStack((seg,), frame_shape, h["dtype"])
-        loader = FrameStackLoader(stack, scan_shape=shape, out_shape=frame_shape,
-                                  out_dtype=out_dtype.str)
+        loader = FrameStackLoader(
+            stack, scan_shape=shape, out_shape=frame_shape, out_dtype=out_dtype.str
+        )
         data = scan_array(loader, chunks, f"mrc-{path.name}")
         if scan is not None:
-            meta["scan"] = {"repeat": repeat, "repeats": repeats, "point_frame": point_frame,
-                            "frames_per_point": per_point}
+            meta["scan"] = {
+                "repeat": repeat,
+                "repeats": repeats,
+                "point_frame": point_frame,
+                "frames_per_point": per_point,
+            }
             unused = n_frames - repeats * points * per_point
             if unused > 0:
-                warnings.warn(f"{path}: holds {n_frames} frames, {unused} more than the "
-                              f"{repeats} x {points} x {per_point} (repeats x points x frames "
-                              "per point) of its info file; they are not read",
-                              stacklevel=user_stacklevel())
+                warnings.warn(
+                    f"{path}: holds {n_frames} frames, {unused} more than the "
+                    f"{repeats} x {points} x {per_point} (repeats x points x frames "
+                    "per point) of its info file; they are not read",
+                    stacklevel=user_stacklevel(),
+                )
     cal = info_calibration(info, scan if scan_shape is None else None, diffraction_units)
     return calibrated(data, **cal, attrs={"format": "mrc", "metadata": meta})
 
@@ -210,12 +264,17 @@ def _pick(value, available: int, parameter: str, what: str, path) -> int:
     ``value`` checked, or 0 (with a warning when there are more)."""
     if value is None:
         if available > 1:
-            warnings.warn(f"{path}: holds {available} {what}; reading the first (pass "
-                          f"{parameter}=k for another)", stacklevel=user_stacklevel())
+            warnings.warn(
+                f"{path}: holds {available} {what}; reading the first (pass "
+                f"{parameter}=k for another)",
+                stacklevel=user_stacklevel(),
+            )
         return 0
     if not isinstance(value, int | np.integer) or not 0 <= value < available:
-        raise ValueError(f"{parameter} must be an integer in [0, {available}) for {path} "
-                         f"({available} {what}), got {value!r}")
+        raise ValueError(
+            f"{parameter} must be an integer in [0, {available}) for {path} "
+            f"({available} {what}), got {value!r}"
+        )
     return int(value)
 
 
@@ -234,19 +293,25 @@ def _arbitrary(path, h, n_frames, frame_bytes, scan, scan_file, repeat, chunks, 
     visit's frame, as the coordinates file lists them (zeros where there is none)."""
     csv = side_file(path, scan_file, SCAN_SUFFIX, "scan_file")
     if csv is None:
-        raise ValueError(f"{path}: a {scan.kind!r} scan needs its scan coordinates file "
-                         f"(<name>_scan_coordinates.csv, not found beside it; pass "
-                         "scan_file=...), or pass scan_shape=(Rx, Ry) to read the frames in "
-                         "acquisition order")
+        raise ValueError(
+            f"{path}: a {scan.kind!r} scan needs its scan coordinates file "
+            f"(<name>_scan_coordinates.csv, not found beside it; pass "
+            "scan_file=...), or pass scan_shape=(Rx, Ry) to read the frames in "
+            "acquisition order"
+        )
     positions = read_scan_coordinates(csv, scan.shape)
     if n_frames < positions.size:
-        raise ValueError(f"{path}: holds {n_frames} whole frames but {csv.name} lists "
-                         f"{positions.size}; the file is truncated. Read the frames it has in "
-                         f"acquisition order with scan_shape=({n_frames}, 1)")
+        raise ValueError(
+            f"{path}: holds {n_frames} whole frames but {csv.name} lists "
+            f"{positions.size}; the file is truncated. Read the frames it has in "
+            f"acquisition order with scan_shape=({n_frames}, 1)"
+        )
     if n_frames > positions.size:
-        warnings.warn(f"{path}: holds {n_frames} frames but {csv.name} lists "
-                      f"{positions.size}; the last {n_frames - positions.size} are not read",
-                      stacklevel=user_stacklevel())
+        warnings.warn(
+            f"{path}: holds {n_frames} frames but {csv.name} lists "
+            f"{positions.size}; the last {n_frames - positions.size} are not read",
+            stacklevel=user_stacklevel(),
+        )
     points = scan.shape[0] * scan.shape[1]
     visits = np.bincount(positions, minlength=points)
     most = int(visits.max(initial=0))
@@ -254,18 +319,27 @@ def _arbitrary(path, h, n_frames, frame_bytes, scan, scan_file, repeat, chunks, 
     frame_map = visit_frames(positions, points, repeat).reshape(scan.shape)
     missing = int((frame_map < 0).sum())
     if missing:
-        warnings.warn(f"{path}: {missing} of the {points} scan positions have no frame "
-                      f"(visit {repeat}); they read as zeros. "
-                      "stem4d_dask.io.mrc.scan_visits(path) counts the visits per position",
-                      stacklevel=user_stacklevel())
+        warnings.warn(
+            f"{path}: {missing} of the {points} scan positions have no frame "
+            f"(visit {repeat}); they read as zeros. "
+            "stem4d_dask.io.mrc.scan_visits(path) counts the visits per position",
+            stacklevel=user_stacklevel(),
+        )
     seg = FrameSegment.in_file(path, h["offset"], frame_bytes, n_frames)
     stack = FrameStack((seg,), (h["ny"], h["nx"]), h["dtype"])
     full = (*scan.shape, h["ny"], h["nx"])
     norm = normalize_chunks(chunks, full, out_dtype)
     data = positions_array(stack, frame_map, norm, out_dtype, f"mrc-{path.name}")
-    meta = {"file": csv.name, "type": scan.kind, "frames": int(positions.size),
-            "positions": points, "visited": int((visits > 0).sum()), "most_visits": most,
-            "repeat": repeat, "unvisited_read_as": 0}
+    meta = {
+        "file": csv.name,
+        "type": scan.kind,
+        "frames": int(positions.size),
+        "positions": points,
+        "visited": int((visits > 0).sum()),
+        "most_visits": most,
+        "repeat": repeat,
+        "unvisited_read_as": 0,
+    }
     return data, meta
 
 

@@ -36,8 +36,9 @@ def _scan_shape_4d(shape, scan_shape, parameter="shape"):
     return shape
 
 
-def read_raw(path, *, shape, dtype, offset=0, order="C", scan_shape=None, chunks="auto",
-             **calibration):
+def read_raw(
+    path, *, shape, dtype, offset=0, order="C", scan_shape=None, chunks="auto", **calibration
+):
     """Lazy datacube from a headerless binary file.
 
     ``shape``: 4D ``(Rx, Ry, Qx, Qy)``, or 3D ``(N, Qx, Qy)`` with ``scan_shape=(Rx, Ry)``;
@@ -67,15 +68,25 @@ def read_npy(path, *, scan_shape=None, chunks="auto", **calibration):
     """Lazy datacube from a ``.npy`` file (4D, or 3D with ``scan_shape``); header parsed only."""
     with open(path, "rb") as f:
         version = np.lib.format.read_magic(f)
-        header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                  else np.lib.format.read_array_header_2_0)
+        header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
         shape, fortran, dtype = header(f)
         offset = f.tell()
     if dtype.hasobject:
         raise ValueError(f"path: {path} holds Python objects, not a numeric array")
-    return read_raw(path, shape=shape, dtype=dtype, offset=offset,
-                    order="F" if fortran else "C", scan_shape=scan_shape, chunks=chunks,
-                    **calibration)
+    return read_raw(
+        path,
+        shape=shape,
+        dtype=dtype,
+        offset=offset,
+        order="F" if fortran else "C",
+        scan_shape=scan_shape,
+        chunks=chunks,
+        **calibration,
+    )
 
 
 def is_npy(path) -> bool:

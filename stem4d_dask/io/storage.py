@@ -23,8 +23,9 @@ SHUFFLES = ("bitshuffle", "shuffle", "noshuffle")
 PARTIAL_SUFFIX = ".partial"
 
 
-def compressor_codecs(compressor: str = "zstd", clevel: int = 3,
-                      shuffle: str = "bitshuffle") -> tuple:
+def compressor_codecs(
+    compressor: str = "zstd", clevel: int = 3, shuffle: str = "bitshuffle"
+) -> tuple:
     """Zarr v3 compressor codecs: blosc ``"zstd"`` or ``"lz4"`` at level ``clevel`` (int 0..9)
     with ``shuffle`` (``"bitshuffle"``: bit planes, best for detector counts; ``"shuffle"``:
     byte planes, best for event positions; ``"noshuffle"``), or ``()`` for ``"none"``."""

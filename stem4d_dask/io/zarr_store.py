@@ -105,8 +105,14 @@ def _write_shards(dc, tmp, chunks, compressor, clevel, resume, progress):
     codecs = compressor_codecs(compressor, clevel)
     encoding = {NAME: {"chunks": inner, "shards": shard, "compressors": codecs}}
     dc = dc.copy(data=dc.data.rechunk(normalize_chunks(shard, dc.shape, dc.dtype)))
-    settings = {"shape": list(dc.shape), "dtype": dc.dtype.str, "shards": list(shard),
-                "chunks": list(inner), "compressor": compressor, "clevel": int(clevel)}
+    settings = {
+        "shape": list(dc.shape),
+        "dtype": dc.dtype.str,
+        "shards": list(shard),
+        "chunks": list(inner),
+        "compressor": compressor,
+        "clevel": int(clevel),
+    }
     markers = tmp / PROGRESS_DIR
     if resume and markers.is_dir():
         _check_resumable(markers, settings)
@@ -123,8 +129,9 @@ def _write_shards(dc, tmp, chunks, compressor, clevel, resume, progress):
         marker = markers / "-".join(map(str, index))
         if marker.exists():
             continue
-        region = tuple(slice(sum(c[:i]), sum(c[:i]) + c[i])
-                       for c, i in zip(data.chunks, index, strict=True))
+        region = tuple(
+            slice(sum(c[:i]), sum(c[:i]) + c[i]) for c, i in zip(data.chunks, index, strict=True)
+        )
         tasks[index] = (_write_shard, block.key, str(tmp / NAME), region, str(marker))
     if tasks:
         name = "zarr-write-" + tokenize(str(tmp), [b.key for b in blocks.flat], sorted(tasks))
@@ -150,8 +157,9 @@ def _write_metadata(dc, tmp, encoding):
     ds = dc.to_dataset(name=NAME)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-        ds.to_zarr(tmp, mode="w", compute=False, zarr_format=3, encoding=encoding,
-                   consolidated=True)
+        ds.to_zarr(
+            tmp, mode="w", compute=False, zarr_format=3, encoding=encoding, consolidated=True
+        )
 
 
 def _check_resumable(markers, settings):
@@ -207,6 +215,7 @@ def _read_chunks(arr, dims):
     store = dict(zip(dims, arr.shards or arr.chunks, strict=True))
     if arr.shards:
         return {d: store[d] if d in ("Rx", "Ry") else shape[d] for d in DIMS}
-    chunks = auto_chunks([shape[d] for d in DIMS], arr.dtype.itemsize,
-                         multiple_of=(store["Rx"], store["Ry"]))
+    chunks = auto_chunks(
+        [shape[d] for d in DIMS], arr.dtype.itemsize, multiple_of=(store["Rx"], store["Ry"])
+    )
     return dict(zip(DIMS, chunks, strict=True))

@@ -21,11 +21,13 @@ def frame_stacks(block):
     if block.flags.c_contiguous or block.ndim <= 3:
         return [block.reshape(-1, qx, qy)]
     lead = [(n, s) for n, s in zip(block.shape[:-2], block.strides[:-2], strict=True) if n != 1]
-    if all(outer[1] == inner[0] * inner[1] for outer, inner in zip(lead, lead[1:],
-                                                                    strict=False)):
+    if all(outer[1] == inner[0] * inner[1] for outer, inner in zip(lead, lead[1:], strict=False)):
         n = int(np.prod(block.shape[:-2], dtype=np.int64))
-        return [np.lib.stride_tricks.as_strided(
-            block, shape=(n, qx, qy), strides=(lead[-1][1] if lead else 0, *block.strides[-2:]))]
+        return [
+            np.lib.stride_tricks.as_strided(
+                block, shape=(n, qx, qy), strides=(lead[-1][1] if lead else 0, *block.strides[-2:])
+            )
+        ]
     flat = block.reshape(-1, *block.shape[-3:]) if block.ndim > 4 else block
     return [flat[i] for i in range(flat.shape[0])]
 
@@ -46,14 +48,18 @@ def frame_rows(frames):
     dtype = frames.dtype
     itemsize = dtype.itemsize
     s0, s1, s2 = frames.strides
-    view = (qy == 1 or s2 == itemsize) and (qx == 1 or s1 == qy * itemsize) and \
-        (n == 1 or (s0 >= 0 and s0 % itemsize == 0)) and \
-        (dtype.isnative or (dtype.kind == "u" and itemsize in (2, 4)))
+    view = (
+        (qy == 1 or s2 == itemsize)
+        and (qx == 1 or s1 == qy * itemsize)
+        and (n == 1 or (s0 >= 0 and s0 % itemsize == 0))
+        and (dtype.isnative or (dtype.kind == "u" and itemsize in (2, 4)))
+    )
     if not view or frames.size == 0:
         copy = np.ascontiguousarray(frames, dtype=native_dtype(dtype))
         return copy.reshape(-1), qx * qy, 0
     stride = s0 // itemsize if n > 1 else qx * qy
     length = (n - 1) * stride + qx * qy
-    flat = np.lib.stride_tricks.as_strided(frames.view(native_dtype(dtype)), shape=(length,),
-                                           strides=(itemsize,), writeable=False)
+    flat = np.lib.stride_tricks.as_strided(
+        frames.view(native_dtype(dtype)), shape=(length,), strides=(itemsize,), writeable=False
+    )
     return flat, stride, 0 if dtype.isnative or itemsize == 1 else itemsize

@@ -31,8 +31,11 @@ def accumulator_dtype(dtype, n_summed: int, value_range=None) -> np.dtype:
     if value_range is None:
         value_range = (0, 1) if dtype.kind == "b" else (np.iinfo(dtype).min, np.iinfo(dtype).max)
     lo, hi = int(value_range[0]) * n_summed, int(value_range[1]) * n_summed
-    for candidate in ((np.int8, np.int16, np.int32, np.int64) if dtype.kind == "i"
-                      else (np.uint8, np.uint16, np.uint32, np.uint64)):
+    for candidate in (
+        (np.int8, np.int16, np.int32, np.int64)
+        if dtype.kind == "i"
+        else (np.uint8, np.uint16, np.uint32, np.uint64)
+    ):
         info = np.iinfo(candidate)
         if info.min <= lo and hi <= info.max:
             return np.dtype(candidate)
@@ -47,8 +50,10 @@ def narrow(result, dtype):
         info = np.iinfo(dtype)
         lo, hi = result.min(), result.max()
         if lo < info.min or hi > info.max:
-            raise OverflowError(f"binned values span [{lo}, {hi}], outside {dtype} "
-                                f"[{info.min}, {info.max}]; choose a wider dtype")
+            raise OverflowError(
+                f"binned values span [{lo}, {hi}], outside {dtype} "
+                f"[{info.min}, {info.max}]; choose a wider dtype"
+            )
     return result.astype(dtype, copy=False) if xp is np else result.astype(dtype)
 
 
@@ -75,10 +80,13 @@ def bin_frames(block, factor: int, dtype=None):
             # file's frames with headers between them, big-endian pixels) are copied in
             # batches of at most COPY_BYTES
             for first in range(0, frames.shape[0], batch):
-                part = frames[first:first + batch]
+                part = frames[first : first + batch]
                 n = part.shape[0]
-                _bin_frames_loop(np.ascontiguousarray(part, dtype=native_dtype(part.dtype)),
-                                 factor, out[start:start + n])
+                _bin_frames_loop(
+                    np.ascontiguousarray(part, dtype=native_dtype(part.dtype)),
+                    factor,
+                    out[start : start + n],
+                )
                 start += n
     else:
         frames = block[..., : ox * factor, : oy * factor].reshape(-1, ox, factor, oy, factor)

@@ -87,10 +87,16 @@ def decode_run(buf, sizes, out, raw=None, *, start=0):
     count = sizes.size
     if out.shape[0] != count:
         raise ValueError(f"out holds {out.shape[0]} frames, there are {count} chunks")
-    if not out.flags.c_contiguous or out.dtype.byteorder == ">" or not LITTLE \
-            or out.dtype.itemsize not in (1, 2, 4, 8):
-        raise ValueError(f"out must be C-contiguous and little-endian, of 1, 2, 4 or 8-byte "
-                         f"elements; got {out.dtype} {out.shape}")
+    if (
+        not out.flags.c_contiguous
+        or out.dtype.byteorder == ">"
+        or not LITTLE
+        or out.dtype.itemsize not in (1, 2, 4, 8)
+    ):
+        raise ValueError(
+            f"out must be C-contiguous and little-endian, of 1, 2, 4 or 8-byte "
+            f"elements; got {out.dtype} {out.shape}"
+        )
     flags = np.zeros(count, dtype=np.uint8)
     if raw is not None:
         flags[:] = np.asarray(raw, dtype=bool).ravel()
@@ -98,8 +104,9 @@ def decode_run(buf, sizes, out, raw=None, *, start=0):
         raise ValueError("negative chunk size")
     n = int(np.prod(out.shape[1:], dtype=np.int64))
     dst = out.reshape(-1).view(np.uint8)
-    status, index, detail = _decode(src, int(start), sizes, flags, dst,
-                                    n * out.dtype.itemsize, out.dtype.itemsize)
+    status, index, detail = _decode(
+        src, int(start), sizes, flags, dst, n * out.dtype.itemsize, out.dtype.itemsize
+    )
     if status == OK:
         return out
     message = _MESSAGES.get(status, f"error {status}")
@@ -125,7 +132,9 @@ def _copier(width):
             target = builder.bitcast(builder.gep(d.data, [args[1]]), ptr)
             source = builder.bitcast(builder.gep(s.data, [args[3]]), ptr)
             builder.store(builder.load(source, align=1), target, align=1)
+
         return types.void(dst, dp, src, sp), codegen
+
     return copy
 
 
@@ -136,11 +145,14 @@ _copy16 = _copier(16)
 @intrinsic
 def _memcpy(typingctx, dst, dp, src, sp, n):
     """``dst[dp:dp + n] = src[sp:sp + n]`` (no overlap; the caller checks the bounds)."""
+
     def codegen(context, builder, signature, args):
         d = context.make_array(signature.args[0])(context, builder, args[0])
         s = context.make_array(signature.args[2])(context, builder, args[2])
-        cgutils.raw_memcpy(builder, builder.gep(d.data, [args[1]]),
-                           builder.gep(s.data, [args[3]]), args[4], 1)
+        cgutils.raw_memcpy(
+            builder, builder.gep(d.data, [args[1]]), builder.gep(s.data, [args[3]]), args[4], 1
+        )
+
     return types.void(dst, dp, src, sp, n), codegen
 
 
@@ -221,8 +233,12 @@ def _lz4_block(src, sp, send, dst, dsize):
 
 @numba.njit
 def _be32(src, p):
-    return (np.int64(src[p]) << 24) | (np.int64(src[p + 1]) << 16) \
-        | (np.int64(src[p + 2]) << 8) | np.int64(src[p + 3])
+    return (
+        (np.int64(src[p]) << 24)
+        | (np.int64(src[p + 1]) << 16)
+        | (np.int64(src[p + 2]) << 8)
+        | np.int64(src[p + 3])
+    )
 
 
 @numba.njit(nogil=True, cache=True)
@@ -298,10 +314,12 @@ def _decode(src, start, sizes, raw, dst, nbytes, s):
 @intrinsic
 def _store8(typingctx, dst, dp, value):
     """``dst[dp:dp + 8] = value`` (uint64, little-endian machine), unaligned."""
+
     def codegen(context, builder, signature, args):
         d = context.make_array(signature.args[0])(context, builder, args[0])
         target = builder.bitcast(builder.gep(d.data, [args[1]]), ir.IntType(64).as_pointer())
         builder.store(args[2], target, align=1)
+
     return types.void(dst, dp, types.uint64), codegen
 
 
@@ -321,22 +339,27 @@ def _transpose8(x):
 def _byte(typingctx, src, i):
     """``src[i]`` as a uint64, without numba's negative-index wraparound (which keeps LLVM
     from vectorizing the loops below; the caller checks the bounds)."""
+
     def codegen(context, builder, signature, args):
         a = context.make_array(signature.args[0])(context, builder, args[0])
         return builder.zext(builder.load(builder.gep(a.data, [args[1]])), ir.IntType(64))
+
     return types.uint64(src, i), codegen
 
 
 @numba.njit
 def _gather(buf, base, stride):
     """Bytes ``buf[base + b * stride]``, b = 0..7, as one word (byte ``b`` = the ``b``-th)."""
-    return (_byte(buf, base) | (_byte(buf, base + stride) << np.uint64(8))
-            | (_byte(buf, base + 2 * stride) << np.uint64(16))
-            | (_byte(buf, base + 3 * stride) << np.uint64(24))
-            | (_byte(buf, base + 4 * stride) << np.uint64(32))
-            | (_byte(buf, base + 5 * stride) << np.uint64(40))
-            | (_byte(buf, base + 6 * stride) << np.uint64(48))
-            | (_byte(buf, base + 7 * stride) << np.uint64(56)))
+    return (
+        _byte(buf, base)
+        | (_byte(buf, base + stride) << np.uint64(8))
+        | (_byte(buf, base + 2 * stride) << np.uint64(16))
+        | (_byte(buf, base + 3 * stride) << np.uint64(24))
+        | (_byte(buf, base + 4 * stride) << np.uint64(32))
+        | (_byte(buf, base + 5 * stride) << np.uint64(40))
+        | (_byte(buf, base + 6 * stride) << np.uint64(48))
+        | (_byte(buf, base + 7 * stride) << np.uint64(56))
+    )
 
 
 def _storer(width):
@@ -349,9 +372,10 @@ def _storer(width):
             d = context.make_array(signature.args[0])(context, builder, args[0])
             kind = ir.IntType(8 * width)
             target = builder.bitcast(builder.gep(d.data, [args[1]]), kind.as_pointer())
-            builder.store(builder.trunc(args[2], kind) if width < 8 else args[2], target,
-                          align=1)
+            builder.store(builder.trunc(args[2], kind) if width < 8 else args[2], target, align=1)
+
         return types.void(dst, dp, types.uint64), codegen
+
     return store
 
 
@@ -381,15 +405,25 @@ def _unshuffle(buf, m, s, dst, d0, planes):
             _store2(dst, d0 + 2 * e, _byte(planes, e) | (_byte(planes, m + e) << np.uint64(8)))
     elif s == 4:
         for e in range(m):
-            _store4(dst, d0 + 4 * e, _byte(planes, e) | (_byte(planes, m + e) << np.uint64(8))
-                    | (_byte(planes, 2 * m + e) << np.uint64(16))
-                    | (_byte(planes, 3 * m + e) << np.uint64(24)))
+            _store4(
+                dst,
+                d0 + 4 * e,
+                _byte(planes, e)
+                | (_byte(planes, m + e) << np.uint64(8))
+                | (_byte(planes, 2 * m + e) << np.uint64(16))
+                | (_byte(planes, 3 * m + e) << np.uint64(24)),
+            )
     else:
         for e in range(m):
-            _store8(dst, d0 + 8 * e, _byte(planes, e) | (_byte(planes, m + e) << np.uint64(8))
-                    | (_byte(planes, 2 * m + e) << np.uint64(16))
-                    | (_byte(planes, 3 * m + e) << np.uint64(24))
-                    | (_byte(planes, 4 * m + e) << np.uint64(32))
-                    | (_byte(planes, 5 * m + e) << np.uint64(40))
-                    | (_byte(planes, 6 * m + e) << np.uint64(48))
-                    | (_byte(planes, 7 * m + e) << np.uint64(56)))
+            _store8(
+                dst,
+                d0 + 8 * e,
+                _byte(planes, e)
+                | (_byte(planes, m + e) << np.uint64(8))
+                | (_byte(planes, 2 * m + e) << np.uint64(16))
+                | (_byte(planes, 3 * m + e) << np.uint64(24))
+                | (_byte(planes, 4 * m + e) << np.uint64(32))
+                | (_byte(planes, 5 * m + e) << np.uint64(40))
+                | (_byte(planes, 6 * m + e) << np.uint64(48))
+                | (_byte(planes, 7 * m + e) << np.uint64(56)),
+            )

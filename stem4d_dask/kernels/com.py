@@ -40,9 +40,9 @@ def center_of_mass_frames(block, mask=None):
         n = frames.shape[0]
         if integer:
             flat, stride, swap = frame_rows(frames)
-            _com_integer(flat, stride, n, qx, qy, swap, weights, out[start:start + n])
+            _com_integer(flat, stride, n, qx, qy, swap, weights, out[start : start + n])
         else:
-            _com_float(np.ascontiguousarray(native(frames)), weights, out[start:start + n])
+            _com_float(np.ascontiguousarray(native(frames)), weights, out[start : start + n])
         start += n
     return out.reshape(*lead, 3)
 
@@ -53,8 +53,7 @@ def _swapped(v, swap):  # pragma: no cover - compiled
     if swap == 2:
         return ((v >> 8) & 0xFF) | ((v & 0xFF) << 8)
     if swap == 4:
-        return (((v >> 24) & 0xFF) | ((v >> 8) & 0xFF00) | ((v & 0xFF00) << 8)
-                | ((v & 0xFF) << 24))
+        return ((v >> 24) & 0xFF) | ((v >> 8) & 0xFF00) | ((v & 0xFF00) << 8) | ((v & 0xFF) << 24)
     return v
 
 
@@ -71,7 +70,7 @@ def _com_integer(flat, stride, n, qx, qy, swap, weights, out):  # pragma: no cov
         sum_x = np.int64(0)
         for x in range(qx):
             begin = i * stride + x * qy
-            row = flat[begin:begin + qy]
+            row = flat[begin : begin + qy]
             row_sum = np.int64(0)
             if weights is None:
                 for y in range(qy):
@@ -130,8 +129,9 @@ def com_masks(shape, mask=None, xp=np):
     give ``S, Sx, Sy``, which :func:`com_from_sums` turns into a centre of mass."""
     qx, qy = shape
     w = xp.ones((qx, qy)) if mask is None else xp.asarray(mask, dtype=xp.float64)
-    x, y = xp.meshgrid(xp.arange(qx, dtype=xp.float64), xp.arange(qy, dtype=xp.float64),
-                       indexing="ij")
+    x, y = xp.meshgrid(
+        xp.arange(qx, dtype=xp.float64), xp.arange(qy, dtype=xp.float64), indexing="ij"
+    )
     return xp.stack([w, w * x, w * y], axis=-1)
 
 
@@ -142,5 +142,11 @@ def com_from_sums(sums):
     total = sums[..., 0]
     empty = total == 0
     safe = xp.where(empty, 1, total)
-    return xp.stack([total, xp.where(empty, xp.nan, sums[..., 1] / safe),
-                     xp.where(empty, xp.nan, sums[..., 2] / safe)], axis=-1)
+    return xp.stack(
+        [
+            total,
+            xp.where(empty, xp.nan, sums[..., 1] / safe),
+            xp.where(empty, xp.nan, sums[..., 2] / safe),
+        ],
+        axis=-1,
+    )

@@ -26,8 +26,9 @@ class EventBlock(NamedTuple):
     scan_shape: tuple  # (n1, n2)
 
 
-def count_frames(block, dark, thresh_bkgrnd, thresh_xray, *, sub_pixel=True, binfactor=1,
-                 centroid_floor=0.0):
+def count_frames(
+    block, dark, thresh_bkgrnd, thresh_xray, *, sub_pixel=True, binfactor=1, centroid_floor=0.0
+):
     """Electron events of every frame of ``block`` ``(n1, n2, Qx, Qy)`` -> :class:`EventBlock`.
 
     With ``w = frame - dark`` (``dark``: ``(Qx, Qy)``), a pixel is an event when
@@ -41,9 +42,14 @@ def count_frames(block, dark, thresh_bkgrnd, thresh_xray, *, sub_pixel=True, bin
     """
     n1, n2, qx, qy = block.shape
     if array_module(block) is not np:
-        indptr, xs, ys = _count_array_module(block.reshape(n1 * n2, qx, qy), dark,
-                                             thresh_bkgrnd, thresh_xray, sub_pixel,
-                                             centroid_floor)
+        indptr, xs, ys = _count_array_module(
+            block.reshape(n1 * n2, qx, qy),
+            dark,
+            thresh_bkgrnd,
+            thresh_xray,
+            sub_pixel,
+            centroid_floor,
+        )
         return _finish_events(indptr, xs, ys, (n1, n2), qx, qy, sub_pixel, binfactor)
     frames = np.ascontiguousarray(block, dtype=native_dtype(block.dtype)).reshape(n1 * n2, qx, qy)
     dark = np.ascontiguousarray(dark, dtype=np.float32)
@@ -52,13 +58,21 @@ def count_frames(block, dark, thresh_bkgrnd, thresh_xray, *, sub_pixel=True, bin
         xs = np.empty(capacity, np.float32)
         ys = np.empty(capacity, np.float32)
         indptr = np.empty(frames.shape[0] + 1, np.int64)
-        found = _count(frames, dark, np.float32(thresh_bkgrnd), np.float32(thresh_xray),
-                       bool(sub_pixel), np.float32(centroid_floor), xs, ys, indptr)
+        found = _count(
+            frames,
+            dark,
+            np.float32(thresh_bkgrnd),
+            np.float32(thresh_xray),
+            bool(sub_pixel),
+            np.float32(centroid_floor),
+            xs,
+            ys,
+            indptr,
+        )
         if found >= 0:
             break
         capacity *= 4
-    return _finish_events(indptr, xs[:found], ys[:found], (n1, n2), qx, qy, sub_pixel,
-                          binfactor)
+    return _finish_events(indptr, xs[:found], ys[:found], (n1, n2), qx, qy, sub_pixel, binfactor)
 
 
 def _finish_events(indptr, xs, ys, scan_shape, qx, qy, sub_pixel, binfactor):
@@ -81,7 +95,7 @@ def _count_array_module(frames, dark, t_bg, t_xray, sub_pixel, floor):
         for dy in (-1, 0, 1):
             if dx == 0 and dy == 0:
                 continue
-            nb = padded[:, 1 + dx:1 + dx + qx, 1 + dy:1 + dy + qy]
+            nb = padded[:, 1 + dx : 1 + dx + qx, 1 + dy : 1 + dy + qy]
             before = dx < 0 or (dx == 0 and dy < 0)
             event &= (nb < w) if before else (nb <= w)
             event &= nb < t_xray
@@ -142,7 +156,7 @@ def _count(frames, dark, t_bg, t_xray, sub_pixel, floor, xs, ys, indptr):  # pra
         indptr[i] = k
         rows[:, 0] = -np.inf
         rows[:, qy + 1] = -np.inf
-        rows[0, 1:qy + 1] = -np.inf
+        rows[0, 1 : qy + 1] = -np.inf
         _fill_row(frames, dark, i, 0, rows[1])
         for x in range(qx):
             cur = rows[(x + 1) % 3]
@@ -151,7 +165,7 @@ def _count(frames, dark, t_bg, t_xray, sub_pixel, floor, xs, ys, indptr):  # pra
             if x + 1 < qx:
                 _fill_row(frames, dark, i, x + 1, nxt)
             else:
-                nxt[1:qy + 1] = -np.inf
+                nxt[1 : qy + 1] = -np.inf
             for y in range(1, qy + 1):
                 w = cur[y]
                 if w <= t_bg or w >= t_xray:
@@ -243,8 +257,9 @@ def fit_thresholds(values, thresh_bkgrnd_Nsigma=4, thresh_xray_Nsigma=10):
     robust = max(robust, width)
     core = np.abs(centres - centres[peak]) <= 5 * robust
     gauss = lambda x, a, mu, sigma: a * np.exp(-0.5 * ((x - mu) / sigma) ** 2)  # noqa: E731
-    popt, _ = curve_fit(gauss, centres[core], counts[core],
-                        p0=(counts[peak], centres[peak], robust), maxfev=10000)
+    popt, _ = curve_fit(
+        gauss, centres[core], counts[core], p0=(counts[peak], centres[peak], robust), maxfev=10000
+    )
     a, mu, sigma = (float(v) for v in popt)
     thresh_bkgrnd = mu + thresh_bkgrnd_Nsigma * abs(sigma)
     signal = values[values > thresh_bkgrnd]
@@ -255,6 +270,8 @@ def fit_thresholds(values, thresh_bkgrnd_Nsigma=4, thresh_xray_Nsigma=10):
 
 def pooled_values(frames_and_masks, dark):
     """Dark-subtracted values of the selected frames: ``[(block, local_mask), ...]`` -> 1D."""
-    parts = [np.asarray(block)[np.asarray(local)].astype(np.float64) - dark
-             for block, local in frames_and_masks]
+    parts = [
+        np.asarray(block)[np.asarray(local)].astype(np.float64) - dark
+        for block, local in frames_and_masks
+    ]
     return np.concatenate([p.ravel() for p in parts])

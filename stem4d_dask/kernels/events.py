@@ -27,8 +27,12 @@ def empty_block(scan_shape, subpixel: bool) -> EventBlock:
     """An :class:`EventBlock` of ``scan_shape`` positions with no event."""
     n = int(scan_shape[0]) * int(scan_shape[1])
     dtype = position_dtype(subpixel)
-    return EventBlock(np.zeros(n + 1, np.int64), np.empty(0, dtype), np.empty(0, dtype),
-                      (int(scan_shape[0]), int(scan_shape[1])))
+    return EventBlock(
+        np.zeros(n + 1, np.int64),
+        np.empty(0, dtype),
+        np.empty(0, dtype),
+        (int(scan_shape[0]), int(scan_shape[1])),
+    )
 
 
 def check_scan_chunks(scan_chunks) -> tuple:
@@ -37,11 +41,13 @@ def check_scan_chunks(scan_chunks) -> tuple:
     try:
         chunks = tuple(tuple(int(c) for c in axis) for axis in scan_chunks)
     except (TypeError, ValueError):
-        raise ValueError("scan_chunks must be ((rows, ...), (columns, ...)), got "
-                         f"{scan_chunks!r}") from None
+        raise ValueError(
+            f"scan_chunks must be ((rows, ...), (columns, ...)), got {scan_chunks!r}"
+        ) from None
     if len(chunks) != 2 or any(not axis or min(axis) < 1 for axis in chunks):
-        raise ValueError("scan_chunks must be two non-empty tuples of positive chunk sizes, "
-                         f"got {scan_chunks!r}")
+        raise ValueError(
+            f"scan_chunks must be two non-empty tuples of positive chunk sizes, got {scan_chunks!r}"
+        )
     return chunks
 
 
@@ -53,8 +59,10 @@ def check_detector_shape(detector_shape, parameter: str = "detector_shape") -> t
     except (TypeError, ValueError):
         raise ValueError(f"{parameter} must be (Qx, Qy), got {detector_shape!r}") from None
     if len(shape) != 2 or not all(1 <= s <= MAX_DETECTOR for s in shape):
-        raise ValueError(f"{parameter} must be two sizes in 1 .. {MAX_DETECTOR} (uint16 "
-                         f"pixel indices), got {detector_shape!r}")
+        raise ValueError(
+            f"{parameter} must be two sizes in 1 .. {MAX_DETECTOR} (uint16 "
+            f"pixel indices), got {detector_shape!r}"
+        )
     return shape
 
 
@@ -71,30 +79,40 @@ def check_block(block, scan_shape, detector_shape, subpixel: bool, where: str) -
         if isinstance(block, tuple) and len(block) == 4:
             block = EventBlock(*block)
         else:
-            raise ValueError(f"{where}: expected an EventBlock (indptr, qx, qy, scan_shape), "
-                             f"got {type(block).__name__}")
+            raise ValueError(
+                f"{where}: expected an EventBlock (indptr, qx, qy, scan_shape), "
+                f"got {type(block).__name__}"
+            )
     shape = tuple(int(s) for s in block.scan_shape)
     if shape != tuple(scan_shape):
-        raise ValueError(f"{where}: the block's scan_shape is {shape}, expected "
-                         f"{tuple(scan_shape)} (the scan chunk)")
+        raise ValueError(
+            f"{where}: the block's scan_shape is {shape}, expected "
+            f"{tuple(scan_shape)} (the scan chunk)"
+        )
     indptr, qx, qy = block.indptr, block.qx, block.qy
     n = shape[0] * shape[1]
     if not isinstance(indptr, np.ndarray) or indptr.dtype != np.int64 or indptr.shape != (n + 1,):
-        raise ValueError(f"{where}: indptr must be int64 of shape ({n + 1},), got "
-                         f"{getattr(indptr, 'dtype', type(indptr).__name__)} "
-                         f"{getattr(indptr, 'shape', '')}")
+        raise ValueError(
+            f"{where}: indptr must be int64 of shape ({n + 1},), got "
+            f"{getattr(indptr, 'dtype', type(indptr).__name__)} "
+            f"{getattr(indptr, 'shape', '')}"
+        )
     dtype = position_dtype(subpixel)
     for name, q in (("qx", qx), ("qy", qy)):
         if not isinstance(q, np.ndarray) or q.dtype != dtype or q.ndim != 1:
-            raise ValueError(f"{where}: {name} must be a 1D {dtype} array "
-                             f"({'sub-pixel' if subpixel else 'pixel'} positions), got "
-                             f"{getattr(q, 'dtype', type(q).__name__)} "
-                             f"{getattr(q, 'shape', '')}")
+            raise ValueError(
+                f"{where}: {name} must be a 1D {dtype} array "
+                f"({'sub-pixel' if subpixel else 'pixel'} positions), got "
+                f"{getattr(q, 'dtype', type(q).__name__)} "
+                f"{getattr(q, 'shape', '')}"
+            )
     if qx.shape != qy.shape:
         raise ValueError(f"{where}: qx and qy differ in length ({qx.size} vs {qy.size})")
     if indptr[0] != 0 or indptr[-1] != qx.size or (n and np.any(np.diff(indptr) < 0)):
-        raise ValueError(f"{where}: indptr must rise from 0 to the number of events "
-                         f"{qx.size}, got {indptr[0]} .. {indptr[-1]}")
+        raise ValueError(
+            f"{where}: indptr must rise from 0 to the number of events "
+            f"{qx.size}, got {indptr[0]} .. {indptr[-1]}"
+        )
     for name, q, size in (("qx", qx, detector_shape[0]), ("qy", qy, detector_shape[1])):
         if not q.size:
             continue
@@ -105,8 +123,10 @@ def check_block(block, scan_shape, detector_shape, subpixel: bool, where: str) -
         else:
             lo, hi = 0, int(q.max())
         if lo < 0 or hi >= size:
-            raise ValueError(f"{where}: {name} positions round to pixels {lo:g} .. {hi:g}, "
-                             f"outside the detector's 0 .. {size - 1}")
+            raise ValueError(
+                f"{where}: {name} positions round to pixels {lo:g} .. {hi:g}, "
+                f"outside the detector's 0 .. {size - 1}"
+            )
     return block
 
 
@@ -203,8 +223,9 @@ def masked_sums(block: EventBlock, mask) -> np.ndarray:
     """float64 ``(n1, n2)``: ``sum(mask[qx, qy])`` over each position's events (rounded)."""
     x, y = pixels(block)
     n = block.indptr.size - 1
-    return np.bincount(frame_index(block), weights=np.asarray(mask, np.float64)[x, y],
-                       minlength=n).reshape(block.scan_shape)
+    return np.bincount(
+        frame_index(block), weights=np.asarray(mask, np.float64)[x, y], minlength=n
+    ).reshape(block.scan_shape)
 
 
 def center_of_mass(block: EventBlock, mask=None) -> np.ndarray:

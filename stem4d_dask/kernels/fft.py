@@ -81,8 +81,9 @@ def _fftw_plan(n, nx, ny, dtype):
             spectrum = pyfftw.empty_aligned((n, nx, ny // 2 + 1), dtype=complex_dtype)
             flags = ("FFTW_ESTIMATE", "FFTW_DESTROY_INPUT")
             forward = pyfftw.FFTW(real, spectrum, axes=(-2, -1), flags=flags, threads=1)
-            backward = pyfftw.FFTW(spectrum, real, axes=(-2, -1), direction="FFTW_BACKWARD",
-                                   flags=flags, threads=1)
+            backward = pyfftw.FFTW(
+                spectrum, real, axes=(-2, -1), direction="FFTW_BACKWARD", flags=flags, threads=1
+            )
         cache[key] = (real, spectrum, forward, backward)
     return cache[key]
 

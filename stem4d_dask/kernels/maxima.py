@@ -85,8 +85,10 @@ def _is_int(value):
 
 def _check_filter_args(relativeToPeak, edgeBoundary, maxNumPeaks):
     if not (_is_int(relativeToPeak) and relativeToPeak >= 0):
-        raise ValueError(f"relativeToPeak must be an int >= 0 (the index of the reference "
-                         f"peak), got {relativeToPeak!r}")
+        raise ValueError(
+            f"relativeToPeak must be an int >= 0 (the index of the reference "
+            f"peak), got {relativeToPeak!r}"
+        )
     if not _is_int(edgeBoundary):
         raise ValueError(f"edgeBoundary must be an int (pixels), got {edgeBoundary!r}")
     if maxNumPeaks is not None and not (_is_int(maxNumPeaks) and maxNumPeaks >= 0):
@@ -144,8 +146,15 @@ def _spacing_keep(x, y, min_spacing):
     return keep_state == 1
 
 
-def filter_2D_maxima(maxima, minAbsoluteIntensity=0, minRelativeIntensity=0, relativeToPeak=0,
-                     minSpacing=0, edgeBoundary=1, maxNumPeaks=1):
+def filter_2D_maxima(
+    maxima,
+    minAbsoluteIntensity=0,
+    minRelativeIntensity=0,
+    relativeToPeak=0,
+    minSpacing=0,
+    edgeBoundary=1,
+    maxNumPeaks=1,
+):
     """Filter a set of maxima, as py4DSTEM's ``filter_2D_maxima``.
 
     maxima: structured array ``(n,)`` with fields ``x``, ``y`` (pixels) and ``intensity``,
@@ -166,8 +175,10 @@ def filter_2D_maxima(maxima, minAbsoluteIntensity=0, minRelativeIntensity=0, rel
     maxima = np.array(to_host(maxima), copy=True)
     names = maxima.dtype.names or ()
     if maxima.ndim != 1 or not {"x", "y", "intensity"} <= set(names):
-        raise ValueError("maxima must be a 1D structured array with fields 'x', 'y', "
-                         f"'intensity', got dtype {maxima.dtype} and shape {maxima.shape}")
+        raise ValueError(
+            "maxima must be a 1D structured array with fields 'x', 'y', "
+            f"'intensity', got dtype {maxima.dtype} and shape {maxima.shape}"
+        )
 
     if minAbsoluteIntensity > 0:
         maxima = maxima[~(maxima["intensity"] < minAbsoluteIntensity)]
@@ -198,13 +209,11 @@ def _dft_upsample(xp, image_corr, upsample_factor, centre):
     num = np.ceil(1.5 * upsample_factor)
     col_kern = xp.exp(
         (-1j * 2 * np.pi / (ny * upsample_factor))
-        * xp.outer(xp.fft.ifftshift(xp.arange(ny)) - np.floor(ny / 2),
-                   xp.arange(num) - centre[1])
+        * xp.outer(xp.fft.ifftshift(xp.arange(ny)) - np.floor(ny / 2), xp.arange(num) - centre[1])
     )
     row_kern = xp.exp(
         (-1j * 2 * np.pi / (nx * upsample_factor))
-        * xp.outer(xp.arange(num) - centre[0],
-                   xp.fft.ifftshift(xp.arange(nx)) - np.floor(nx / 2))
+        * xp.outer(xp.arange(num) - centre[0], xp.fft.ifftshift(xp.arange(nx)) - np.floor(nx / 2))
     )
     return xp.real(row_kern @ image_corr @ col_kern)
 
@@ -226,8 +235,10 @@ def upsampled_correlation(imageCorr, upsampleFactor, xyShift):
     """
     xp = array_module(imageCorr)
     if getattr(imageCorr, "ndim", None) != 2:
-        raise ValueError(f"imageCorr must be a 2D array, got shape "
-                         f"{getattr(imageCorr, 'shape', type(imageCorr).__name__)}")
+        raise ValueError(
+            f"imageCorr must be a 2D array, got shape "
+            f"{getattr(imageCorr, 'shape', type(imageCorr).__name__)}"
+        )
     if not upsampleFactor > 2:
         raise ValueError(f"upsampleFactor must be > 2, got {upsampleFactor!r}")
     u = upsampleFactor
@@ -244,7 +255,7 @@ def upsampled_correlation(imageCorr, upsampleFactor, xyShift):
 
     i, j = np.unravel_index(int(np.argmax(patch)), patch.shape)
     if 1 <= i <= patch.shape[0] - 2 and 1 <= j <= patch.shape[1] - 2:
-        icc = patch[i - 1:i + 2, j - 1:j + 2]
+        icc = patch[i - 1 : i + 2, j - 1 : j + 2]
         dx = _parabolic_delta(icc[0, 1], icc[1, 1], icc[2, 1])
         dy = _parabolic_delta(icc[1, 0], icc[1, 1], icc[1, 2])
     else:  # the maximum is on the patch edge: no parabolic correction on either axis
@@ -271,13 +282,19 @@ def _pixel_maxima(xp, ar, edge):
     y0, y1 = edge, max(ny - edge, edge)
 
     def nb(dx, dy):
-        return ar[x0 + dx:x1 + dx, y0 + dy:y1 + dy]
+        return ar[x0 + dx : x1 + dx, y0 + dy : y1 + dy]
 
     c = nb(0, 0)
-    is_max = ((c >= nb(1, 0)) & (c > nb(-1, 0))
-              & (c >= nb(0, 1)) & (c > nb(0, -1))
-              & (c >= nb(1, 1)) & (c > nb(1, -1))
-              & (c >= nb(-1, 1)) & (c > nb(-1, -1)))
+    is_max = (
+        (c >= nb(1, 0))
+        & (c > nb(-1, 0))
+        & (c >= nb(0, 1))
+        & (c > nb(0, -1))
+        & (c >= nb(1, 1))
+        & (c > nb(1, -1))
+        & (c >= nb(-1, 1))
+        & (c > nb(-1, -1))
+    )
     xs, ys = xp.nonzero(is_max)
     xs = xs + x0
     ys = ys + y0
@@ -291,9 +308,19 @@ def _sorted(maxima):
     return maxima[np.lexsort((maxima["y"], maxima["x"], maxima["intensity"]))[::-1]]
 
 
-def get_maxima_2D(ar, subpixel="poly", upsample_factor=16, sigma=0, minAbsoluteIntensity=0,
-                  minRelativeIntensity=0, relativeToPeak=0, minSpacing=0, edgeBoundary=1,
-                  maxNumPeaks=1, _ar_FT=None):
+def get_maxima_2D(
+    ar,
+    subpixel="poly",
+    upsample_factor=16,
+    sigma=0,
+    minAbsoluteIntensity=0,
+    minRelativeIntensity=0,
+    relativeToPeak=0,
+    minSpacing=0,
+    edgeBoundary=1,
+    maxNumPeaks=1,
+    _ar_FT=None,
+):
     """Local maxima of a 2D array, as py4DSTEM's ``get_maxima_2D``.
 
     ar: ``(Nx, Ny)`` real numpy or cupy array (not modified).
@@ -316,8 +343,9 @@ def get_maxima_2D(ar, subpixel="poly", upsample_factor=16, sigma=0, minAbsoluteI
     if subpixel not in SUBPIXEL_MODES:
         raise ValueError(f"subpixel must be one of {SUBPIXEL_MODES}, got {subpixel!r}")
     if subpixel == "multicorr" and not upsample_factor > 2:
-        raise ValueError(f"upsample_factor must be > 2 for subpixel='multicorr', "
-                         f"got {upsample_factor!r}")
+        raise ValueError(
+            f"upsample_factor must be > 2 for subpixel='multicorr', got {upsample_factor!r}"
+        )
     _check_filter_args(relativeToPeak, edgeBoundary, maxNumPeaks)
     if not hasattr(ar, "ndim"):
         ar = np.asarray(ar)
@@ -339,10 +367,15 @@ def get_maxima_2D(ar, subpixel="poly", upsample_factor=16, sigma=0, minAbsoluteI
     if len(maxima) == 0:
         return maxima
 
-    maxima = filter_2D_maxima(maxima, minAbsoluteIntensity=minAbsoluteIntensity,
-                              minRelativeIntensity=minRelativeIntensity,
-                              relativeToPeak=relativeToPeak, minSpacing=minSpacing,
-                              edgeBoundary=edgeBoundary, maxNumPeaks=maxNumPeaks)
+    maxima = filter_2D_maxima(
+        maxima,
+        minAbsoluteIntensity=minAbsoluteIntensity,
+        minRelativeIntensity=minRelativeIntensity,
+        relativeToPeak=relativeToPeak,
+        minSpacing=minSpacing,
+        edgeBoundary=edgeBoundary,
+        maxNumPeaks=maxNumPeaks,
+    )
     if subpixel == "pixel" or len(maxima) == 0:
         return maxima
 
@@ -364,10 +397,12 @@ def get_maxima_2D(ar, subpixel="poly", upsample_factor=16, sigma=0, minAbsoluteI
     fyi, cyi = (fy - yi + 1).astype(np.intp), (cy - yi + 1).astype(np.intp)
     maxima["x"] = x
     maxima["y"] = y
-    maxima["intensity"] = ((1 - dx) * (1 - dy) * nbhd[n, fxi, fyi]
-                           + (1 - dx) * dy * nbhd[n, fxi, cyi]
-                           + dx * (1 - dy) * nbhd[n, cxi, fyi]
-                           + dx * dy * nbhd[n, cxi, cyi])
+    maxima["intensity"] = (
+        (1 - dx) * (1 - dy) * nbhd[n, fxi, fyi]
+        + (1 - dx) * dy * nbhd[n, fxi, cyi]
+        + dx * (1 - dy) * nbhd[n, cxi, fyi]
+        + dx * dy * nbhd[n, cxi, cyi]
+    )
     if subpixel == "poly":
         return maxima
 

@@ -9,8 +9,12 @@ import numpy as np
 from . import array_module
 
 # the 20 neighbours of py4DSTEM's hot-pixel window: a 5x5 square without its corners and centre
-CROSS_OFFSETS = tuple((dx, dy) for dx in range(-2, 3) for dy in range(-2, 3)
-                      if (dx, dy) != (0, 0) and not (abs(dx) == 2 and abs(dy) == 2))
+CROSS_OFFSETS = tuple(
+    (dx, dy)
+    for dx in range(-2, 3)
+    for dy in range(-2, 3)
+    if (dx, dy) != (0, 0) and not (abs(dx) == 2 and abs(dy) == 2)
+)
 FRAMES_PER_BATCH = 256  # bounds the (frames, pixels, neighbours) gather
 
 
@@ -24,8 +28,9 @@ def hot_pixel_mask(mean, thresh, ind_compare=1):
     qx, qy = mean.shape
     padded = xp.full((qx + 4, qy + 4), -xp.inf)
     padded[2:-2, 2:-2] = mean
-    stack = xp.stack([padded[2 + dx: 2 + dx + qx, 2 + dy: 2 + dy + qy]
-                      for dx, dy in CROSS_OFFSETS])
+    stack = xp.stack(
+        [padded[2 + dx : 2 + dx + qx, 2 + dy : 2 + dy + qy] for dx, dy in CROSS_OFFSETS]
+    )
     stack = -xp.sort(-stack, axis=0)  # descending; missing (-inf) neighbours sort last
     compare = stack[int(ind_compare)]
     return xp.isfinite(compare) & ((mean - compare) > thresh)
@@ -50,8 +55,7 @@ def repair_plan(mask, half_width=1):
                 targets.append(x * qy + y)
                 neighbours.append((wx + x0) * qy + (wy + y0))
                 break
-    return [(np.array(t, dtype=np.int64), np.array(n, dtype=np.int64))
-            for t, n in groups.values()]
+    return [(np.array(t, dtype=np.int64), np.array(n, dtype=np.int64)) for t, n in groups.values()]
 
 
 def repair_pixels(block, plan):
@@ -67,11 +71,11 @@ def repair_pixels(block, plan):
     source = block.reshape(flat.shape)
     integer = np.dtype(block.dtype).kind in "uib"
     for start in range(0, flat.shape[0], FRAMES_PER_BATCH):
-        frames = source[start:start + FRAMES_PER_BATCH]
+        frames = source[start : start + FRAMES_PER_BATCH]
         for targets, neighbours in plan:
             values = frames[:, xp.asarray(neighbours)].astype(xp.float64)
             median = xp.median(values, axis=-1)
             if integer:
                 median = xp.rint(median)
-            flat[start:start + FRAMES_PER_BATCH, xp.asarray(targets)] = median
+            flat[start : start + FRAMES_PER_BATCH, xp.asarray(targets)] = median
     return out

@@ -45,8 +45,9 @@ def polar_bins(shape, p_ellipse, dr=1, dphi=DPHI, r_range=None):
     nx, ny = shape
     if r_range is None:
         corners = np.array([[0, 0], [nx, 0], [0, ny], [nx, ny]])
-        dist = np.sqrt(np.sum((corners - np.broadcast_to(np.array((qx0, qy0)), corners.shape))
-                              ** 2, axis=1))
+        dist = np.sqrt(
+            np.sum((corners - np.broadcast_to(np.array((qx0, qy0)), corners.shape)) ** 2, axis=1)
+        )
         r_min, r_max = 0, np.ceil(np.max(dist)).astype(int)
     else:
         try:
@@ -122,8 +123,9 @@ def polar_plan(shape, p_ellipse, dr=1, dphi=DPHI, r_range=None) -> PolarPlan:
     return PolarPlan(rr, pp, inside, x_inds, y_inds, weights, (nx, ny))
 
 
-def cartesian_to_polarelliptical_transform(data, p_ellipse, dr=1, dphi=DPHI,
-                                           r_range=None, mask=None, maskThresh=0.99):
+def cartesian_to_polarelliptical_transform(
+    data, p_ellipse, dr=1, dphi=DPHI, r_range=None, mask=None, maskThresh=0.99
+):
     """Resample a 2D frame onto the polar-elliptical grid (py4DSTEM's function of that name).
 
     data : ``(Nx, Ny)`` real array. p_ellipse : ``(qx0, qy0, a, b, theta)`` (pixels, radians).
@@ -193,8 +195,14 @@ def iterated_median(values, geometric_mask, mask_update_iter=3, min_relative_thr
     return median, mask
 
 
-def finish_background(background, min_background_value=1e-3, smoothing=False, window=3,
-                      polyorder=2, smoothing_log=True) -> np.ndarray:
+def finish_background(
+    background,
+    min_background_value=1e-3,
+    smoothing=False,
+    window=3,
+    polyorder=2,
+    smoothing_log=True,
+) -> np.ndarray:
     """Clamp a 1D background to ``>= min_background_value`` and optionally smooth it with a
     Savitzky-Golay filter (``window`` odd, ``polyorder < window``; in log space when
     ``smoothing_log``). Returns a new float64 array."""
@@ -210,9 +218,19 @@ def finish_background(background, min_background_value=1e-3, smoothing=False, wi
     return out
 
 
-def background_1d(frame, plan: PolarPlan, *, mask_update_iter=3, min_relative_threshold=4,
-                  min_background_value=1e-3, smoothing=False, window=3, polyorder=2,
-                  smoothing_log=True, return_polar=False):
+def background_1d(
+    frame,
+    plan: PolarPlan,
+    *,
+    mask_update_iter=3,
+    min_relative_threshold=4,
+    min_background_value=1e-3,
+    smoothing=False,
+    window=3,
+    polyorder=2,
+    smoothing_log=True,
+    return_polar=False,
+):
     """Radial background of one frame on the first ``plan.n_valid_r`` r bins.
 
     Returns the ``(n_valid_r,)`` float64 background (NaN in a bin with no sample inside the
@@ -221,10 +239,12 @@ def background_1d(frame, plan: PolarPlan, *, mask_update_iter=3, min_relative_th
     """
     n = plan.n_valid_r
     values = plan.sample(_host(frame))[:, :n]
-    median, mask = iterated_median(values, ~plan.inside[:, :n], mask_update_iter,
-                                   min_relative_threshold)
-    background = finish_background(median, min_background_value, smoothing, window, polyorder,
-                                   smoothing_log)
+    median, mask = iterated_median(
+        values, ~plan.inside[:, :n], mask_update_iter, min_relative_threshold
+    )
+    background = finish_background(
+        median, min_background_value, smoothing, window, polyorder, smoothing_log
+    )
     if return_polar:
         return background, np.ma.array(data=values, mask=mask)
     return background
@@ -236,8 +256,10 @@ def elliptical_radius(shape, p_ellipse, xp=np):
     t)^2 / (b/a)^2)`` with ``xc = i - qx0``, ``yc = j - qy0``."""
     qx0, qy0, a, b, theta = p_ellipse
     yc, xc = xp.meshgrid(xp.arange(0, shape[1]) - qy0, xp.arange(0, shape[0]) - qx0)
-    return xp.sqrt(((xc * np.cos(theta) + yc * np.sin(theta)) ** 2)
-                   + (((xc * np.sin(theta) - yc * np.cos(theta)) ** 2) / ((b / a) ** 2)))
+    return xp.sqrt(
+        ((xc * np.cos(theta) + yc * np.sin(theta)) ** 2)
+        + (((xc * np.sin(theta) - yc * np.cos(theta)) ** 2) / ((b / a) ** 2))
+    )
 
 
 class RadialInterpolator:
@@ -270,6 +292,7 @@ def background_2d(shape, background1d, r_bins, p_ellipse):
 
 
 # ---- chunk kernels (a block of whole frames, shape (cRx, cRy, Qx, Qy)) ----------------------
+
 
 def _frames(block):
     return ((i, j) for i in range(block.shape[0]) for j in range(block.shape[1]))
@@ -305,7 +328,7 @@ def subtract_background_frames(block, p_ellipse, options, out_dtype):
     xp = array_module(block)
     host = _host(block)
     plan = polar_plan(host.shape[2:], p_ellipse)
-    interp = RadialInterpolator(host.shape[2:], plan.rr[0, :plan.n_valid_r], p_ellipse)
+    interp = RadialInterpolator(host.shape[2:], plan.rr[0, : plan.n_valid_r], p_ellipse)
     out = np.empty(host.shape, dtype=out_dtype)
     for i, j in _frames(host):
         bg = background_1d(host[i, j], plan, **options)

@@ -13,8 +13,7 @@ from . import array_module
 from .fft import rfft_filter
 
 
-def shift_frames(frames, xshifts, yshifts, *, periodic=True, bilinear=False,
-                 dtype=np.float32):
+def shift_frames(frames, xshifts, yshifts, *, periodic=True, bilinear=False, dtype=np.float32):
     """Shift every frame of ``frames`` by its own ``(xshift, yshift)``.
 
     frames: ``(..., Nx, Ny)`` real; xshifts, yshifts: scalars or arrays of shape
@@ -51,15 +50,18 @@ def fourier_shift(frames, xs, ys, dtype=np.float32):
     ky = xp.asarray(np.fft.rfftfreq(ny))
 
     if xp is np:
+
         def multiply(spectrum, start, stop):
             _apply_ramp(spectrum, xs[start:stop], ys[start:stop], kx, ky)
     else:
+
         def multiply(spectrum, start, stop):
             corner = spectrum[:, nx // 2, -1].copy()
             spectrum *= _ramp(xp, xs[start:stop], kx, spectrum.dtype)[:, :, None]
             spectrum *= _ramp(xp, ys[start:stop], ky, spectrum.dtype)[:, None, :]
             if nx % 2 == 0 and ny % 2 == 0:
                 spectrum[:, nx // 2, -1] = corner * xp.cos(np.pi * (xs + ys)[start:stop])
+
     return rfft_filter(frames, multiply, dtype)
 
 

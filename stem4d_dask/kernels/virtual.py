@@ -26,6 +26,6 @@ def masked_sums_stack(block, masks):
     out = xp.empty((frames.shape[0], weights.shape[1]), dtype=xp.float64)
     step = max(1, BATCH_BYTES // (8 * npix))
     for start in range(0, frames.shape[0], step):
-        batch = frames[start:start + step].astype(xp.float64, copy=False)
-        xp.matmul(batch, weights, out=out[start:start + step])
+        batch = frames[start : start + step].astype(xp.float64, copy=False)
+        xp.matmul(batch, weights, out=out[start : start + step])
     return out.reshape(lead + (weights.shape[1],))

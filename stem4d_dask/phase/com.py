@@ -28,10 +28,20 @@ def center_of_mass(datacube, mask=None) -> xr.Dataset:
     """
     datacube = check_datacube(datacube)
     weights = () if mask is None else (detector_array(mask, datacube, "mask"),)
-    stacked = map_frames(center_of_mass_frames, datacube, *weights, out_dims=("c",),
-                         out_sizes=(3,), name="center_of_mass")
-    return com_dataset(stacked.data, {d: datacube.coords[d] for d in R_DIMS},
-                       {d: datacube.coords[d] for d in Q_DIMS}, stacked.attrs)
+    stacked = map_frames(
+        center_of_mass_frames,
+        datacube,
+        *weights,
+        out_dims=("c",),
+        out_sizes=(3,),
+        name="center_of_mass",
+    )
+    return com_dataset(
+        stacked.data,
+        {d: datacube.coords[d] for d in R_DIMS},
+        {d: datacube.coords[d] for d in Q_DIMS},
+        stacked.attrs,
+    )
 
 
 def com_dataset(stacked, r_coords: dict, q_coords: dict, attrs: dict) -> xr.Dataset:
@@ -53,8 +63,10 @@ def calibrated_com(q_coords: dict, com_x, com_y) -> dict:
     ``com_y`` (from the corner pixel) as coordinates of the detector coords ``q_coords``
     (``{"Qx": coord, "Qy": coord}``). Empty when the detector is in pixels or an axis is
     irregular (there is then no coordinate frame to put a fractional pixel in)."""
-    axes = [make_axis(coord_values(q_coords[d].values, d), d,
-                      q_coords[d].attrs.get("units", "pixels")) for d in Q_DIMS]
+    axes = [
+        make_axis(coord_values(q_coords[d].values, d), d, q_coords[d].attrs.get("units", "pixels"))
+        for d in Q_DIMS
+    ]
     if axes[0].units == "pixels" or any(a.step is None and a.size > 1 for a in axes):
         return {}
     out = {}

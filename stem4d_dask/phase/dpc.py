@@ -73,8 +73,15 @@ class DPC:
     device : ``'cpu'`` (numpy) or ``'gpu'`` (cupy, imported here, for the reconstruction).
     """
 
-    def __init__(self, datacube=None, *, energy=None, initial_object_guess=None,
-                 verbose: bool = True, device: str = "cpu"):
+    def __init__(
+        self,
+        datacube=None,
+        *,
+        energy=None,
+        initial_object_guess=None,
+        verbose: bool = True,
+        device: str = "cpu",
+    ):
         self._datacube = dpc_datacube(datacube)
         self._energy = optional_positive(energy, "energy")
         self._object_phase_guess = initial_object_guess
@@ -86,11 +93,22 @@ class DPC:
 
     # ------------------------------------------------------------------ preprocess
 
-    def preprocess(self, dp_mask=None, padding_factor=2, rotation_angles_deg=None,
-                   maximize_divergence: bool = False, fit_function="plane",
-                   force_com_rotation=None, force_com_transpose=None, force_com_shifts=None,
-                   force_com_measured=None, plot_center_of_mass="default",
-                   plot_rotation: bool = True, vectorized_com_calculation=True, **kwargs):
+    def preprocess(
+        self,
+        dp_mask=None,
+        padding_factor=2,
+        rotation_angles_deg=None,
+        maximize_divergence: bool = False,
+        fit_function="plane",
+        force_com_rotation=None,
+        force_com_transpose=None,
+        force_com_shifts=None,
+        force_com_measured=None,
+        plot_center_of_mass="default",
+        plot_rotation: bool = True,
+        vectorized_com_calculation=True,
+        **kwargs,
+    ):
         """Centre of mass, descan fit, scan rotation and transpose; returns ``self``.
 
         Reads the datacube once: the lazy :func:`center_of_mass` pass is computed here
@@ -120,20 +138,32 @@ class DPC:
         ``com_normalized_x/_y``, ``com_x/_y`` (reciprocal units: Å⁻¹ or pixels),
         ``rotation_deg``, ``transpose`` and ``rotation_curve``.
         """
-        shape, dp_mask, force_com_shifts, force_com_measured, self._object_phase_guess = \
-            preprocess_arguments(self._datacube, self._object_phase_guess, dp_mask,
-                                 padding_factor, rotation_angles_deg, fit_function,
-                                 force_com_rotation, force_com_transpose, force_com_shifts,
-                                 force_com_measured, plot_center_of_mass)
+        shape, dp_mask, force_com_shifts, force_com_measured, self._object_phase_guess = (
+            preprocess_arguments(
+                self._datacube,
+                self._object_phase_guess,
+                dp_mask,
+                padding_factor,
+                rotation_angles_deg,
+                fit_function,
+                force_com_rotation,
+                force_com_transpose,
+                force_com_shifts,
+                force_com_measured,
+                plot_center_of_mass,
+            )
+        )
         self._calibrate(shape)
         measured = self._measure_com(dp_mask, force_com_measured)
         self._descan(measured, fit_function, force_com_shifts)
-        self._solve_rotation(rotation_angles_deg, maximize_divergence, force_com_rotation,
-                             force_com_transpose)
+        self._solve_rotation(
+            rotation_angles_deg, maximize_divergence, force_com_rotation, force_com_transpose
+        )
         self._setup_object(padding_factor)
         self._preprocessed = True
-        for name, fig in plots.dpc_preprocess_figures(self, plot_center_of_mass, plot_rotation,
-                                                      kwargs).items():
+        for name, fig in plots.dpc_preprocess_figures(
+            self, plot_center_of_mass, plot_rotation, kwargs
+        ).items():
             self.figures[name] = fig
             plots.show(fig)
         return self
@@ -147,10 +177,18 @@ class DPC:
         samplings = dpc_samplings(dc, self._energy, warn=partial(self._warn, stacklevel=6))
         self._scan_sampling, self._scan_units = samplings.scan, samplings.scan_units
         self._reciprocal_sampling, self._reciprocal_units, self._angular_sampling = (
-            samplings.reciprocal, samplings.reciprocal_units, samplings.angular)
-        self._coords = {d: dc.coords[d] for d in R_DIMS} if dc is not None else {
-            d: xr.DataArray(np.arange(n, dtype=float), dims=(d,), attrs={"units": "pixels"})
-            for d, n in zip(R_DIMS, shape, strict=True)}
+            samplings.reciprocal,
+            samplings.reciprocal_units,
+            samplings.angular,
+        )
+        self._coords = (
+            {d: dc.coords[d] for d in R_DIMS}
+            if dc is not None
+            else {
+                d: xr.DataArray(np.arange(n, dtype=float), dims=(d,), attrs={"units": "pixels"})
+                for d, n in zip(R_DIMS, shape, strict=True)
+            }
+        )
 
     def _measure_com(self, dp_mask, force_com_measured):
         """float32 ``(com_x, com_y)``, detector pixels from the corner: one pass over the data."""
@@ -164,12 +202,16 @@ class DPC:
         """Fitted descan and the normalised CoM ``nan_to_num(measured - fitted) * sampling``."""
         mx, my = measured
         if force_com_shifts is not None:
-            fx, fy = (np.broadcast_to(np.asarray(s, dtype=np.float32), mx.shape).copy()
-                      for s in force_com_shifts)
+            fx, fy = (
+                np.broadcast_to(np.asarray(s, dtype=np.float32), mx.shape).copy()
+                for s in force_com_shifts
+            )
         else:
             if fit_function is None:
-                self._warn("fit_function=None: the fitted CoM is the measured one, so the "
-                           "normalised CoM (and the phase) is zero")
+                self._warn(
+                    "fit_function=None: the fitted CoM is the measured one, so the "
+                    "normalised CoM (and the phase) is zero"
+                )
             fx, fy = (f.astype(np.float32) for f in fit_descan(mx, my, fit_function))
         recip = self._reciprocal_sampling
         self._com_measured_x, self._com_measured_y = mx, my
@@ -178,14 +220,20 @@ class DPC:
         self._com_normalized_y = np.nan_to_num(my - fy) * float(recip[1])
 
     def _solve_rotation(self, angles, maximize_divergence, force_rotation, force_transpose):
-        sol = integrate.solve_rotation(self._com_normalized_x, self._com_normalized_y, angles,
-                                       bool(maximize_divergence), force_rotation,
-                                       force_transpose)
+        sol = integrate.solve_rotation(
+            self._com_normalized_x,
+            self._com_normalized_y,
+            angles,
+            bool(maximize_divergence),
+            force_rotation,
+            force_transpose,
+        )
         self._rotation = sol
         self._rotation_best_rad = sol.rotation_rad
         self._rotation_best_transpose = sol.transpose
         self._com_x, self._com_y = integrate.rotate_com(
-            self._com_normalized_x, self._com_normalized_y, sol.rotation_rad, sol.transpose)
+            self._com_normalized_x, self._com_normalized_y, sol.rotation_rad, sol.transpose
+        )
         self._warn(f"Best fit rotation = {sol.rotation_deg:.0f} degrees.")
         if sol.transpose:
             self._warn("Diffraction intensities should be transposed.")
@@ -199,18 +247,33 @@ class DPC:
             initial[:rx, :ry] = np.asarray(self._object_phase_guess, dtype=np.float32)
         self._padded_object_phase_initial = initial
         self._padded_object_phase = initial.copy()
-        for name in ("error", "error_iterations", "object_phase_iterations", "_step_size",
-                     "_object_phase"):
+        for name in (
+            "error",
+            "error_iterations",
+            "object_phase_iterations",
+            "_step_size",
+            "_object_phase",
+        ):
             self.__dict__.pop(name, None)
 
     # ------------------------------------------------------------------ reconstruct
 
-    def reconstruct(self, reset=None, max_iter: int = 64, step_size=None,
-                    stopping_criterion: float = 1e-6, backtrack: bool = True,
-                    progress_bar: bool = True, gaussian_filter_sigma=None,
-                    gaussian_filter: bool = True, butterworth_filter: bool = True,
-                    q_lowpass=None, q_highpass=None, butterworth_order=2,
-                    store_iterations: bool = False):
+    def reconstruct(
+        self,
+        reset=None,
+        max_iter: int = 64,
+        step_size=None,
+        stopping_criterion: float = 1e-6,
+        backtrack: bool = True,
+        progress_bar: bool = True,
+        gaussian_filter_sigma=None,
+        gaussian_filter: bool = True,
+        butterworth_filter: bool = True,
+        q_lowpass=None,
+        q_highpass=None,
+        butterworth_order=2,
+        store_iterations: bool = False,
+    ):
         """Iterative Fourier integration of the corrected CoM field; returns ``self``.
 
         Gradient descent on ``|grad(phi) - com|^2`` preconditioned by the inverse Laplacian
@@ -237,17 +300,37 @@ class DPC:
         """
         if not self._preprocessed:
             raise NotComputedError("reconstruct() needs preprocess() first")
-        check_reconstruct(reset, max_iter, step_size, stopping_criterion, gaussian_filter_sigma,
-                          q_lowpass, q_highpass, butterworth_order)
+        check_reconstruct(
+            reset,
+            max_iter,
+            step_size,
+            stopping_criterion,
+            gaussian_filter_sigma,
+            q_lowpass,
+            q_highpass,
+            butterworth_order,
+        )
         self._reset_state(reset, step_size, store_iterations)
         bar = ProgressLine(int(max_iter), "Reconstructing phase") if progress_bar else None
         result = integrate.integrate_on_canvas(
-            self._padded_object_phase, self._com_x, self._com_y, self._scan_sampling, self._xp,
+            self._padded_object_phase,
+            self._com_x,
+            self._com_y,
+            self._scan_sampling,
+            self._xp,
             gaussian_sigma=gaussian_filter_sigma if gaussian_filter else None,
-            butterworth=butterworth_filter, q_lowpass=q_lowpass, q_highpass=q_highpass,
-            butterworth_order=butterworth_order, error=self.error, step=self._step_size,
-            max_iter=max_iter, stopping_criterion=stopping_criterion, backtrack=backtrack,
-            store_iterations=store_iterations, callback=None if bar is None else bar.update)
+            butterworth=butterworth_filter,
+            q_lowpass=q_lowpass,
+            q_highpass=q_highpass,
+            butterworth_order=butterworth_order,
+            error=self.error,
+            step=self._step_size,
+            max_iter=max_iter,
+            stopping_criterion=stopping_criterion,
+            backtrack=backtrack,
+            store_iterations=store_iterations,
+            callback=None if bar is None else bar.update,
+        )
         if bar is not None:
             bar.close()
         self._store_result(result, store_iterations, stopping_criterion)
@@ -262,8 +345,11 @@ class DPC:
             self._padded_object_phase = self._padded_object_phase_initial.copy()
             self._step_size = 0.5
         elif reset is None:
-            warnings.warn("Continuing reconstruction from previous result. Use reset=True for "
-                          "a fresh start.", UserWarning, stacklevel=3)
+            warnings.warn(
+                "Continuing reconstruction from previous result. Use reset=True for a fresh start.",
+                UserWarning,
+                stacklevel=3,
+            )
         if step_size is not None:
             self._step_size = float(step_size)
         if store_iterations and (reset or "object_phase_iterations" not in self.__dict__):
@@ -284,8 +370,13 @@ class DPC:
     # ------------------------------------------------------------------ results
 
     def _field(self, values, name, units, long_name):
-        return xr.DataArray(np.asarray(values), dims=R_DIMS, coords=self._coords, name=name,
-                            attrs={"units": units, "long_name": long_name})
+        return xr.DataArray(
+            np.asarray(values),
+            dims=R_DIMS,
+            coords=self._coords,
+            name=name,
+            attrs={"units": units, "long_name": long_name},
+        )
 
     def _pre(self, attr):
         if not self._preprocessed:
@@ -293,27 +384,53 @@ class DPC:
         return getattr(self, f"_{attr}")
 
     com_measured_x = _scan_result(
-        "com_measured_x", "pixels", "measured centre of mass, Qx",
-        "Measured CoM along Qx, detector pixels from the corner pixel, float32 (Rx, Ry).")
+        "com_measured_x",
+        "pixels",
+        "measured centre of mass, Qx",
+        "Measured CoM along Qx, detector pixels from the corner pixel, float32 (Rx, Ry).",
+    )
     com_measured_y = _scan_result(
-        "com_measured_y", "pixels", "measured centre of mass, Qy",
-        "Measured CoM along Qy, detector pixels from the corner pixel, float32 (Rx, Ry).")
-    com_fitted_x = _scan_result("com_fitted_x", "pixels", "fitted descan, Qx",
-                                "Fitted descan along Qx, detector pixels, float32 (Rx, Ry).")
-    com_fitted_y = _scan_result("com_fitted_y", "pixels", "fitted descan, Qy",
-                                "Fitted descan along Qy, detector pixels, float32 (Rx, Ry).")
+        "com_measured_y",
+        "pixels",
+        "measured centre of mass, Qy",
+        "Measured CoM along Qy, detector pixels from the corner pixel, float32 (Rx, Ry).",
+    )
+    com_fitted_x = _scan_result(
+        "com_fitted_x",
+        "pixels",
+        "fitted descan, Qx",
+        "Fitted descan along Qx, detector pixels, float32 (Rx, Ry).",
+    )
+    com_fitted_y = _scan_result(
+        "com_fitted_y",
+        "pixels",
+        "fitted descan, Qy",
+        "Fitted descan along Qy, detector pixels, float32 (Rx, Ry).",
+    )
     com_normalized_x = _scan_result(
-        "com_normalized_x", 0, "descan-corrected centre of mass, Qx",
-        "``nan_to_num(measured - fitted) * reciprocal sampling`` along Qx (Å⁻¹ or pixels).")
+        "com_normalized_x",
+        0,
+        "descan-corrected centre of mass, Qx",
+        "``nan_to_num(measured - fitted) * reciprocal sampling`` along Qx (Å⁻¹ or pixels).",
+    )
     com_normalized_y = _scan_result(
-        "com_normalized_y", 1, "descan-corrected centre of mass, Qy",
-        "``nan_to_num(measured - fitted) * reciprocal sampling`` along Qy (Å⁻¹ or pixels).")
+        "com_normalized_y",
+        1,
+        "descan-corrected centre of mass, Qy",
+        "``nan_to_num(measured - fitted) * reciprocal sampling`` along Qy (Å⁻¹ or pixels).",
+    )
     com_x = _scan_result(
-        "com_x", 0, "corrected centre of mass, Rx",
-        "Corrected CoM along Rx (rotated and transposed into the scan frame), Å⁻¹ or pixels.")
+        "com_x",
+        0,
+        "corrected centre of mass, Rx",
+        "Corrected CoM along Rx (rotated and transposed into the scan frame), Å⁻¹ or pixels.",
+    )
     com_y = _scan_result(
-        "com_y", 1, "corrected centre of mass, Ry",
-        "Corrected CoM along Ry (rotated and transposed into the scan frame), Å⁻¹ or pixels.")
+        "com_y",
+        1,
+        "corrected centre of mass, Ry",
+        "Corrected CoM along Ry (rotated and transposed into the scan frame), Å⁻¹ or pixels.",
+    )
 
     @property
     def rotation_deg(self) -> float:
@@ -335,8 +452,12 @@ class DPC:
         return xr.Dataset(
             {"untransposed": ("angle", sol.untransposed), "transposed": ("angle", sol.transposed)},
             coords={"angle": angle},
-            attrs={"metric": sol.metric, "rotation_deg": float(sol.rotation_deg),
-                   "transpose": int(sol.transpose)})
+            attrs={
+                "metric": sol.metric,
+                "rotation_deg": float(sol.rotation_deg),
+                "transpose": int(sol.transpose),
+            },
+        )
 
     @property
     def object_phase(self) -> xr.DataArray:
@@ -344,8 +465,11 @@ class DPC:
         2π factor, as py4DSTEM), arbitrary offset."""
         if "_object_phase" not in self.__dict__:
             raise NotComputedError("object_phase is computed by reconstruct(); call it first")
-        units = "rad/(2 pi)" if self._scan_units[0] == "A" and \
-            self._reciprocal_units[0] == "A^-1" else "arbitrary"
+        units = (
+            "rad/(2 pi)"
+            if self._scan_units[0] == "A" and self._reciprocal_units[0] == "A^-1"
+            else "arbitrary"
+        )
         return self._field(self._object_phase, "object_phase", units, "DPC phase")
 
     @property
@@ -364,13 +488,18 @@ class DPC:
         self.figures["complex_com"] = plots.dpc_complex_figure(self, com, cbar, vmax, **kwargs)
         plots.show(self.figures["complex_com"])
 
-    def visualize(self, fig=None, iterations_grid=None, plot_convergence: bool = True,
-                  cbar: bool = True, **kwargs):
+    def visualize(
+        self,
+        fig=None,
+        iterations_grid=None,
+        plot_convergence: bool = True,
+        cbar: bool = True,
+        **kwargs,
+    ):
         """Figure of ``object_phase`` and the error per iteration (``fig``: draw into this
         Figure); ``iterations_grid=(rows, cols)``: stored iterations instead. Stored in
         ``self.figures['phase']``; returns ``self``."""
-        fig = plots.dpc_phase_figure(self, fig, iterations_grid, plot_convergence, cbar,
-                                     **kwargs)
+        fig = plots.dpc_phase_figure(self, fig, iterations_grid, plot_convergence, cbar, **kwargs)
         self.figures["phase"] = fig
         plots.show(fig)
         return self

@@ -26,8 +26,9 @@ FIT_FUNCTIONS = ("plane", "parabola", "bezier_two", "constant")
 def check_fit_function(fit_function):
     """``fit_function`` if it is one of :data:`FIT_FUNCTIONS` or None, else ``ValueError``."""
     if fit_function is not None and fit_function not in FIT_FUNCTIONS:
-        raise ValueError(f"fit_function must be one of {list(FIT_FUNCTIONS)} or None, "
-                         f"got {fit_function!r}")
+        raise ValueError(
+            f"fit_function must be one of {list(FIT_FUNCTIONS)} or None, got {fit_function!r}"
+        )
     return fit_function
 
 
@@ -48,8 +49,10 @@ def design_matrix(shape, fit_function: str) -> np.ndarray:
         bv = ((1 - v) ** 2, 2 * (1 - v) * v, v * v)
         cols = [bu[i] * bv[j] for i in range(3) for j in range(3)]
     else:
-        raise ValueError(f"fit_function: no surface model {fit_function!r}; expected one of "
-                         f"{list(FIT_FUNCTIONS[:3])}")
+        raise ValueError(
+            f"fit_function: no surface model {fit_function!r}; expected one of "
+            f"{list(FIT_FUNCTIONS[:3])}"
+        )
     return np.stack(cols, axis=1)
 
 
@@ -67,14 +70,18 @@ def fit_surface(values, fit_function: str, finite=None) -> np.ndarray:
     n = int(finite.sum())
     if fit_function == "constant":
         if n == 0:
-            raise ValueError("fit_function: 'constant' needs at least one finite centre of "
-                             "mass (every pattern is empty)")
+            raise ValueError(
+                "fit_function: 'constant' needs at least one finite centre of "
+                "mass (every pattern is empty)"
+            )
         return np.full(values.shape, values[finite].mean())
     basis = design_matrix(values.shape, fit_function)
     if n < basis.shape[1]:
-        raise ValueError(f"fit_function: {fit_function!r} has {basis.shape[1]} coefficients "
-                         f"but only {n} scan positions have a finite centre of mass; use "
-                         "'constant' or None")
+        raise ValueError(
+            f"fit_function: {fit_function!r} has {basis.shape[1]} coefficients "
+            f"but only {n} scan positions have a finite centre of mass; use "
+            "'constant' or None"
+        )
     keep = finite.ravel()
     coef, *_ = np.linalg.lstsq(basis[keep], values.ravel()[keep], rcond=None)
     return (basis @ coef).reshape(values.shape)
@@ -94,5 +101,4 @@ def fit_descan(com_x, com_y, fit_function):
     if fit_function is None:
         return com_x.copy(), com_y.copy()
     finite = np.isfinite(com_x) & np.isfinite(com_y)
-    return (fit_surface(com_x, fit_function, finite),
-            fit_surface(com_y, fit_function, finite))
+    return (fit_surface(com_x, fit_function, finite), fit_surface(com_y, fit_function, finite))

@@ -27,6 +27,7 @@ _BATCH_ELEMENTS = 2**22  # rotated fields evaluated per batch of angles (bounded
 
 # ---------------------------------------------------------------- rotation and transpose
 
+
 def rotate_com(nx, ny, rotation_rad, transpose: bool):
     """The CoM field ``(cx, cy)`` in the scan frame (float32, like py4DSTEM).
 
@@ -77,10 +78,11 @@ def rotation_metric(nx, ny, angles_rad, transpose: bool, maximize_divergence: bo
     batch = max(1, _BATCH_ELEMENTS // max(nx.size, 1))
     out = np.empty(len(angles_rad), dtype=np.float32)
     for start in range(0, len(angles_rad), batch):
-        c = cos[start:start + batch, None, None]
-        s = sin[start:start + batch, None, None]
-        out[start:start + batch] = metric(c * nx[None] - s * ny[None],
-                                          s * nx[None] + c * ny[None])
+        c = cos[start : start + batch, None, None]
+        s = sin[start : start + batch, None, None]
+        out[start : start + batch] = metric(
+            c * nx[None] - s * ny[None], s * nx[None] + c * ny[None]
+        )
     return out
 
 
@@ -102,8 +104,14 @@ class RotationSolution:
     transposed: np.ndarray = field(repr=False)
 
 
-def solve_rotation(nx, ny, rotation_angles_deg=None, maximize_divergence: bool = False,
-                   force_com_rotation=None, force_com_transpose=None) -> RotationSolution:
+def solve_rotation(
+    nx,
+    ny,
+    rotation_angles_deg=None,
+    maximize_divergence: bool = False,
+    force_com_rotation=None,
+    force_com_transpose=None,
+) -> RotationSolution:
     """Scan rotation and transpose that make the CoM field most curl-free (or divergent).
 
     ``nx``, ``ny``: descan-corrected CoM, float32 ``(Rx, Ry)``. Angles in degrees
@@ -131,8 +139,9 @@ def solve_rotation(nx, ny, rotation_angles_deg=None, maximize_divergence: bool =
             for t in (False, True):
                 curves[t][0] = metric(*rotate_com(nx, ny, rad, t))
             transpose = bool(better(curves[True][0], curves[False][0]))
-        return RotationSolution(deg, rad, transpose, metric_name, angles, curves[False],
-                                curves[True])
+        return RotationSolution(
+            deg, rad, transpose, metric_name, angles, curves[False], curves[True]
+        )
     grid = ROTATION_GRID_DEG if rotation_angles_deg is None else rotation_angles_deg
     angles = np.asarray(grid, dtype=np.float32).ravel()
     rads = np.deg2rad(angles)
@@ -146,11 +155,13 @@ def solve_rotation(nx, ny, rotation_angles_deg=None, maximize_divergence: bool =
     else:  # ties favour the untransposed branch
         transpose = bool(better(curves[True][best[True]], curves[False][best[False]]))
     i = best[transpose]
-    return RotationSolution(float(angles[i]), rads[i], transpose, metric_name, angles,
-                            curves[False], curves[True])
+    return RotationSolution(
+        float(angles[i]), rads[i], transpose, metric_name, angles, curves[False], curves[True]
+    )
 
 
 # ---------------------------------------------------------------- Fourier integration
+
 
 def padded_shape(scan_shape, padding_factor) -> tuple:
     """``round(scan_shape * padding_factor)`` (numpy half-to-even), as two ints."""
@@ -260,10 +271,24 @@ class IntegrationResult:
     iterations: list
 
 
-def fourier_integrate(obj, com_x, com_y, sampling, op_x, op_y, *, error=np.inf, step=0.5,
-                      max_iter=64, stopping_criterion=1e-6, backtrack=True,
-                      gaussian_sigma_px=None, envelope=None, store_iterations=False,
-                      callback=None) -> IntegrationResult:
+def fourier_integrate(
+    obj,
+    com_x,
+    com_y,
+    sampling,
+    op_x,
+    op_y,
+    *,
+    error=np.inf,
+    step=0.5,
+    max_iter=64,
+    stopping_criterion=1e-6,
+    backtrack=True,
+    gaussian_sigma_px=None,
+    envelope=None,
+    store_iterations=False,
+    callback=None,
+) -> IntegrationResult:
     """Iterative Fourier integration of the CoM field ``(com_x, com_y)`` (py4DSTEM's DPC loop).
 
     Each of up to ``max_iter`` iterations (stopping once ``step < stopping_criterion``):
@@ -320,9 +345,20 @@ def _step(obj, update, step):
     return (obj + step * update).astype(xp.float32, copy=False)
 
 
-def integrate_on_canvas(obj, com_x, com_y, sampling, xp=np, *, gaussian_sigma=None,
-                        butterworth: bool = True, q_lowpass=None, q_highpass=None,
-                        butterworth_order=2, **loop) -> IntegrationResult:
+def integrate_on_canvas(
+    obj,
+    com_x,
+    com_y,
+    sampling,
+    xp=np,
+    *,
+    gaussian_sigma=None,
+    butterworth: bool = True,
+    q_lowpass=None,
+    q_highpass=None,
+    butterworth_order=2,
+    **loop,
+) -> IntegrationResult:
     """:func:`fourier_integrate` of ``(com_x, com_y)`` (float32 ``(Rx, Ry)``) into the padded
     object ``obj`` (float32 canvas; host arrays are moved to ``xp``), with the operators and
     filters of the canvas: ``gaussian_sigma`` in scan units (Å or pixels; None: no Gaussian),
@@ -332,8 +368,17 @@ def integrate_on_canvas(obj, com_x, com_y, sampling, xp=np, *, gaussian_sigma=No
     ops = fourier_operators(shape, sampling, xp)
     envelope = None
     if butterworth:
-        envelope = butterworth_envelope(shape, sampling, q_lowpass, q_highpass,
-                                        butterworth_order, xp)
+        envelope = butterworth_envelope(
+            shape, sampling, q_lowpass, q_highpass, butterworth_order, xp
+        )
     sigma = None if gaussian_sigma is None else float(gaussian_sigma) / sampling[0]
-    return fourier_integrate(xp.asarray(obj), xp.asarray(com_x), xp.asarray(com_y), sampling,
-                             *ops, gaussian_sigma_px=sigma, envelope=envelope, **loop)
+    return fourier_integrate(
+        xp.asarray(obj),
+        xp.asarray(com_x),
+        xp.asarray(com_y),
+        sampling,
+        *ops,
+        gaussian_sigma_px=sigma,
+        envelope=envelope,
+        **loop,
+    )

@@ -39,15 +39,18 @@ def show(fig) -> None:
     if shell is None or "IPKernelApp" not in getattr(shell, "config", {}):
         return
     from IPython.display import display
+
     display(fig)
 
 
 def _extent(da):
     """imshow extent ``(left, right, bottom, top)`` covering whole pixels, from the coords."""
+
     def edges(dim, n):
         c = np.asarray(da.coords[dim].values, dtype=float) if dim in da.coords else np.arange(n)
         step = c[1] - c[0] if n > 1 else 1.0
         return c[0] - step / 2, c[-1] + step / 2
+
     r0, r1 = edges(da.dims[0], da.shape[0])
     c0, c1 = edges(da.dims[1], da.shape[1])
     return (c0, c1, r1, r0)
@@ -60,8 +63,13 @@ def _axis_labels(ax, da):
 
 
 def _image(fig, ax, da, *, cmap, cbar=True, title=None, **kwargs):
-    im = ax.imshow(np.asarray(da.values, dtype=float), extent=_extent(da), cmap=cmap,
-                   interpolation="nearest", **kwargs)
+    im = ax.imshow(
+        np.asarray(da.values, dtype=float),
+        extent=_extent(da),
+        cmap=cmap,
+        interpolation="nearest",
+        **kwargs,
+    )
     _axis_labels(ax, da)
     if title:
         ax.set_title(title)
@@ -92,9 +100,13 @@ def plot_rotation_curve(curve, *, figsize=(8, 3), fig=None):
         values = curve[name].values
         if np.isfinite(values).any():
             ax.plot(angles, values, marker=marker, label=label)
-    ax.axvline(curve.attrs["rotation_deg"], color="k", lw=1,
-               label=f"best: {curve.attrs['rotation_deg']:g} deg"
-                     + (", transposed" if curve.attrs["transpose"] else ""))
+    ax.axvline(
+        curve.attrs["rotation_deg"],
+        color="k",
+        lw=1,
+        label=f"best: {curve.attrs['rotation_deg']:g} deg"
+        + (", transposed" if curve.attrs["transpose"] else ""),
+    )
     ax.set_xlabel("Rotation [degrees]")
     ax.set_ylabel(f"Mean absolute {curve.attrs['metric']}")
     ax.legend(loc="best")
@@ -115,14 +127,14 @@ def complex_to_rgb(cx, cy, vmax=None):
     return hsv_to_rgb(hsv)
 
 
-def plot_complex(cx, cy, *, cbar=True, vmax=None, title="Corrected CoM", figsize=(6, 6),
-                 fig=None):
+def plot_complex(cx, cy, *, cbar=True, vmax=None, title="Corrected CoM", figsize=(6, 6), fig=None):
     """Complex-colour image of ``cx + i cy`` (two ``(Rx, Ry)`` DataArrays), with a colour wheel
     as its legend when ``cbar``; returns the Figure."""
     fig = fig or new_figure(figsize)
     ax = fig.add_subplot()
-    ax.imshow(complex_to_rgb(cx.values, cy.values, vmax), extent=_extent(cx),
-              interpolation="nearest")
+    ax.imshow(
+        complex_to_rgb(cx.values, cy.values, vmax), extent=_extent(cx), interpolation="nearest"
+    )
     _axis_labels(ax, cx)
     ax.set_title(title)
     if cbar:
@@ -140,16 +152,27 @@ def plot_complex(cx, cy, *, cbar=True, vmax=None, title="Corrected CoM", figsize
     return fig
 
 
-def plot_phase(object_phase, errors=None, *, cbar=True, plot_convergence=True, cmap="magma",
-               figsize=(5, 6), fig=None, title=None, **kwargs):
+def plot_phase(
+    object_phase,
+    errors=None,
+    *,
+    cbar=True,
+    plot_convergence=True,
+    cmap="magma",
+    figsize=(5, 6),
+    fig=None,
+    title=None,
+    **kwargs,
+):
     """The reconstructed phase (``(Rx, Ry)`` DataArray) and, below it, the error per
     iteration on a log scale; returns the Figure."""
     fig = fig or new_figure(figsize)
     show_errors = plot_convergence and errors is not None and len(errors) > 0
     gs = fig.add_gridspec(2 if show_errors else 1, 1, height_ratios=[4, 1] if show_errors else [1])
     ax = fig.add_subplot(gs[0])
-    _image(fig, ax, object_phase, cmap=cmap, cbar=cbar, title="Reconstructed object phase",
-           **kwargs)
+    _image(
+        fig, ax, object_phase, cmap=cmap, cbar=cbar, title="Reconstructed object phase", **kwargs
+    )
     if show_errors:
         ax2 = fig.add_subplot(gs[1])
         ax2.semilogy(np.arange(len(errors)), errors)
@@ -162,8 +185,9 @@ def plot_phase(object_phase, errors=None, *, cbar=True, plot_convergence=True, c
     return fig
 
 
-def plot_phase_iterations(iterations, errors=None, *, grid=(2, 4), cmap="magma", figsize=None,
-                          fig=None):
+def plot_phase_iterations(
+    iterations, errors=None, *, grid=(2, 4), cmap="magma", figsize=None, fig=None
+):
     """Evenly spaced stored iterations (list of ``(Rx, Ry)`` DataArrays) on a ``grid``."""
     rows, cols = grid
     n = len(iterations)
@@ -188,8 +212,13 @@ _PY4DSTEM_ONLY = ("scalebar", "pixelsize", "pixelunits")  # accepted, ignored: a
 
 def _like(values, template: xr.DataArray, name: str) -> xr.DataArray:
     """``values`` (an ``(Rx, Ry)`` array) on ``template``'s dims and coords, without units."""
-    return xr.DataArray(np.asarray(values), dims=template.dims, coords=template.coords,
-                        name=name, attrs={"units": "", "long_name": ""})
+    return xr.DataArray(
+        np.asarray(values),
+        dims=template.dims,
+        coords=template.coords,
+        name=name,
+        attrs={"units": "", "long_name": ""},
+    )
 
 
 def dpc_com_figure(dpc, all_fields: bool = False, **kwargs) -> Figure:
@@ -198,9 +227,12 @@ def dpc_com_figure(dpc, all_fields: bool = False, **kwargs) -> Figure:
     ... of :func:`plot_com_fields`."""
     panels = [("Corrected CoM_x", dpc.com_x), ("Corrected CoM_y", dpc.com_y)]
     if all_fields:
-        panels = [("CoM_x", dpc.com_measured_x), ("CoM_y", dpc.com_measured_y),
-                  ("Normalized CoM_x", dpc.com_normalized_x),
-                  ("Normalized CoM_y", dpc.com_normalized_y)] + panels
+        panels = [
+            ("CoM_x", dpc.com_measured_x),
+            ("CoM_y", dpc.com_measured_y),
+            ("Normalized CoM_x", dpc.com_normalized_x),
+            ("Normalized CoM_y", dpc.com_normalized_y),
+        ] + panels
     return plot_com_fields(panels, **kwargs)
 
 
@@ -211,8 +243,9 @@ def dpc_preprocess_figures(dpc, plot_center_of_mass, plot_rotation, kwargs) -> d
     ``'all'``. ``kwargs``: ``figsize`` (both) and ``cmap`` (CoM)."""
     figs = {}
     curve = dpc.rotation_curve if plot_rotation else None
-    if curve is not None and (curve.sizes["angle"] > 1
-                              or np.isfinite(curve["untransposed"].values).any()):
+    if curve is not None and (
+        curve.sizes["angle"] > 1 or np.isfinite(curve["untransposed"].values).any()
+    ):
         figs["rotation"] = plot_rotation_curve(curve, figsize=kwargs.get("figsize", (8, 3)))
     if plot_center_of_mass in ("default", "all", True):
         figs["center_of_mass"] = dpc_com_figure(dpc, plot_center_of_mass == "all", **kwargs)
@@ -233,34 +266,49 @@ def dpc_complex_figure(dpc, com=None, cbar=True, vmax=None, **kwargs) -> Figure:
     return plot_complex(cx, cy, cbar=cbar, vmax=vmax, **kwargs)
 
 
-def dpc_phase_figure(dpc, fig=None, iterations_grid=None, plot_convergence: bool = True,
-                     cbar: bool = True, **kwargs) -> Figure:
+def dpc_phase_figure(
+    dpc, fig=None, iterations_grid=None, plot_convergence: bool = True, cbar: bool = True, **kwargs
+) -> Figure:
     """``object_phase`` and the error per iteration (``fig``: draw into this Figure); with
     ``iterations_grid=(rows, cols)`` the stored iterations instead (``ValueError`` when
     ``reconstruct(store_iterations=True)`` did not store them)."""
     if iterations_grid is None:
-        return plot_phase(dpc.object_phase, dpc.error_iterations, cbar=cbar,
-                          plot_convergence=plot_convergence, fig=fig,
-                          title=f"Normalized mean squared error: {dpc.error:.3e}", **kwargs)
+        return plot_phase(
+            dpc.object_phase,
+            dpc.error_iterations,
+            cbar=cbar,
+            plot_convergence=plot_convergence,
+            fig=fig,
+            title=f"Normalized mean squared error: {dpc.error:.3e}",
+            **kwargs,
+        )
     if not hasattr(dpc, "object_phase_iterations"):
-        raise ValueError("iterations_grid: object iterations were not stored; run "
-                         "reconstruct(store_iterations=True)")
+        raise ValueError(
+            "iterations_grid: object iterations were not stored; run "
+            "reconstruct(store_iterations=True)"
+        )
     template = dpc.com_x  # any (Rx, Ry) result: the scan coords
     its = [_like(a, template, "object_phase") for a in dpc.object_phase_iterations]
-    return plot_phase_iterations(its, dpc.error_iterations if plot_convergence else None,
-                                 grid=iterations_grid, fig=fig)
+    return plot_phase_iterations(
+        its, dpc.error_iterations if plot_convergence else None, grid=iterations_grid, fig=fig
+    )
 
 
 def dpc_figures(dpc, phase: bool) -> dict:
     """The figures ``DPC.save_figures`` writes, by file stem: ``dpc_center_of_mass`` (measured,
     normalised and corrected CoM), ``dpc_rotation``, ``dpc_complex_com`` and, with ``phase``
     (after ``reconstruct``), ``dpc_phase``."""
-    figs = {"dpc_center_of_mass": dpc_com_figure(dpc, True),
-            "dpc_rotation": plot_rotation_curve(dpc.rotation_curve),
-            "dpc_complex_com": plot_complex(dpc.com_x, dpc.com_y)}
+    figs = {
+        "dpc_center_of_mass": dpc_com_figure(dpc, True),
+        "dpc_rotation": plot_rotation_curve(dpc.rotation_curve),
+        "dpc_complex_com": plot_complex(dpc.com_x, dpc.com_y),
+    }
     if phase:
-        figs["dpc_phase"] = plot_phase(dpc.object_phase, dpc.error_iterations,
-                                       title=f"Normalized mean squared error: {dpc.error:.3e}")
+        figs["dpc_phase"] = plot_phase(
+            dpc.object_phase,
+            dpc.error_iterations,
+            title=f"Normalized mean squared error: {dpc.error:.3e}",
+        )
     return figs
 
 

@@ -64,9 +64,15 @@ def segmented_com(datacube, masks) -> xr.Dataset:
         raise ValueError(f"masks: a segmented CoM needs at least 2 segments, got {n}")
     angles = 2 * np.pi * np.arange(n) / n
     wx, wy = _exact(np.cos(angles)), _exact(np.sin(angles))
-    return _dataset(datacube, weights, wx, wy, "counts",
-                    "sum_s I_s cos(2 pi s / n), sum_s I_s sin(2 pi s / n) (n = 4: I0 - I2, "
-                    "I1 - I3), segments' frame")
+    return _dataset(
+        datacube,
+        weights,
+        wx,
+        wy,
+        "counts",
+        "sum_s I_s cos(2 pi s / n), sum_s I_s sin(2 pi s / n) (n = 4: I0 - I2, "
+        "I1 - I3), segments' frame",
+    )
 
 
 def monolithic_com(datacube, masks, center=None) -> xr.Dataset:
@@ -99,12 +105,21 @@ def monolithic_com(datacube, masks, center=None) -> xr.Dataset:
     totals = weights.sum(axis=(0, 1))
     empty = np.flatnonzero(totals == 0)
     if empty.size:
-        raise ValueError(f"masks: segment(s) {empty.tolist()} have zero total weight; a "
-                         "monolithic CoM needs each segment's centroid")
+        raise ValueError(
+            f"masks: segment(s) {empty.tolist()} have zero total weight; a "
+            "monolithic CoM needs each segment's centroid"
+        )
     kx = np.einsum("klm,k->m", weights, np.arange(qx, dtype=np.float64)) / totals
     ky = np.einsum("klm,l->m", weights, np.arange(qy, dtype=np.float64)) / totals
-    ds = _dataset(datacube, weights, kx - cx, ky - cy, "counts x pixels",
-                  "sum_s I_s (centroid_s - center), detector frame", total=True)
+    ds = _dataset(
+        datacube,
+        weights,
+        kx - cx,
+        ky - cy,
+        "counts x pixels",
+        "sum_s I_s (centroid_s - center), detector frame",
+        total=True,
+    )
     ds.attrs["center"] = (cx, cy)
     return ds
 
@@ -120,20 +135,32 @@ def _dataset(datacube, weights, wx, wy, units, definition, total=False) -> xr.Da
     total), then a Dataset of their images."""
     extra = [weights @ wx, weights @ wy] + ([weights.sum(axis=-1)] if total else [])
     masks = np.concatenate([weights, np.stack(extra, axis=-1)], axis=-1)
-    stack = map_frames(masked_sums_stack, datacube, masks, out_dims=("mask",),
-                       out_sizes=(masks.shape[-1],), name="virtual_images").data
+    stack = map_frames(
+        masked_sums_stack,
+        datacube,
+        masks,
+        out_dims=("mask",),
+        out_sizes=(masks.shape[-1],),
+        name="virtual_images",
+    ).data
     n = weights.shape[-1]
     coords = {d: datacube.coords[d] for d in R_DIMS}
     variables = {
-        "com_x": xr.DataArray(stack[..., n], dims=R_DIMS,
-                              attrs={"units": units, "definition": definition}),
-        "com_y": xr.DataArray(stack[..., n + 1], dims=R_DIMS,
-                              attrs={"units": units, "definition": definition}),
+        "com_x": xr.DataArray(
+            stack[..., n], dims=R_DIMS, attrs={"units": units, "definition": definition}
+        ),
+        "com_y": xr.DataArray(
+            stack[..., n + 1], dims=R_DIMS, attrs={"units": units, "definition": definition}
+        ),
     }
     if total:
-        variables["intensity"] = xr.DataArray(stack[..., n + 2], dims=R_DIMS,
-                                              attrs={"units": "counts"})
+        variables["intensity"] = xr.DataArray(
+            stack[..., n + 2], dims=R_DIMS, attrs={"units": "counts"}
+        )
     variables["segment_intensity"] = xr.DataArray(
-        stack[..., :n], dims=(*R_DIMS, "detector"), coords={"detector": np.arange(n)},
-        attrs={"units": "counts"})
+        stack[..., :n],
+        dims=(*R_DIMS, "detector"),
+        coords={"detector": np.arange(n)},
+        attrs={"units": "counts"},
+    )
     return xr.Dataset(variables, coords=coords, attrs=calibration_attrs(datacube.attrs))

@@ -24,11 +24,7 @@ from .preprocess import (
     swap_Rxy,
     thin_data_real,
 )
-from .radialbkgrd import (
-    get_1D_polar_background,
-    get_2D_polar_background,
-    subtract_polar_background,
-)
+from .radialbkgrd import get_1D_polar_background, get_2D_polar_background, subtract_polar_background
 from .utils import (
     bin2D,
     filter_2D_maxima,
@@ -39,14 +35,33 @@ from .utils import (
 )
 
 __all__ = [
-    "set_scan_shape", "swap_RQ", "swap_Rxy", "swap_Qxy",
-    "bin_data_diffraction", "bin_data_mmap", "bin_data_real", "thin_data_real",
-    "resample_data_diffraction", "pad_data_diffraction",
-    "datacube_diffraction_shift", "center_patterns",
-    "filter_hot_pixels", "median_filter_masked_pixels",
-    "get_bksbtr_DP", "get_darkreference", "get_background_streaks", "get_background_streaks_x",
-    "get_background_streaks_y", "subtract_dark",
-    "bin2D", "make_Fourier_coords2D", "get_shifted_ar", "linear_interpolation_2D",
-    "get_maxima_2D", "filter_2D_maxima",
-    "get_1D_polar_background", "get_2D_polar_background", "subtract_polar_background",
+    "set_scan_shape",
+    "swap_RQ",
+    "swap_Rxy",
+    "swap_Qxy",
+    "bin_data_diffraction",
+    "bin_data_mmap",
+    "bin_data_real",
+    "thin_data_real",
+    "resample_data_diffraction",
+    "pad_data_diffraction",
+    "datacube_diffraction_shift",
+    "center_patterns",
+    "filter_hot_pixels",
+    "median_filter_masked_pixels",
+    "get_bksbtr_DP",
+    "get_darkreference",
+    "get_background_streaks",
+    "get_background_streaks_x",
+    "get_background_streaks_y",
+    "subtract_dark",
+    "bin2D",
+    "make_Fourier_coords2D",
+    "get_shifted_ar",
+    "linear_interpolation_2D",
+    "get_maxima_2D",
+    "filter_2D_maxima",
+    "get_1D_polar_background",
+    "get_2D_polar_background",
+    "subtract_polar_background",
 ]

@@ -88,9 +88,15 @@ def _bin_q(datacube, bin_factor, dtype):
     if b == 1 and dtype is None:
         return datacube
     binned = data.map_blocks(
-        _bin_block, bin_frames, b, kernel_dtype,
-        chunks=data.chunks[:2] + ((qx // b,), (qy // b,)), dtype=out_dtype,
-        meta=data._meta.astype(out_dtype), token="bin_data_diffraction")
+        _bin_block,
+        bin_frames,
+        b,
+        kernel_dtype,
+        chunks=data.chunks[:2] + ((qx // b,), (qy // b,)),
+        dtype=out_dtype,
+        meta=data._meta.astype(out_dtype),
+        token="bin_data_diffraction",
+    )
     coords = {d: cal.binned(datacube.coords[d], b) for d in Q_DIMS}
     return rebuild(datacube, binned, coords, out_range, scale={"q": b})
 
@@ -123,12 +129,17 @@ def bin_data_real(datacube, bin_factor):
         data = data.rechunk(aligned + data.chunks[2:])
     kernel_dtype, out_dtype, out_range = _binned(datacube, b, None)
     binned = data.map_blocks(
-        _bin_block, bin_scan, b, kernel_dtype,
+        _bin_block,
+        bin_scan,
+        b,
+        kernel_dtype,
         chunks=tuple(tuple(c // b for c in cs) for cs in aligned) + data.chunks[2:],
-        dtype=out_dtype, meta=data._meta.astype(out_dtype), token="bin_data_real")
+        dtype=out_dtype,
+        meta=data._meta.astype(out_dtype),
+        token="bin_data_real",
+    )
     coords = {d: cal.binned(datacube.coords[d], b) for d in R_DIMS}
     return rebuild(datacube, binned, coords, out_range, scale={"r": b})
-
 
 
 def _aligned_chunks(chunks, b):

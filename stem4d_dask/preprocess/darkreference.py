@@ -52,8 +52,9 @@ def get_background_streaks_x(datacube, width, N_frames, side="start", seed=None)
     and over the first (``side='start'``) or last ``width`` detector rows, repeated on every row.
     Lazy float64 ``(Qx, Qy)``."""
     datacube, data = frame_blocks(datacube)
-    profile = _streak_profile(data, width, N_frames, side, "x", np.random.default_rng(seed),
-                              "width")
+    profile = _streak_profile(
+        data, width, N_frames, side, "x", np.random.default_rng(seed), "width"
+    )
     return _q_array(datacube, da.broadcast_to(profile[None, :], data.shape[2:]), "darkreference")
 
 
@@ -61,13 +62,15 @@ def get_background_streaks_y(datacube, N_frames, width, side="start", seed=None)
     """Per-row offsets (streaks running along Qy) from the first/last ``width`` detector
     columns, repeated on every column. Lazy float64 ``(Qx, Qy)``."""
     datacube, data = frame_blocks(datacube)
-    profile = _streak_profile(data, width, N_frames, side, "y", np.random.default_rng(seed),
-                              "width")
+    profile = _streak_profile(
+        data, width, N_frames, side, "y", np.random.default_rng(seed), "width"
+    )
     return _q_array(datacube, da.broadcast_to(profile[:, None], data.shape[2:]), "darkreference")
 
 
-def get_darkreference(datacube, N_frames, width_x=0, width_y=0, side_x="end", side_y="end",
-                      seed=None):
+def get_darkreference(
+    datacube, N_frames, width_x=0, width_y=0, side_x="end", side_y="end", seed=None
+):
     """Dark reference from streaks along x (``width_x`` > 0), y (``width_y`` > 0) or both.
 
     With both, ``X + Y - (mean(X) width_x + mean(Y) width_y) / (width_x + width_y)`` so the
@@ -79,8 +82,9 @@ def get_darkreference(datacube, N_frames, width_x=0, width_y=0, side_x="end", si
     wy = _width(width_y, "width_y", data.shape[3], allow_zero=True)
     rng = np.random.default_rng(seed)
     if wx == 0 and wy == 0:
-        warnings.warn("get_darkreference: width_x and width_y are both 0; returning zeros",
-                      stacklevel=2)
+        warnings.warn(
+            "get_darkreference: width_x and width_y are both 0; returning zeros", stacklevel=2
+        )
         return _q_array(datacube, da.zeros(data.shape[2:], dtype=np.float64), "darkreference")
     shape = data.shape[2:]
     x = y = None
@@ -105,8 +109,18 @@ def subtract_dark(datacube, darkref):
     datacube, data = frame_blocks(datacube)
     dark = detector_array(darkref, datacube, "darkref")
     dtype = result_float_dtype(data.dtype)
-    out = da.blockwise(_subtract_block, "ijkl", data, "ijkl", dark, "kl", dtype=dtype,
-                       meta=data._meta.astype(dtype), token="subtract_dark", out_dtype=dtype)
+    out = da.blockwise(
+        _subtract_block,
+        "ijkl",
+        data,
+        "ijkl",
+        dark,
+        "kl",
+        dtype=dtype,
+        meta=data._meta.astype(dtype),
+        token="subtract_dark",
+        out_dtype=dtype,
+    )
     return rebuild(datacube, out)
 
 
@@ -123,15 +137,17 @@ def _width(value, name, limit, allow_zero=False) -> int:
     return width
 
 
-def _streak_profile(data, width, n_frames, side, direction, rng, width_name,
-                    side_name="side") -> da.Array:
+def _streak_profile(
+    data, width, n_frames, side, direction, rng, width_name, side_name="side"
+) -> da.Array:
     """Lazy float64 mean strip profile over ``n_frames`` frames drawn by ``rng``."""
     width = _width(width, width_name, data.shape[2 if direction == "x" else 3])
     if side not in SIDES:
         raise ValueError(f"{side_name} must be one of {SIDES}, got {side!r}")
     _, parts = drawn_frames(data, n_frames, rng)
-    partials = [dask.delayed(strip_sums)(block, local, width, side, direction)
-                for block, local in parts]
+    partials = [
+        dask.delayed(strip_sums)(block, local, width, side, direction) for block, local in parts
+    ]
     n = int(n_frames)
     length = data.shape[3 if direction == "x" else 2]
     total = da.from_delayed(dask.delayed(sum)(partials), (length,), dtype=np.float64)

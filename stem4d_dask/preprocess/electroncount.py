@@ -47,8 +47,15 @@ OUTPUTS = ("pointlist", "datacube")
 CENTROID_FLOOR_NSIGMA = 1.5  # sub-pixel centroids weigh w - (mu + 1.5 sigma): noise stays out
 
 
-def calculate_thresholds(datacube, darkreference, Nsamples=20, thresh_bkgrnd_Nsigma=4,
-                         thresh_xray_Nsigma=10, return_params=False, seed=None):
+def calculate_thresholds(
+    datacube,
+    darkreference,
+    Nsamples=20,
+    thresh_bkgrnd_Nsigma=4,
+    thresh_xray_Nsigma=10,
+    return_params=False,
+    seed=None,
+):
     """``(thresh_bkgrnd, thresh_xray)`` in dark-subtracted counts (see the module docstring),
     or ``(thresh_bkgrnd, thresh_xray, counts, edges, (A, mu, sigma))`` with ``return_params``.
 
@@ -56,14 +63,23 @@ def calculate_thresholds(datacube, darkreference, Nsamples=20, thresh_bkgrnd_Nsi
     step); :func:`electron_count` uses the same computation lazily.
     """
     datacube, data = frame_blocks(datacube)
-    result = _thresholds(datacube, data, darkreference, Nsamples, thresh_bkgrnd_Nsigma,
-                         thresh_xray_Nsigma, seed).compute()
+    result = _thresholds(
+        datacube, data, darkreference, Nsamples, thresh_bkgrnd_Nsigma, thresh_xray_Nsigma, seed
+    ).compute()
     return result if return_params else result[:2]
 
 
-def electron_count(datacube, darkreference, Nsamples=40, thresh_bkgrnd_Nsigma=4,
-                   thresh_xray_Nsigma=10, binfactor=1, sub_pixel=True, output="pointlist",
-                   seed=None):
+def electron_count(
+    datacube,
+    darkreference,
+    Nsamples=40,
+    thresh_bkgrnd_Nsigma=4,
+    thresh_xray_Nsigma=10,
+    binfactor=1,
+    sub_pixel=True,
+    output="pointlist",
+    seed=None,
+):
     """Count electrons in every pattern, lazily (see the module docstring).
 
     darkreference : ``(Qx, Qy)`` dark frame (numpy or DataArray, float allowed), counts.
@@ -79,30 +95,42 @@ def electron_count(datacube, darkreference, Nsamples=40, thresh_bkgrnd_Nsigma=4,
     qx, qy = data.shape[2:]
     if b > min(qx, qy):
         raise ValueError(f"binfactor {b} is larger than the detector {qx} x {qy}")
-    thresholds = _thresholds(datacube, data, darkreference, Nsamples, thresh_bkgrnd_Nsigma,
-                             thresh_xray_Nsigma, seed)
+    thresholds = _thresholds(
+        datacube, data, darkreference, Nsamples, thresh_bkgrnd_Nsigma, thresh_xray_Nsigma, seed
+    )
     dark = _dark(darkreference, datacube)
     options = dict(sub_pixel=bool(sub_pixel), binfactor=b)
     detector = (qx // b, qy // b)
     coords = {d: cal.binned(datacube.coords[d], b) for d in Q_DIMS}
     if output == "datacube":
         dtype = np.dtype(bool) if b == 1 else np.dtype(np.uint8)
-        counted = data.map_blocks(_count_dense, dark, thresholds, detector=detector,
-                                  out_dtype=dtype, chunks=data.chunks[:2] + tuple(
-                                      (n,) for n in detector), dtype=dtype,
-                                  meta=np.empty((0,) * 4, dtype), token="electron_count",
-                                  **options)
-        return rebuild(datacube, counted, coords, (0, 1 if b == 1 else min(b * b, 255)),
-                       scale={"q": b})
+        counted = data.map_blocks(
+            _count_dense,
+            dark,
+            thresholds,
+            detector=detector,
+            out_dtype=dtype,
+            chunks=data.chunks[:2] + tuple((n,) for n in detector),
+            dtype=dtype,
+            meta=np.empty((0,) * 4, dtype),
+            token="electron_count",
+            **options,
+        )
+        return rebuild(
+            datacube, counted, coords, (0, 1 if b == 1 else min(b * b, 255)), scale={"q": b}
+        )
     blocks = data.to_delayed()[:, :, 0, 0]
     counted = np.empty(blocks.shape, dtype=object)
     for index in np.ndindex(blocks.shape):
-        counted[index] = dask.delayed(_count_events)(blocks[index], dark, thresholds,
-                                                     **options)
-    return ElectronEvents.from_blocks(counted, data.chunks[:2], detector, bool(sub_pixel),
-                                      calibration_attrs(datacube.attrs),
-                                      coords={**{d: datacube.coords[d] for d in R_DIMS},
-                                              **coords})
+        counted[index] = dask.delayed(_count_events)(blocks[index], dark, thresholds, **options)
+    return ElectronEvents.from_blocks(
+        counted,
+        data.chunks[:2],
+        detector,
+        bool(sub_pixel),
+        calibration_attrs(datacube.attrs),
+        coords={**{d: datacube.coords[d] for d in R_DIMS}, **coords},
+    )
 
 
 def counted_datacube_to_pointlistarray(counted_datacube, subpixel=False) -> ElectronEvents:
@@ -117,8 +145,9 @@ def counted_datacube_to_pointlistarray(counted_datacube, subpixel=False) -> Elec
     return ElectronEvents.from_datacube(counted_datacube, subpixel=subpixel)
 
 
-def counted_pointlistarray_to_datacube(counted_pointlistarray, shape, subpixel=False,
-                                       dtype=None) -> xr.DataArray:
+def counted_pointlistarray_to_datacube(
+    counted_pointlistarray, shape, subpixel=False, dtype=None
+) -> xr.DataArray:
     """py4DSTEM's converter, working for every scan shape: a lazy dense datacube of ``shape``
     ``(Rx, Ry, Qx, Qy)`` (py4DSTEM 0.14.18 allocated ``(Rx, Rx, Qx, Qy)``).
 
@@ -129,8 +158,10 @@ def counted_pointlistarray_to_datacube(counted_pointlistarray, shape, subpixel=F
     (the inverse for integer cubes). See :meth:`ElectronEvents.to_datacube`.
     """
     if not isinstance(counted_pointlistarray, ElectronEvents):
-        raise TypeError("counted_pointlistarray must be an ElectronEvents, got "
-                        f"{type(counted_pointlistarray).__name__}")
+        raise TypeError(
+            "counted_pointlistarray must be an ElectronEvents, got "
+            f"{type(counted_pointlistarray).__name__}"
+        )
     flag(subpixel, "subpixel")
     events = counted_pointlistarray
     expected = (*events.scan_shape, *events.detector_shape)
@@ -139,8 +170,9 @@ def counted_pointlistarray_to_datacube(counted_pointlistarray, shape, subpixel=F
     except (TypeError, ValueError):
         raise ValueError(f"shape must be 4 ints (Rx, Ry, Qx, Qy), got {shape!r}") from None
     if given != expected:
-        raise ValueError(f"shape {tuple(shape)} does not match the events' scan and detector "
-                         f"shape {expected}")
+        raise ValueError(
+            f"shape {tuple(shape)} does not match the events' scan and detector shape {expected}"
+        )
     return events.to_datacube(dtype=dtype)
 
 
@@ -167,8 +199,15 @@ def _dark(darkreference, datacube):
 
 def _count_events(block, dark, thresholds, *, sub_pixel, binfactor):
     _, mu, sigma = thresholds[4]
-    return count_frames(block, dark, thresholds[0], thresholds[1], sub_pixel=sub_pixel,
-                        binfactor=binfactor, centroid_floor=mu + CENTROID_FLOOR_NSIGMA * sigma)
+    return count_frames(
+        block,
+        dark,
+        thresholds[0],
+        thresholds[1],
+        sub_pixel=sub_pixel,
+        binfactor=binfactor,
+        centroid_floor=mu + CENTROID_FLOOR_NSIGMA * sigma,
+    )
 
 
 def _count_dense(block, dark, thresholds, *, detector, out_dtype, sub_pixel, binfactor):
@@ -191,14 +230,32 @@ def torch_bin(array, device, factor=2):
     return bin_frames(array, factor)
 
 
-def electron_count_GPU(datacube, darkreference, Nsamples=40, thresh_bkgrnd_Nsigma=4,
-                       thresh_xray_Nsigma=10, binfactor=1, sub_pixel=True, output="pointlist",
-                       seed=None):
+def electron_count_GPU(
+    datacube,
+    darkreference,
+    Nsamples=40,
+    thresh_bkgrnd_Nsigma=4,
+    thresh_xray_Nsigma=10,
+    binfactor=1,
+    sub_pixel=True,
+    output="pointlist",
+    seed=None,
+):
     """:func:`electron_count` with the chunks moved to the GPU (cupy); same results. Raises
     ``ImportError`` saying what is missing when cupy or a CUDA device is not available."""
     cupy = require_cupy("electron_count_GPU")
     datacube, data = frame_blocks(datacube)
-    gpu = rebuild(datacube, data.map_blocks(lambda b: cupy.asarray(native(b)),
-                                            dtype=native_dtype(data.dtype)))
-    return electron_count(gpu, darkreference, Nsamples, thresh_bkgrnd_Nsigma,
-                          thresh_xray_Nsigma, binfactor, sub_pixel, output, seed)
+    gpu = rebuild(
+        datacube, data.map_blocks(lambda b: cupy.asarray(native(b)), dtype=native_dtype(data.dtype))
+    )
+    return electron_count(
+        gpu,
+        darkreference,
+        Nsamples,
+        thresh_bkgrnd_Nsigma,
+        thresh_xray_Nsigma,
+        binfactor,
+        sub_pixel,
+        output,
+        seed,
+    )

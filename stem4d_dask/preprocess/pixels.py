@@ -44,13 +44,15 @@ def filter_hot_pixels(datacube, thresh, ind_compare=1, return_mask=False):
         raise ValueError(f"thresh must be a number >= 0 (counts), got {thresh!r}")
     ind_compare = checked_int(ind_compare, "ind_compare", 0, len(CROSS_OFFSETS))
     mean = mean_diffraction_pattern(datacube).data
-    mask = mean.map_blocks(hot_pixel_mask, float(thresh), int(ind_compare), dtype=bool,
-                           token="hot_pixel_mask")
+    mask = mean.map_blocks(
+        hot_pixel_mask, float(thresh), int(ind_compare), dtype=bool, token="hot_pixel_mask"
+    )
     repaired = _repair(datacube, data, mask, 1, "filter_hot_pixels")
     if not return_mask:
         return repaired
-    return repaired, xr.DataArray(mask, dims=Q_DIMS, name="hot_pixels",
-                                  coords={d: datacube.coords[d] for d in Q_DIMS})
+    return repaired, xr.DataArray(
+        mask, dims=Q_DIMS, name="hot_pixels", coords={d: datacube.coords[d] for d in Q_DIMS}
+    )
 
 
 def median_filter_masked_pixels(datacube, mask, kernel_width: int = 3):
@@ -61,8 +63,9 @@ def median_filter_masked_pixels(datacube, mask, kernel_width: int = 3):
     shape = data.shape[2:]
     width = positive_int(kernel_width, "kernel_width")
     if width > min(shape):
-        raise ValueError(f"kernel_width {width} is larger than the detector {shape[0]} x "
-                         f"{shape[1]}")
+        raise ValueError(
+            f"kernel_width {width} is larger than the detector {shape[0]} x {shape[1]}"
+        )
     mask = detector_array(mask, datacube, "mask", kinds="biu").astype(bool)
     return _repair(datacube, data, mask, width // 2, "median_filter_masked_pixels")
 
@@ -70,6 +73,5 @@ def median_filter_masked_pixels(datacube, mask, kernel_width: int = 3):
 def _repair(datacube, data, mask, half_width, name):
     """Each chunk repaired by one task; the repair plan is made once from the mask."""
     plan = dask.delayed(repair_plan, pure=True)(single_key(mask), half_width)
-    repaired = data.map_blocks(repair_pixels, plan, dtype=data.dtype, meta=data._meta,
-                               token=name)
+    repaired = data.map_blocks(repair_pixels, plan, dtype=data.dtype, meta=data._meta, token=name)
     return rebuild(datacube, repaired, value_range=value_range(datacube))

@@ -70,7 +70,7 @@ def swap_RQ(datacube):
         except ValueError as err:
             warnings.warn(f"{err}; its new axes are in pixels", stacklevel=2)
             step, unit, origins = 1.0, "pixels", [0.0, 0.0]
-        for d, o, n in zip(dims, origins, data.shape[DIMS.index(dims[0]):][:2], strict=True):
+        for d, o, n in zip(dims, origins, data.shape[DIMS.index(dims[0]) :][:2], strict=True):
             coords[d] = cal.regular_coord(n, step, unit, d, o)
     return rebuild(datacube, data, coords, value_range(datacube))
 
@@ -87,15 +87,26 @@ def swap_Qxy(datacube):
 
 def _swap(datacube, a, b, axes):
     datacube = check_datacube(datacube)
-    coords = {a: cal.coord(datacube.coords[b].values, a, datacube.coords[b].attrs["units"]),
-              b: cal.coord(datacube.coords[a].values, b, datacube.coords[a].attrs["units"])}
+    coords = {
+        a: cal.coord(datacube.coords[b].values, a, datacube.coords[b].attrs["units"]),
+        b: cal.coord(datacube.coords[a].values, b, datacube.coords[a].attrs["units"]),
+    }
     return rebuild(datacube, datacube.data.transpose(*axes), coords, value_range(datacube))
 
 
 __all__ = [
-    "set_scan_shape", "swap_RQ", "swap_Rxy", "swap_Qxy",
-    "bin_data_diffraction", "bin_data_mmap", "bin_data_real", "thin_data_real",
-    "resample_data_diffraction", "pad_data_diffraction",
-    "datacube_diffraction_shift", "center_patterns",
-    "filter_hot_pixels", "median_filter_masked_pixels",
+    "set_scan_shape",
+    "swap_RQ",
+    "swap_Rxy",
+    "swap_Qxy",
+    "bin_data_diffraction",
+    "bin_data_mmap",
+    "bin_data_real",
+    "thin_data_real",
+    "resample_data_diffraction",
+    "pad_data_diffraction",
+    "datacube_diffraction_shift",
+    "center_patterns",
+    "filter_hot_pixels",
+    "median_filter_masked_pixels",
 ]

@@ -70,10 +70,19 @@ from .radialbkgrd_checks import (
 )
 
 
-def get_1D_polar_background(data, p_ellipse, center=None, maskUpdateIter=3,
-                            min_relative_threshold=4, smoothing=False, smoothingWindowSize=3,
-                            smoothingPolyOrder=4, smoothing_log=True, min_background_value=1e-3,
-                            return_polararr=False):
+def get_1D_polar_background(
+    data,
+    p_ellipse,
+    center=None,
+    maskUpdateIter=3,
+    min_relative_threshold=4,
+    smoothing=False,
+    smoothingWindowSize=3,
+    smoothingPolyOrder=4,
+    smoothing_log=True,
+    min_background_value=1e-3,
+    return_polararr=False,
+):
     """Radial background: the median over the polar angle of the elliptical polar transform.
 
     Parameters
@@ -110,33 +119,51 @@ def get_1D_polar_background(data, p_ellipse, center=None, maskUpdateIter=3,
     return_polararr = flag(return_polararr, "return_polararr")
     plan = checked_plan(arr.shape[-2:], p)
     n = plan.n_valid_r
-    options = background_options(n, maskUpdateIter, min_relative_threshold, smoothing,
-                       smoothingWindowSize, smoothingPolyOrder, smoothing_log,
-                       min_background_value)
+    options = background_options(
+        n,
+        maskUpdateIter,
+        min_relative_threshold,
+        smoothing,
+        smoothingWindowSize,
+        smoothingPolyOrder,
+        smoothing_log,
+        min_background_value,
+    )
     r_bins = plan.rr[0, :n].copy()
     if kind == "frame":
         result = background_1d(arr, plan, return_polar=return_polararr, **options)
         return (result[0], r_bins, result[1]) if return_polararr else (result, r_bins)
     if return_polararr:
-        raise ValueError("return_polararr=True needs a 2D numpy pattern; got a lazy "
-                         f"{'datacube' if kind == 'cube' else 'pattern'}")
+        raise ValueError(
+            "return_polararr=True needs a 2D numpy pattern; got a lazy "
+            f"{'datacube' if kind == 'cube' else 'pattern'}"
+        )
     attrs = {"p_ellipse": list(p)}
     r_coord = xr.DataArray(r_bins, dims=("r",), attrs={"units": "pixels"})
     if kind == "lazy":
         delayed = dask.delayed(_pattern_background, pure=True)(arr, p, options)
         bg = da.from_delayed(delayed, (n,), dtype=np.float64, meta=np.empty((0,)))
-        return xr.DataArray(bg, dims=("r",), coords={"r": r_coord}, name="background1D",
-                            attrs=attrs), r_bins
+        return xr.DataArray(
+            bg, dims=("r",), coords={"r": r_coord}, name="background1D", attrs=attrs
+        ), r_bins
     data, blocks = frame_blocks(data, "data")
     xp = array_module(blocks._meta)
-    bg = blocks.map_blocks(background_1d_frames, p_ellipse=p, options=options, drop_axis=3,
-                           chunks=blocks.chunks[:2] + ((n,),), dtype=np.float64,
-                           meta=xp.empty((0, 0, 0)), token="get_1D_polar_background")
+    bg = blocks.map_blocks(
+        background_1d_frames,
+        p_ellipse=p,
+        options=options,
+        drop_axis=3,
+        chunks=blocks.chunks[:2] + ((n,),),
+        dtype=np.float64,
+        meta=xp.empty((0, 0, 0)),
+        token="get_1D_polar_background",
+    )
     coords = {d: data.coords[d] for d in R_DIMS}
     coords["r"] = r_coord
     attrs.update(calibration_attrs(data.attrs, ("r",)))
-    return xr.DataArray(bg, dims=(*R_DIMS, "r"), coords=coords, name="background1D",
-                        attrs=attrs), r_bins
+    return xr.DataArray(
+        bg, dims=(*R_DIMS, "r"), coords=coords, name="background1D", attrs=attrs
+    ), r_bins
 
 
 def get_2D_polar_background(data, background1D, r_bins, p_ellipse, center=None):
@@ -167,8 +194,9 @@ def get_2D_polar_background(data, background1D, r_bins, p_ellipse, center=None):
     shape = tuple(arr.shape[-2:])
     if kind != "cube" or bg.ndim == 1:
         if bg.ndim != 1:
-            raise ValueError("background1D must be 1D (N_r,) for a single pattern, got shape "
-                             f"{tuple(bg.shape)}")
+            raise ValueError(
+                f"background1D must be 1D (N_r,) for a single pattern, got shape {tuple(bg.shape)}"
+            )
         if not isinstance(bg, da.Array):
             single = background_2d(shape, bg, r, p)
             if kind != "cube":
@@ -176,24 +204,38 @@ def get_2D_polar_background(data, background1D, r_bins, p_ellipse, center=None):
         else:
             single = dask.delayed(background_2d, pure=True)(shape, bg, r, p)
             if kind != "cube":
-                out = da.from_delayed(single, shape, dtype=np.float64,
-                                      meta=array_module(bg._meta).empty((0, 0)))
-                return xr.DataArray(out, dims=DIMS[2:], name="background2D",
-                                    attrs={"p_ellipse": list(p)})
+                out = da.from_delayed(
+                    single, shape, dtype=np.float64, meta=array_module(bg._meta).empty((0, 0))
+                )
+                return xr.DataArray(
+                    out, dims=DIMS[2:], name="background2D", attrs={"p_ellipse": list(p)}
+                )
         return _broadcast_background(data, single)
     data, blocks = frame_blocks(data, "data")
     scan = tuple(blocks.shape[:2])
     if bg.ndim != 3 or tuple(bg.shape[:2]) != scan:
-        raise ValueError(f"background1D must be (N_r,) or (Rx, Ry, N_r) = {scan + r.shape} "
-                         f"for this datacube, got shape {tuple(bg.shape)}")
+        raise ValueError(
+            f"background1D must be (N_r,) or (Rx, Ry, N_r) = {scan + r.shape} "
+            f"for this datacube, got shape {tuple(bg.shape)}"
+        )
     chunks = blocks.chunks[:2] + ((r.shape[0],),)
     bg = bg.rechunk(chunks) if isinstance(bg, da.Array) else da.from_array(bg, chunks=chunks)
     dtype = result_float_dtype(blocks.dtype)
-    out = da.blockwise(_background_2d_block, "ijkl", bg, "ijm", new_axes={"k": shape[0],
-                       "l": shape[1]}, concatenate=True, dtype=dtype,
-                       meta=array_module(bg._meta).empty((0, 0, 0, 0), dtype=dtype),
-                       token="get_2D_polar_background", r_bins=r, shape=shape, p_ellipse=p,
-                       out_dtype=dtype)
+    out = da.blockwise(
+        _background_2d_block,
+        "ijkl",
+        bg,
+        "ijm",
+        new_axes={"k": shape[0], "l": shape[1]},
+        concatenate=True,
+        dtype=dtype,
+        meta=array_module(bg._meta).empty((0, 0, 0, 0), dtype=dtype),
+        token="get_2D_polar_background",
+        r_bins=r,
+        shape=shape,
+        p_ellipse=p,
+        out_dtype=dtype,
+    )
     return rebuild(data, out)
 
 
@@ -222,18 +264,31 @@ def subtract_polar_background(datacube, p_ellipse, per_pattern=True, **options):
     opts = background_options(plan.n_valid_r, **merged)
     meta = array_module(blocks._meta).empty((0, 0, 0, 0), dtype=dtype)
     if per_pattern:
-        out = blocks.map_blocks(subtract_background_frames, p_ellipse=p, options=opts,
-                                out_dtype=dtype, dtype=dtype, meta=meta,
-                                token="subtract_polar_background")
+        out = blocks.map_blocks(
+            subtract_background_frames,
+            p_ellipse=p,
+            options=opts,
+            out_dtype=dtype,
+            dtype=dtype,
+            meta=meta,
+            token="subtract_polar_background",
+        )
     else:
         mean = mean_diffraction_pattern(datacube).data
         background = dask.delayed(_mean_background_2d, pure=True)(mean, p, opts)
-        out = blocks.map_blocks(subtract_fixed_background, background, out_dtype=dtype,
-                                dtype=dtype, meta=meta, token="subtract_polar_background")
+        out = blocks.map_blocks(
+            subtract_fixed_background,
+            background,
+            out_dtype=dtype,
+            dtype=dtype,
+            meta=meta,
+            token="subtract_polar_background",
+        )
     return rebuild(datacube, out)
 
 
 # ---- helpers ----------------------------------------------------------------------------------
+
 
 def _pattern_background(frame, p_ellipse, options):
     return background_1d(frame, polar_plan(frame.shape, p_ellipse), **options)
@@ -242,7 +297,7 @@ def _pattern_background(frame, p_ellipse, options):
 def _mean_background_2d(mean, p_ellipse, options):
     plan = polar_plan(mean.shape, p_ellipse)
     bg = background_1d(mean, plan, **options)
-    return background_2d(mean.shape, bg, plan.rr[0, :plan.n_valid_r], p_ellipse)
+    return background_2d(mean.shape, bg, plan.rr[0, : plan.n_valid_r], p_ellipse)
 
 
 def _background_2d_block(backgrounds, *, r_bins, shape, p_ellipse, out_dtype):
@@ -262,7 +317,13 @@ def _broadcast_background(datacube, background2d):
     dtype = result_float_dtype(blocks.dtype)
     if isinstance(background2d, np.ndarray):
         background2d = dask.delayed(background2d)  # one graph key, not one copy per task
-    out = da.map_blocks(_fill_block, background2d, chunks=blocks.chunks, out_dtype=dtype,
-                        dtype=dtype, meta=np.empty((0, 0, 0, 0), dtype=dtype),
-                        token="polar_background_2d")
+    out = da.map_blocks(
+        _fill_block,
+        background2d,
+        chunks=blocks.chunks,
+        out_dtype=dtype,
+        dtype=dtype,
+        meta=np.empty((0, 0, 0, 0), dtype=dtype),
+        token="polar_background_2d",
+    )
     return rebuild(datacube, out)

@@ -32,8 +32,7 @@ def merged_options(options: dict, caller: str) -> dict:
     naming the unknown ones."""
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
-        raise TypeError(f"{caller}: unknown options {unknown}; expected some of "
-                        f"{sorted(OPTIONS)}")
+        raise TypeError(f"{caller}: unknown options {unknown}; expected some of {sorted(OPTIONS)}")
     return {**OPTIONS, **options}
 
 
@@ -46,16 +45,21 @@ def data_kind(data, name):
             if set(data.dims) == set(DIMS[2:]):
                 data = data.transpose(*DIMS[2:])
             inner = data.data
-            kind, arr = ("lazy", inner) if isinstance(inner, da.Array) else (
-                "frame", np.asarray(inner))
+            kind, arr = (
+                ("lazy", inner) if isinstance(inner, da.Array) else ("frame", np.asarray(inner))
+            )
         else:
-            raise ValueError(f"{name} must be a 2D pattern (Qx, Qy) or a datacube (Rx, Ry, Qx, "
-                             f"Qy), got a DataArray with dims {data.dims}")
+            raise ValueError(
+                f"{name} must be a 2D pattern (Qx, Qy) or a datacube (Rx, Ry, Qx, "
+                f"Qy), got a DataArray with dims {data.dims}"
+            )
     elif isinstance(data, da.Array):
         if data.ndim != 2:
-            raise ValueError(f"{name} must be a 2D pattern or a datacube DataArray, got a "
-                             f"{data.ndim}D dask array of shape {data.shape} (wrap a scan with "
-                             "stem4d_dask.from_array)")
+            raise ValueError(
+                f"{name} must be a 2D pattern or a datacube DataArray, got a "
+                f"{data.ndim}D dask array of shape {data.shape} (wrap a scan with "
+                "stem4d_dask.from_array)"
+            )
         kind, arr = "lazy", data
     else:
         if array_module(data) is np:
@@ -64,10 +68,11 @@ def data_kind(data, name):
             except (TypeError, ValueError) as err:
                 raise ValueError(f"{name} must be a 2D array, got {type(data).__name__}") from err
         if data.ndim != 2:
-            raise ValueError(f"{name} must be a 2D pattern (Qx, Qy) or a datacube DataArray "
-                             f"(Rx, Ry, Qx, Qy), got an array of shape {tuple(data.shape)}"
-                             + (" (wrap a scan with stem4d_dask.from_array)"
-                                if data.ndim == 4 else ""))
+            raise ValueError(
+                f"{name} must be a 2D pattern (Qx, Qy) or a datacube DataArray "
+                f"(Rx, Ry, Qx, Qy), got an array of shape {tuple(data.shape)}"
+                + (" (wrap a scan with stem4d_dask.from_array)" if data.ndim == 4 else "")
+            )
         kind, arr = "frame", data
     if np.dtype(arr.dtype).kind not in "biuf":
         raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
@@ -81,19 +86,24 @@ def ellipse(p_ellipse, center):
     except (TypeError, ValueError):
         p = None
     if p is None or p.shape != (5,) or not np.all(np.isfinite(p)):
-        raise ValueError("p_ellipse must be 5 finite numbers (qx0, qy0, a, b, theta) in pixels "
-                         f"and radians, got {p_ellipse!r}")
+        raise ValueError(
+            "p_ellipse must be 5 finite numbers (qx0, qy0, a, b, theta) in pixels "
+            f"and radians, got {p_ellipse!r}"
+        )
     if p[2] <= 0 or p[3] <= 0:
-        raise ValueError(f"p_ellipse: the semi-axes a and b must be > 0, got a={float(p[2])!r}, "
-                         f"b={float(p[3])!r} (p_ellipse={p_ellipse!r})")
+        raise ValueError(
+            f"p_ellipse: the semi-axes a and b must be > 0, got a={float(p[2])!r}, "
+            f"b={float(p[3])!r} (p_ellipse={p_ellipse!r})"
+        )
     if center is not None:
         try:
             c = np.array(center, dtype=np.float64)
         except (TypeError, ValueError):
             c = None
         if c is None or c.shape != (2,) or not np.all(np.isfinite(c)):
-            raise ValueError(f"center must be None or two finite numbers (qx0, qy0) in pixels, "
-                             f"got {center!r}")
+            raise ValueError(
+                f"center must be None or two finite numbers (qx0, qy0) in pixels, got {center!r}"
+            )
         p[:2] = c
     return tuple(float(v) for v in p)
 
@@ -103,21 +113,31 @@ def checked_plan(shape, p):
     ``p``; ``ValueError`` naming ``p_ellipse`` when no polar sample falls inside the pattern."""
     plan = polar_plan(shape, p)
     if plan.n_valid_r == 0:
-        raise ValueError(f"p_ellipse: no polar sample falls inside the {tuple(shape)} pattern "
-                         f"for the centre ({p[0]}, {p[1]}) (pixels)")
+        raise ValueError(
+            f"p_ellipse: no polar sample falls inside the {tuple(shape)} pattern "
+            f"for the centre ({p[0]}, {p[1]}) (pixels)"
+        )
     return plan
 
 
-def background_options(n_r, maskUpdateIter, min_relative_threshold, smoothing,
-                       smoothingWindowSize, smoothingPolyOrder, smoothing_log,
-                       min_background_value):
+def background_options(
+    n_r,
+    maskUpdateIter,
+    min_relative_threshold,
+    smoothing,
+    smoothingWindowSize,
+    smoothingPolyOrder,
+    smoothing_log,
+    min_background_value,
+):
     """Checked keyword arguments of :func:`stem4d_dask.kernels.polar.background_1d` from
     ``get_1D_polar_background``'s options, for ``n_r`` r bins (the smoothing window must fit)."""
     iterations = checked_int(maskUpdateIter, "maskUpdateIter", 0)
     threshold = real(min_relative_threshold, "min_relative_threshold", finite=False)
     if not 0 < threshold < np.inf:
-        raise ValueError(f"min_relative_threshold must be a finite number > 0, got "
-                         f"{min_relative_threshold!r}")
+        raise ValueError(
+            f"min_relative_threshold must be a finite number > 0, got {min_relative_threshold!r}"
+        )
     smoothing = flag(smoothing, "smoothing")
     smoothing_log = flag(smoothing_log, "smoothing_log")
     window = checked_int(smoothingWindowSize, "smoothingWindowSize", 1)
@@ -126,30 +146,44 @@ def background_options(n_r, maskUpdateIter, min_relative_threshold, smoothing,
     order = min(checked_int(smoothingPolyOrder, "smoothingPolyOrder", 0), window - 1)
     floor = real(min_background_value, "min_background_value", finite=False)
     if smoothing and window > n_r:
-        raise ValueError(f"smoothingWindowSize must not exceed the number of r bins ({n_r}), "
-                         f"got {smoothingWindowSize!r}")
+        raise ValueError(
+            f"smoothingWindowSize must not exceed the number of r bins ({n_r}), "
+            f"got {smoothingWindowSize!r}"
+        )
     if smoothing and smoothing_log and not floor > 0:
-        raise ValueError("min_background_value must be > 0 when smoothing in log space "
-                         f"(smoothing_log=True), got {min_background_value!r}")
-    return dict(mask_update_iter=iterations, min_relative_threshold=threshold,
-                min_background_value=floor, smoothing=smoothing, window=window,
-                polyorder=order, smoothing_log=smoothing_log)
+        raise ValueError(
+            "min_background_value must be > 0 when smoothing in log space "
+            f"(smoothing_log=True), got {min_background_value!r}"
+        )
+    return dict(
+        mask_update_iter=iterations,
+        min_relative_threshold=threshold,
+        min_background_value=floor,
+        smoothing=smoothing,
+        window=window,
+        polyorder=order,
+        smoothing_log=smoothing_log,
+    )
 
 
 def checked_r_bins(r_bins):
     """``r_bins`` as a float64 numpy ``(N_r,)`` of at least 2 finite, increasing radii (pixels);
     a lazy array is refused (the bins are needed while the graph is built)."""
-    if isinstance(r_bins, da.Array) or (isinstance(r_bins, xr.DataArray)
-                                        and isinstance(r_bins.data, da.Array)):
-        raise ValueError("r_bins must be a numpy array (it is known when the graph is built), "
-                         "got a dask array")
+    if isinstance(r_bins, da.Array) or (
+        isinstance(r_bins, xr.DataArray) and isinstance(r_bins.data, da.Array)
+    ):
+        raise ValueError(
+            "r_bins must be a numpy array (it is known when the graph is built), got a dask array"
+        )
     try:
         r = np.array(r_bins, dtype=np.float64)
     except (TypeError, ValueError) as err:
         raise ValueError(f"r_bins must be a 1D array of numbers, got {r_bins!r}") from err
     if r.ndim != 1 or r.shape[0] < 2 or not np.all(np.isfinite(r)) or np.any(np.diff(r) <= 0):
-        raise ValueError("r_bins must be a 1D array of at least 2 finite, increasing radii "
-                         f"(pixels), got shape {r.shape}: {r!r}")
+        raise ValueError(
+            "r_bins must be a 1D array of at least 2 finite, increasing radii "
+            f"(pixels), got shape {r.shape}: {r!r}"
+        )
     return r
 
 
@@ -163,9 +197,12 @@ def checked_background(background1D, n_r):
         try:
             background1D = np.asarray(background1D, dtype=np.float64)
         except (TypeError, ValueError) as err:
-            raise ValueError("background1D must be an array of numbers, got "
-                             f"{type(background1D).__name__}") from err
+            raise ValueError(
+                f"background1D must be an array of numbers, got {type(background1D).__name__}"
+            ) from err
     if background1D.ndim not in (1, 3) or background1D.shape[-1] != n_r:
-        raise ValueError(f"background1D and r_bins must have the same length: background1D has "
-                         f"shape {tuple(background1D.shape)}, r_bins has {n_r} bins")
+        raise ValueError(
+            f"background1D and r_bins must have the same length: background1D has "
+            f"shape {tuple(background1D.shape)}, r_bins has {n_r} bins"
+        )
     return background1D

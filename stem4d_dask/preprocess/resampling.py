@@ -21,8 +21,9 @@ from ..values import value_range
 METHODS = ("bilinear", "fourier")
 
 
-def resample_data_diffraction(datacube, resampling_factor=None, output_size=None,
-                              method="bilinear", conserve_array_sums=False):
+def resample_data_diffraction(
+    datacube, resampling_factor=None, output_size=None, method="bilinear", conserve_array_sums=False
+):
     """Resample every diffraction pattern to a new size.
 
     resampling_factor : a number or ``(fx, fy)`` > 0; the output size is ``round(f * Q)``
@@ -41,14 +42,25 @@ def resample_data_diffraction(datacube, resampling_factor=None, output_size=None
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     qx, qy = data.shape[2:]
-    size = _output_size(resampling_factor, output_size, (qx, qy), minimum=1,
-                        names=("resampling_factor", "output_size"))
+    size = _output_size(
+        resampling_factor,
+        output_size,
+        (qx, qy),
+        minimum=1,
+        names=("resampling_factor", "output_size"),
+    )
     dtype = result_float_dtype(data.dtype)
     kernel = bilinear_resample if method == "bilinear" else fourier_resample
     resampled = data.map_blocks(
-        kernel, size, bool(conserve_array_sums), dtype, dtype=dtype,
-        chunks=data.chunks[:2] + ((size[0],), (size[1],)), meta=data._meta.astype(dtype),
-        token=f"resample_data_diffraction_{method}")
+        kernel,
+        size,
+        bool(conserve_array_sums),
+        dtype,
+        dtype=dtype,
+        chunks=data.chunks[:2] + ((size[0],), (size[1],)),
+        meta=data._meta.astype(dtype),
+        token=f"resample_data_diffraction_{method}",
+    )
     coords = {}
     for d, n_in, n_out in zip(("Qx", "Qy"), (qx, qy), size, strict=True):
         scale = n_in / n_out
@@ -69,15 +81,24 @@ def pad_data_diffraction(datacube, pad_factor=None, output_size=None):
     """
     datacube, data = frame_blocks(datacube)
     qx, qy = data.shape[2:]
-    size = _output_size(pad_factor, output_size, (qx, qy), minimum=(qx, qy),
-                        names=("pad_factor", "output_size"))
+    size = _output_size(
+        pad_factor, output_size, (qx, qy), minimum=(qx, qy), names=("pad_factor", "output_size")
+    )
     before = tuple((s - q) // 2 for s, q in zip(size, (qx, qy), strict=True))
     after = tuple(s - q - b for s, q, b in zip(size, (qx, qy), before, strict=True))
-    padded = data.map_blocks(pad_frames, before, after, dtype=data.dtype,
-                             chunks=data.chunks[:2] + ((size[0],), (size[1],)),
-                             meta=data._meta, token="pad_data_diffraction")
-    coords = {d: cal.resampled(datacube, d, n, -b, 1.0, "pad_data_diffraction")
-              for d, n, b in zip(("Qx", "Qy"), size, before, strict=True)}
+    padded = data.map_blocks(
+        pad_frames,
+        before,
+        after,
+        dtype=data.dtype,
+        chunks=data.chunks[:2] + ((size[0],), (size[1],)),
+        meta=data._meta,
+        token="pad_data_diffraction",
+    )
+    coords = {
+        d: cal.resampled(datacube, d, n, -b, 1.0, "pad_data_diffraction")
+        for d, n, b in zip(("Qx", "Qy"), size, before, strict=True)
+    }
     lo, hi = value_range(datacube) or (None, None)
     return rebuild(datacube, padded, coords, None if lo is None else (min(lo, 0), hi))
 
@@ -86,8 +107,10 @@ def _output_size(factor, output_size, shape, *, minimum, names):
     """The ``(Sx, Sy)`` asked for by exactly one of ``factor`` and ``output_size``."""
     fname, sname = names
     if (factor is None) == (output_size is None):
-        raise ValueError(f"give exactly one of {fname} and {sname}, got {fname}={factor!r}, "
-                         f"{sname}={output_size!r}")
+        raise ValueError(
+            f"give exactly one of {fname} and {sname}, got {fname}={factor!r}, "
+            f"{sname}={output_size!r}"
+        )
     lows = minimum if isinstance(minimum, tuple) else (minimum, minimum)
     if factor is not None:
         pair = _pair(factor, fname)

@@ -18,8 +18,9 @@ from ..graph import frame_blocks, rebuild, result_float_dtype
 from ..kernels.shift import shift_frames
 
 
-def datacube_diffraction_shift(datacube, xshifts, yshifts, periodic=True, bilinear=False, *,
-                               units="pixels"):
+def datacube_diffraction_shift(
+    datacube, xshifts, yshifts, periodic=True, bilinear=False, *, units="pixels"
+):
     """Shift every pattern: ``out[rx, ry, qx, qy] = in[rx, ry, qx - xs, qy - ys]`` (pixels).
 
     xshifts, yshifts : a number (every pattern) or one shift per scan position: an ``(Rx, Ry)``
@@ -45,17 +46,34 @@ def datacube_diffraction_shift(datacube, xshifts, yshifts, periodic=True, biline
     if any(isinstance(s, da.Array) for s in (xs, ys)):
         xs, ys = (_aligned(s, data.chunks[:2]) for s in (xs, ys))
         shifted = da.blockwise(
-            _shift_block, "ijkl", data, "ijkl", *_blockwise_arg(xs), *_blockwise_arg(ys),
-            dtype=dtype, meta=meta, token="datacube_diffraction_shift", **options)
+            _shift_block,
+            "ijkl",
+            data,
+            "ijkl",
+            *_blockwise_arg(xs),
+            *_blockwise_arg(ys),
+            dtype=dtype,
+            meta=meta,
+            token="datacube_diffraction_shift",
+            **options,
+        )
     else:  # numbers or whole numpy arrays: each array is one graph key, sliced per task
         xs, ys = (dask.delayed(s) if isinstance(s, np.ndarray) else s for s in (xs, ys))
-        shifted = data.map_blocks(_shift_block, xs, ys, dtype=dtype, meta=meta,
-                                  token="datacube_diffraction_shift", **options)
+        shifted = data.map_blocks(
+            _shift_block,
+            xs,
+            ys,
+            dtype=dtype,
+            meta=meta,
+            token="datacube_diffraction_shift",
+            **options,
+        )
     return rebuild(datacube, shifted)
 
 
-def center_patterns(datacube, qx0, qy0, center=None, periodic=True, bilinear=False, *,
-                    units="pixels"):
+def center_patterns(
+    datacube, qx0, qy0, center=None, periodic=True, bilinear=False, *, units="pixels"
+):
     """Shift every pattern so its origin ``(qx0, qy0)`` (numbers or ``(Rx, Ry)`` fields such as
     a measured centre of mass) lands on ``center`` (default ``(Qx // 2, Qy // 2)`` pixels, the
     zero-frequency pixel of an fft-shifted frame). Descan correction in one call:
@@ -71,12 +89,17 @@ def center_patterns(datacube, qx0, qy0, center=None, periodic=True, bilinear=Fal
     if center is None:
         cx, cy = qx // 2, qy // 2
     else:
-        cx, cy = (cal.q_pixels(datacube, c, units, "center", dim=d)
-                  for c, d in zip(parse_center(center, None), ("Qx", "Qy"), strict=True))
-    x0, y0 = (cal.q_pixels(datacube, _shift_field(v, n, datacube), units, n, dim=d)
-              for v, n, d in ((qx0, "qx0", "Qx"), (qy0, "qy0", "Qy")))
-    return datacube_diffraction_shift(datacube, cx - x0, cy - y0, periodic=periodic,
-                                      bilinear=bilinear)
+        cx, cy = (
+            cal.q_pixels(datacube, c, units, "center", dim=d)
+            for c, d in zip(parse_center(center, None), ("Qx", "Qy"), strict=True)
+        )
+    x0, y0 = (
+        cal.q_pixels(datacube, _shift_field(v, n, datacube), units, n, dim=d)
+        for v, n, d in ((qx0, "qx0", "Qx"), (qy0, "qy0", "Qy"))
+    )
+    return datacube_diffraction_shift(
+        datacube, cx - x0, cy - y0, periodic=periodic, bilinear=bilinear
+    )
 
 
 def _shift_field(value, name, datacube):
@@ -86,8 +109,10 @@ def _shift_field(value, name, datacube):
         try:
             value = np.asarray(value, dtype=np.float64)
         except (TypeError, ValueError) as err:
-            raise ValueError(f"{name} must be a number or an {datacube.shape[:2]} array, got "
-                             f"{type(value).__name__}") from err
+            raise ValueError(
+                f"{name} must be a number or an {datacube.shape[:2]} array, got "
+                f"{type(value).__name__}"
+            ) from err
         if value.ndim == 0:
             if not np.isfinite(value):
                 raise ValueError(f"{name} must be finite, got {float(value)}")

@@ -5,7 +5,6 @@ wide and raises ``OverflowError`` instead of wrapping. ``get_maxima_2D`` and ``f
 live in ``kernels/maxima.py`` (their differences are listed there).
 """
 
-
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +15,14 @@ from ..kernels.binning import bin_frames
 from ..kernels.maxima import filter_2D_maxima, get_maxima_2D
 from ..kernels.shift import shift_frames
 
-__all__ = ["bin2D", "make_Fourier_coords2D", "get_shifted_ar", "linear_interpolation_2D",
-           "get_maxima_2D", "filter_2D_maxima"]
+__all__ = [
+    "bin2D",
+    "make_Fourier_coords2D",
+    "get_shifted_ar",
+    "linear_interpolation_2D",
+    "get_maxima_2D",
+    "filter_2D_maxima",
+]
 
 
 def bin2D(array, factor, dtype=np.float64):
@@ -52,8 +57,9 @@ def get_shifted_ar(ar, xshift, yshift, periodic=True, bilinear=False, device="cp
     for name, value in (("xshift", xshift), ("yshift", yshift)):
         if np.ndim(value) != 0 or not np.isfinite(float(value)):
             raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return shift_frames(ar, float(xshift), float(yshift), periodic=periodic,
-                        bilinear=bilinear, dtype=np.float64)
+    return shift_frames(
+        ar, float(xshift), float(yshift), periodic=periodic, bilinear=bilinear, dtype=np.float64
+    )
 
 
 def linear_interpolation_2D(ar, x, y):
@@ -65,6 +71,10 @@ def linear_interpolation_2D(ar, x, y):
     x0, x1 = xp.floor(x).astype(xp.int64), xp.ceil(x).astype(xp.int64)
     y0, y1 = xp.floor(y).astype(xp.int64), xp.ceil(y).astype(xp.int64)
     dx, dy = x - x0, y - y0
-    value = ((1 - dx) * (1 - dy) * ar[x0, y0] + (1 - dx) * dy * ar[x0, y1]
-             + dx * (1 - dy) * ar[x1, y0] + dx * dy * ar[x1, y1])
+    value = (
+        (1 - dx) * (1 - dy) * ar[x0, y0]
+        + (1 - dx) * dy * ar[x0, y1]
+        + dx * (1 - dy) * ar[x1, y0]
+        + dx * dy * ar[x1, y1]
+    )
     return value[()] if value.ndim == 0 else value

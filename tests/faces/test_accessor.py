@@ -26,8 +26,9 @@ def test_aliases_and_calls():
     for alias, name in ALIASES.items():
         assert getattr(Stem4dAccessor, alias) is getattr(Stem4dAccessor, name)
     dc = s4.from_array(np.arange(2 * 3 * 4 * 4, dtype=np.uint16).reshape(2, 3, 4, 4))
-    np.testing.assert_array_equal(dc.stem4d.bin_Q(2).values,
-                                  s4.preprocess.bin_data_diffraction(dc, 2).values)
+    np.testing.assert_array_equal(
+        dc.stem4d.bin_Q(2).values, s4.preprocess.bin_data_diffraction(dc, 2).values
+    )
     assert dc.stem4d.describe() == s4.describe(dc)
     with pytest.raises(TypeError):
         dc.stem4d.bin_Q(2, 3, 4, 5)  # too many arguments, as for the function

@@ -20,8 +20,12 @@ def test_info_prints_shape_calibration_and_size(tmp_path, capsys, dc_u16):
 def test_convert_npy_to_zarr_with_chunks(tmp_path, capsys, cube_u16):
     np.save(tmp_path / "c.npy", cube_u16)
     out = tmp_path / "c.zarr"
-    assert main(["convert", str(tmp_path / "c.npy"), str(out), "--chunks", "2,9",
-                 "--compressor", "lz4"]) == 0
+    assert (
+        main(
+            ["convert", str(tmp_path / "c.npy"), str(out), "--chunks", "2,9", "--compressor", "lz4"]
+        )
+        == 0
+    )
     dc = s4.read(out)
     assert dc.data.chunks[0] == (2, 2, 2, 1)
     assert np.array_equal(dc.values, cube_u16)
@@ -30,8 +34,22 @@ def test_convert_npy_to_zarr_with_chunks(tmp_path, capsys, cube_u16):
 
 def test_convert_raw_with_shape(tmp_path, cube_u16):
     (tmp_path / "r.bin").write_bytes(cube_u16.tobytes())
-    assert main(["convert", str(tmp_path / "r.bin"), str(tmp_path / "r.zarr"),
-                 "--shape", "63,12,10", "--scan-shape", "7,9", "--dtype", "uint16"]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                str(tmp_path / "r.bin"),
+                str(tmp_path / "r.zarr"),
+                "--shape",
+                "63,12,10",
+                "--scan-shape",
+                "7,9",
+                "--dtype",
+                "uint16",
+            ]
+        )
+        == 0
+    )
     assert np.array_equal(s4.read(tmp_path / "r.zarr").values, cube_u16)
 
 
@@ -39,19 +57,38 @@ def test_convert_with_binning_matches_the_functions(tmp_path, cube_u16):
     from stem4d_dask.preprocess import bin_data_diffraction, bin_data_real, thin_data_real
 
     np.save(tmp_path / "c.npy", cube_u16)
-    assert main(["convert", str(tmp_path / "c.npy"), str(tmp_path / "b.zarr"), "--bin-q", "2",
-                 "--bin-r", "2", "--thin-r", "1"]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                str(tmp_path / "c.npy"),
+                str(tmp_path / "b.zarr"),
+                "--bin-q",
+                "2",
+                "--bin-r",
+                "2",
+                "--thin-r",
+                "1",
+            ]
+        )
+        == 0
+    )
     out = s4.read(tmp_path / "b.zarr")
-    ref = bin_data_diffraction(bin_data_real(thin_data_real(s4.read(tmp_path / "c.npy"), 1), 2),
-                               2)
+    ref = bin_data_diffraction(bin_data_real(thin_data_real(s4.read(tmp_path / "c.npy"), 1), 2), 2)
     assert out.shape == (3, 4, 6, 5) and out.dtype == np.uint32  # 16 x 65535 fits uint32
     np.testing.assert_array_equal(out.values, ref.values)
     assert out.attrs["q_pixel_size"] == 2 and out.attrs["r_pixel_size"] == 2
 
 
-@pytest.mark.parametrize("args", [["info", "missing.npy"], ["convert", "notes.txt", "o.zarr"],
-                                  ["convert", "c.npy", "o.zarr", "--chunks", "a,b"],
-                                  ["convert", "c.npy", "o.zarr", "--bin-q", "0"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["info", "missing.npy"],
+        ["convert", "notes.txt", "o.zarr"],
+        ["convert", "c.npy", "o.zarr", "--chunks", "a,b"],
+        ["convert", "c.npy", "o.zarr", "--bin-q", "0"],
+    ],
+)
 def test_errors_exit_nonzero_with_one_line(tmp_path, capsys, monkeypatch, cube_u16, args):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "notes.txt").write_text("not a datacube")
@@ -64,8 +101,11 @@ def test_errors_exit_nonzero_with_one_line(tmp_path, capsys, monkeypatch, cube_u
 
 def test_console_script_entry_point(tmp_path, cube_u16):
     np.save(tmp_path / "c.npy", cube_u16)
-    proc = subprocess.run([sys.executable, "-m", "stem4d_dask.cli", "info",
-                           str(tmp_path / "c.npy")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "stem4d_dask.cli", "info", str(tmp_path / "c.npy")],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0 and "(7, 9, 12, 10)" in proc.stdout
 
 
@@ -91,13 +131,13 @@ def test_convert_resume_finishes_partial_store(tmp_path, cube_u16):
         if block_info[0]["chunk-location"][0] == 2:
             raise OSError("detector server went away")
         return block
+
     dc = s4.read(tmp_path / "c.npy", chunks=(2, 9))
     broken = dc.copy(data=dc.data.map_blocks(fail_on_third_block, dtype=dc.dtype))
     with pytest.raises(OSError, match="went away"):
         s4.to_zarr(broken, out, progress=False)
     assert not out.exists()
-    assert main(["convert", str(tmp_path / "c.npy"), str(out), "--chunks", "2,9",
-                 "--resume"]) == 0
+    assert main(["convert", str(tmp_path / "c.npy"), str(out), "--chunks", "2,9", "--resume"]) == 0
     assert not (tmp_path / "o.zarr.partial").exists()
     assert np.array_equal(s4.read(out).values, cube_u16)
 
@@ -107,8 +147,9 @@ def test_dpc_command_recovers_rotation_and_writes_figures(tmp_path, capsys):
 
     scan = dpc_scan((24, 24), (32, 32), rotation_deg=-30, seed=2)
     s4.to_zarr(scan.datacube, tmp_path / "scan.zarr", progress=False)
-    assert main(["dpc", str(tmp_path / "scan.zarr"), "--out", str(tmp_path / "dpc"),
-                 "--quiet"]) == 0
+    assert (
+        main(["dpc", str(tmp_path / "scan.zarr"), "--out", str(tmp_path / "dpc"), "--quiet"]) == 0
+    )
     text = capsys.readouterr().out
     rotation = float(text.split("rotation ")[1].split(" deg")[0])
     assert abs(rotation + 30) <= 1 and "transpose False" in text
@@ -127,24 +168,51 @@ def test_count_command_writes_events_that_match_the_function(tmp_path, capsys):
     scan = counting_scan((6, 5), (32, 32), seed=1)
     s4.to_zarr(scan.datacube, tmp_path / "raw.zarr", progress=False)
     np.save(tmp_path / "dark.npy", scan.dark)
-    assert main(["count", str(tmp_path / "raw.zarr"), str(tmp_path / "ev.zarr"), "--dark",
-                 str(tmp_path / "dark.npy"), "--sub-pixel", "--bin", "2", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "count",
+                str(tmp_path / "raw.zarr"),
+                str(tmp_path / "ev.zarr"),
+                "--dark",
+                str(tmp_path / "dark.npy"),
+                "--sub-pixel",
+                "--bin",
+                "2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "on disk" in capsys.readouterr().out
     stored = ElectronEvents.from_zarr(tmp_path / "ev.zarr").compute()
-    ref = electron_count(s4.read(tmp_path / "raw.zarr"), scan.dark, Nsamples=30, binfactor=2,
-                         sub_pixel=True, seed=0).compute()
+    ref = electron_count(
+        s4.read(tmp_path / "raw.zarr"), scan.dark, Nsamples=30, binfactor=2, sub_pixel=True, seed=0
+    ).compute()
     assert stored.n_events == ref.n_events > 0 and stored.detector_shape == (16, 16)
     for a, b in zip(stored.blocks.ravel(), ref.blocks.ravel(), strict=True):
         np.testing.assert_array_equal(a.indptr, b.indptr)
         np.testing.assert_array_equal(a.qx, b.qx)
-    assert main(["count", str(tmp_path / "raw.zarr"), str(tmp_path / "x.zarr"), "--dark",
-                 str(tmp_path / "dark.txt")]) == 2
+    assert (
+        main(
+            [
+                "count",
+                str(tmp_path / "raw.zarr"),
+                str(tmp_path / "x.zarr"),
+                "--dark",
+                str(tmp_path / "dark.txt"),
+            ]
+        )
+        == 2
+    )
 
 
 def test_info_shows_value_range_format_and_metadata(tmp_path, capsys):
-    dc = s4.from_array(np.zeros((2, 2, 4, 4), np.uint16), value_range=(0, 4095),
-                       attrs={"format": "merlin",
-                              "metadata": {"header": {"depth": 12, "note": "x" * 100}}})
+    dc = s4.from_array(
+        np.zeros((2, 2, 4, 4), np.uint16),
+        value_range=(0, 4095),
+        attrs={"format": "merlin", "metadata": {"header": {"depth": 12, "note": "x" * 100}}},
+    )
     s4.to_zarr(dc, tmp_path / "m.zarr", progress=False)
     assert main(["info", str(tmp_path / "m.zarr")]) == 0
     out = capsys.readouterr().out

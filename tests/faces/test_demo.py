@@ -16,7 +16,13 @@ def test_demo_writes_store_and_figures(tmp_path, capsys):
     line = next(t for t in text.splitlines() if t.startswith("DPC: recovered scan rotation"))
     recovered = float(line.split("rotation ")[1].split(" deg")[0])
     assert abs(recovered - 15) <= 1 and "transpose False (true False)" in line
-    for name in ("mean_pattern.png", "virtual_bright_field.png", "dpc_phase.png",
-                 "dpc_rotation.png", "dpc_center_of_mass.png", "dpc_complex_com.png"):
+    for name in (
+        "mean_pattern.png",
+        "virtual_bright_field.png",
+        "dpc_phase.png",
+        "dpc_rotation.png",
+        "dpc_center_of_mass.png",
+        "dpc_complex_com.png",
+    ):
         image = imread(out / name)
         assert image.shape[0] > 200 and image.std() > 0.05  # a real picture, not blank

@@ -28,10 +28,23 @@ def test_distributed_reads_equal_threaded(tmp_path, client, cube_u16):
 
 def test_cli_convert_on_a_scheduler_address(tmp_path, client, cube_u16):
     from stem4d_dask.cli import main
+
     np.save(tmp_path / "c.npy", cube_u16)
     address = client.scheduler.address
-    assert main(["convert", str(tmp_path / "c.npy"), str(tmp_path / "c.zarr"),
-                 "--chunks", "3,9", "--scheduler", address]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                str(tmp_path / "c.npy"),
+                str(tmp_path / "c.zarr"),
+                "--chunks",
+                "3,9",
+                "--scheduler",
+                address,
+            ]
+        )
+        == 0
+    )
     assert np.array_equal(s4.read(tmp_path / "c.zarr").values, cube_u16)
 
 
@@ -40,9 +53,13 @@ def test_preprocess_kernels_run_on_process_workers(client, dc_u16):
     from stem4d_dask import preprocess as pp
 
     xs = np.random.default_rng(0).uniform(-2, 2, dc_u16.shape[:2])
-    for op in (lambda d: pp.bin_data_diffraction(d, 2), lambda d: pp.bin_data_real(d, 2),
-               lambda d: pp.datacube_diffraction_shift(d, xs, -xs),
-               lambda d: pp.resample_data_diffraction(d, 0.5, method="fourier")):
+    for op in (
+        lambda d: pp.bin_data_diffraction(d, 2),
+        lambda d: pp.bin_data_real(d, 2),
+        lambda d: pp.datacube_diffraction_shift(d, xs, -xs),
+        lambda d: pp.resample_data_diffraction(d, 0.5, method="fourier"),
+    ):
         out = op(dc_u16)
-        np.testing.assert_array_equal(client.compute(out).result().values,
-                                      out.compute(scheduler="threads").values)
+        np.testing.assert_array_equal(
+            client.compute(out).result().values, out.compute(scheduler="threads").values
+        )

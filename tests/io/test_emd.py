@@ -22,8 +22,9 @@ HUGE = (512, 512, 256, 256)  # uint16: 32 GiB logical
 
 
 def calibration(dc):
-    return {k: dc.attrs.get(k) for k in ("r_pixel_size", "r_units", "q_pixel_size", "q_units",
-                                         "energy")}
+    return {
+        k: dc.attrs.get(k) for k in ("r_pixel_size", "r_units", "q_pixel_size", "q_units", "energy")
+    }
 
 
 def make_dc(dtype, shape=(5, 7, 6, 4), chunks=(2, 3), **cal):
@@ -33,8 +34,14 @@ def make_dc(dtype, shape=(5, 7, 6, 4), chunks=(2, 3), **cal):
     else:
         info = np.iinfo(dtype)
         data = rng.integers(info.min, info.max, size=shape, dtype=dtype, endpoint=True)
-    cal = {"r_pixel_size": 1.25, "r_units": "A", "q_pixel_size": 0.02, "q_units": "A^-1",
-           "energy": 200e3, **cal}
+    cal = {
+        "r_pixel_size": 1.25,
+        "r_units": "A",
+        "q_pixel_size": 0.02,
+        "q_units": "A^-1",
+        "energy": 200e3,
+        **cal,
+    }
     return s4.from_array(data, chunks=chunks, **cal), data
 
 
@@ -42,12 +49,14 @@ def tree(path):
     """{hdf5 path: (kind, dtype, shape, attrs)} without the per-file UUID/authoring_program."""
     out = {}
     with h5py.File(path, "r") as f:
+
         def visit(name, obj):
             attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in obj.attrs.items()}
             if isinstance(obj, h5py.Dataset):
                 out[name] = ("dataset", obj.dtype.str, obj.shape, attrs)
             else:
                 out[name] = ("group", None, None, attrs)
+
         visit("/", f)
         f.visititems(visit)
     for key in ("UUID", "authoring_program"):
@@ -57,6 +66,7 @@ def tree(path):
 
 # --- reading py4DSTEM's files ---------------------------------------------------------------
 
+
 def test_read_shared_py4dstem_file(shared_data):
     path = shared_data / "py4dstem" / "py4DSTEM_size2x3x4x5.h5"
     if not path.is_file():
@@ -64,9 +74,13 @@ def test_read_shared_py4dstem_file(shared_data):
     assert is_emd(path)
     dc = read_emd(path)
     assert dc.shape == (2, 3, 4, 5) and dc.dtype == np.float32
-    assert calibration(dc) == {"r_pixel_size": 0.126796875, "r_units": "nm",
-                               "q_pixel_size": 0.044251566616087125, "q_units": "A^-1",
-                               "energy": None}
+    assert calibration(dc) == {
+        "r_pixel_size": 0.126796875,
+        "r_units": "nm",
+        "q_pixel_size": 0.044251566616087125,
+        "q_units": "A^-1",
+        "energy": None,
+    }
     np.testing.assert_allclose(dc.Rx.values, [0, 0.126796875])
     assert dc.Qy.attrs["units"] == "A^-1"
     with h5py.File(path, "r") as f:
@@ -90,6 +104,7 @@ def test_read_py4dstem_written_fixture(name):
 
 # --- writing ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", ["uint16", "int32", "float32", "float64"])
 def test_round_trip_bit_exact(tmp_path, dtype):
     dc, data = make_dc(dtype, q_units="mrad", q_pixel_size=0.37, r_units="nm")
@@ -103,8 +118,9 @@ def test_round_trip_bit_exact(tmp_path, dtype):
 
 
 def test_write_front_door_and_overwrite(tmp_path):
-    dc, data = make_dc("uint16", energy=None, r_units="pixels", r_pixel_size=1,
-                       q_units="pixels", q_pixel_size=1)
+    dc, data = make_dc(
+        "uint16", energy=None, r_units="pixels", r_pixel_size=1, q_units="pixels", q_pixel_size=1
+    )
     path = tmp_path / "w.h5"
     s4.write(dc, path, progress=False)
     with pytest.raises(FileExistsError, match="w.h5"):
@@ -145,8 +161,7 @@ def test_py4dstem_reads_our_files(tmp_path):
         make_dc("float32", r_units="nm", r_pixel_size=0.4, q_units="mrad", energy=None),
         make_dc("int32", r_units="pixels", r_pixel_size=1, q_units="pixels", q_pixel_size=1),
     ]
-    paths = [to_h5(dc, tmp_path / f"ours{i}.h5", progress=False) for i, (dc, _) in
-             enumerate(cases)]
+    paths = [to_h5(dc, tmp_path / f"ours{i}.h5", progress=False) for i, (dc, _) in enumerate(cases)]
     for (dc, data), seen in zip(cases, py4dstem_read(paths, tmp_path), strict=True):
         assert seen["class_name"] == "DataCube" and seen["name"] == "datacube"
         assert seen["data"].dtype == data.dtype and np.array_equal(seen["data"], data)
@@ -199,6 +214,7 @@ def test_to_h5_does_not_mutate_and_checks_input(tmp_path):
 
 # --- laziness --------------------------------------------------------------------------------
 
+
 def huge_h5(tmp_path):
     """A 32 GiB logical, HDF5-chunked DataCube with no chunk allocated (a few kB on disk)."""
     path = tmp_path / "huge.h5"
@@ -233,8 +249,11 @@ def test_unreadable_block_names_file_and_scan_positions(tmp_path):
     path = s4.to_h5(dc, tmp_path / "gone.h5", progress=False)
     lazy = read_emd(path)
     path.write_bytes(b"not an HDF5 file any more")  # replaced after the graph was built
-    with pytest.raises(ValueError, match=r"gone.h5:/datacube_root/datacube/data: the block of "
-                                         r"scan positions Rx \(0, \d\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"gone.h5:/datacube_root/datacube/data: the block of "
+        r"scan positions Rx \(0, \d\)",
+    ):
         lazy.compute()
 
 
@@ -248,8 +267,9 @@ def test_read_chunked_file_and_explicit_chunks(tmp_path):
     dc, data = make_dc("uint16", shape=(9, 10, 6, 4))
     path = tmp_path / "c.h5"
     with h5py.File(path, "w") as f:
-        _write_layout(f, "datacube", data.shape, data.dtype, dc.attrs, chunks=(2, 3, 6, 4))[...] \
-            = data
+        _write_layout(f, "datacube", data.shape, data.dtype, dc.attrs, chunks=(2, 3, 6, 4))[...] = (
+            data
+        )
     auto = read_emd(path)
     assert auto.data.chunksize == (9, 10, 6, 4) and np.array_equal(auto.values, data)
     explicit = read_emd(path, chunks=(2, 5))
@@ -260,6 +280,7 @@ def test_read_chunked_file_and_explicit_chunks(tmp_path):
 
 
 # --- calibration fall-backs, several datacubes, bad inputs ----------------------------------
+
 
 def test_calibration_falls_back_to_dims_then_pixels(tmp_path):
     dc, data = make_dc("uint16", r_units="nm", r_pixel_size=0.5, q_units="mrad")
@@ -339,9 +360,12 @@ def test_bad_inputs(tmp_path):
 def test_distributed_write(tmp_path):
     distributed = pytest.importorskip("distributed")
     dc, data = make_dc("uint16", shape=(6, 5, 4, 3), chunks=(1, 2))
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=2, processes=True,
-                                  dashboard_address=None) as cluster, \
-            distributed.Client(cluster):
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster),
+    ):
         path = to_h5(dc, tmp_path / "d.h5", progress=False)
         back = read_emd(path)
         assert np.array_equal(back.data.compute(), data)

@@ -39,10 +39,12 @@ def acquisition(tmp_path_factory, cube):
 def no_reads(monkeypatch):
     def refuse(self, *args):
         raise AssertionError("pixel data was read while opening")
+
     monkeypatch.setattr(ArinaBlockLoader, "__call__", refuse)
 
 
 # --- the shared ARINA file ------------------------------------------------------------------
+
 
 def shared_master(shared_data):
     path = shared_data / "arina" / "test_00_master.h5"
@@ -80,8 +82,9 @@ def test_shared_file_against_rosettasciio(shared_data):
     assert meta["detector"]["saturation_value"] == 8352
     assert meta["detector"]["detectorSpecific"]["ntrigger"] == 16
     assert meta["detector"]["count_time"] == {"value": pytest.approx(9.95e-5), "units": "s"}
-    assert meta["stem_metadata"]["NumPixelsX"] == 4 and meta["stem_metadata"]["Camera Length"] \
-        == pytest.approx(0.115)
+    assert meta["stem_metadata"]["NumPixelsX"] == 4 and meta["stem_metadata"][
+        "Camera Length"
+    ] == pytest.approx(0.115)
     assert meta["scan_shape_source"] == "test_00.h5 NumPixelsY x NumPixelsX"
     assert meta["decoder"].startswith("bslz4")
 
@@ -102,6 +105,7 @@ def test_shared_file_detection_and_masks(shared_data):
 
 
 # --- our own acquisitions -------------------------------------------------------------------
+
 
 def test_multi_file_values_and_calibration(acquisition, cube):
     dc = s4.read(acquisition)
@@ -141,6 +145,7 @@ def test_masks_are_lazy(acquisition, monkeypatch):
 
     def refuse(self, slices):
         raise AssertionError("mask read")
+
     monkeypatch.setattr(arina._MaskLoader, "__call__", refuse)
     masks = read_arina_masks(acquisition)
     assert masks.pixel_mask.shape == FRAME
@@ -214,10 +219,14 @@ def test_data_file_without_master(tmp_path, cube):
 
 # --- bad files ------------------------------------------------------------------------------
 
+
 def test_sidecar_scan_larger_than_files(tmp_path, cube):
     master = write_arina(tmp_path, cube, scan_xy=(16, 17))  # 272 positions, 256 frames
-    with pytest.raises(ValueError, match=r"holds 256 whole frames but the scan \(17, 16\) "
-                                         r"needs 272.*scan_shape=\(rows, 16\) for 16 whole rows"):
+    with pytest.raises(
+        ValueError,
+        match=r"holds 256 whole frames but the scan \(17, 16\) "
+        r"needs 272.*scan_shape=\(rows, 16\) for 16 whole rows",
+    ):
         read_arina(master)
     with pytest.raises(ValueError, match="needs 289"):
         read_arina(master, scan_shape=(17, 17))
@@ -225,8 +234,11 @@ def test_sidecar_scan_larger_than_files(tmp_path, cube):
 
 def test_sidecar_scan_smaller_than_files(tmp_path, cube):
     master = write_arina(tmp_path, cube, extra_frames=cube[0, :3])  # 259 frames, 16 x 16 scan
-    with pytest.raises(ValueError, match=r"16 x 16 \(X x Y\) scan, 256 frames, but the data "
-                                         r"files hold 259; pass scan_shape="):
+    with pytest.raises(
+        ValueError,
+        match=r"16 x 16 \(X x Y\) scan, 256 frames, but the data "
+        r"files hold 259; pass scan_shape=",
+    ):
         read_arina(master)
     assert np.array_equal(read_arina(master, scan_shape=(16, 16)).values, cube)
 
@@ -243,8 +255,9 @@ def test_missing_and_truncated_data_files(tmp_path, cube):
     master = write_arina(tmp_path, cube, frames_per_file=100)
     third = tmp_path / "scan_00_data_000003.h5"
     truncate(third, third.stat().st_size // 2)
-    with pytest.raises(ValueError, match="scan_00_data_000003.h5 is not a readable HDF5 file; "
-                                         "it may be truncated"):
+    with pytest.raises(
+        ValueError, match="scan_00_data_000003.h5 is not a readable HDF5 file; it may be truncated"
+    ):
         read_arina(master)
     third.unlink()
     with pytest.raises(FileNotFoundError, match="scan_00_data_000003.h5, which does not exist"):
@@ -265,8 +278,11 @@ def test_corrupt_chunk_names_file_and_position(tmp_path, cube, how):
     corrupt_chunk(tmp_path / "scan_00_data_000002.h5", 37, how)  # frame 137 = (8, 9)
     dc = read_arina(master, chunks=(4, 16))  # opening reads no chunk
     assert np.array_equal(dc[:8].values, cube[:8])  # other chunks still read
-    with pytest.raises(ValueError, match=r"scan_00_data_000002.h5: frame 37 \(scan position "
-                                         r"\(8, 9\)\) is corrupt"):
+    with pytest.raises(
+        ValueError,
+        match=r"scan_00_data_000002.h5: frame 37 \(scan position "
+        r"\(8, 9\)\) is corrupt",
+    ):
         dc.data.compute()
 
 

@@ -30,13 +30,17 @@ def cube16():
 def _rsciio(path):
     pytest.importorskip("skimage", reason="rsciio.blockfile needs scikit-image")
     from rsciio.blockfile import file_reader
+
     return file_reader(str(path), lazy=True)[0]
 
 
-@pytest.mark.parametrize("name, shape, step_nm, vbf", [
-    ("test1", (3, 2, 144, 144), 12.8, [[169, 173], [173, 174], [170, 173]]),
-    ("test2", (2, 3, 5, 5), 64.0, [[18, 21, 21], [19, 15, 21]]),
-])
+@pytest.mark.parametrize(
+    "name, shape, step_nm, vbf",
+    [
+        ("test1", (3, 2, 144, 144), 12.8, [[169, 173], [173, 174], [170, 173]]),
+        ("test2", (2, 3, 5, 5), 64.0, [[18, 21, 21], [19, 15, 21]]),
+    ],
+)
 def test_shared_files_match_rosettasciio(shared_data, name, shape, step_nm, vbf):
     path = shared_data / "blockfile" / f"{name}.blo"
     dc = s4.read(path)
@@ -58,8 +62,9 @@ def test_shared_files_match_rosettasciio(shared_data, name, shape, step_nm, vbf)
     assert md["note_items"]["Camera gamma"] == "on"
     assert json.loads(json.dumps(md)) == md
     when = ref["metadata"]["General"]
-    assert datetime.datetime.fromisoformat(md["acquisition_time_iso"]) == \
-        datetime.datetime.fromisoformat(f"{when['date']}T{when['time']}")
+    assert datetime.datetime.fromisoformat(
+        md["acquisition_time_iso"]
+    ) == datetime.datetime.fromisoformat(f"{when['date']}T{when['time']}")
     image = read_blo_vbf(path)
     assert image.dims == ("Rx", "Ry") and image.dtype == np.uint8
     np.testing.assert_array_equal(image.values, vbf)
@@ -74,8 +79,9 @@ def test_v12_8bit_round_trip(tmp_path, cube8):
     assert dc.shape == (16, 12, 64, 64) and dc.dtype == np.uint8
     np.testing.assert_array_equal(dc.values, cube8)
     assert dc.attrs["r_pixel_size"] == 15.0 and dc.attrs["energy"] == 300000.0
-    np.testing.assert_array_equal(read_blo_vbf(path).values,
-                                  cube8.mean(axis=(2, 3)).astype(np.uint8))
+    np.testing.assert_array_equal(
+        read_blo_vbf(path).values, cube8.mean(axis=(2, 3)).astype(np.uint8)
+    )
     np.testing.assert_array_equal(np.asarray(_rsciio(path)["data"]), cube8)
 
 
@@ -130,15 +136,21 @@ def test_corrupt_record_named_at_read(tmp_path, cube8, corrupt):
     path = write_blo(tmp_path / "g.blo", cube8, **{corrupt: k})
     dc = s4.read(path, chunks=(4, 12))  # opening does not read records
     np.testing.assert_array_equal(dc[:4].values, cube8[:4])  # other chunks are fine
-    with pytest.raises(ValueError, match=r"g\.blo: the record of scan position \(7, 5\) "
-                                         r"\(frame 89\).*corrupt"):
+    with pytest.raises(
+        ValueError,
+        match=r"g\.blo: the record of scan position \(7, 5\) "
+        r"\(frame 89\).*corrupt",
+    ):
         dc[4:8].compute()
 
 
 def test_truncated_file_error_at_open(tmp_path, cube8):
     path = write_blo(tmp_path / "h.blo", cube8, drop_frames=5, drop_bytes=10)  # 186 whole
-    with pytest.raises(ValueError, match=r"holds 186 whole frames but the scan \(16, 12\) "
-                                         r"needs 192.*scan_shape=\(rows, 12\) for 15"):
+    with pytest.raises(
+        ValueError,
+        match=r"holds 186 whole frames but the scan \(16, 12\) "
+        r"needs 192.*scan_shape=\(rows, 12\) for 15",
+    ):
         s4.read(path)
     dc = s4.read(path, scan_shape=(15, 12))
     np.testing.assert_array_equal(dc.values, cube8[:15])

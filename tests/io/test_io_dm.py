@@ -33,6 +33,7 @@ def cube():
 def no_reads(monkeypatch):
     def refuse(self, *args):
         raise AssertionError("pixel data was read while opening")
+
     monkeypatch.setattr(FrameStack, "read", refuse)
     monkeypatch.setattr(ScanFastestLoader, "__call__", refuse)
 
@@ -79,8 +80,12 @@ def test_frames_layout_dm4(tmp_path, cube):
     assert md["image_tags"]["Microscope Info"]["Operator"] == "test µ"
     assert md["image_tags"]["Meta Data"]["Data Order Swapped"] is True
     assert md["calibrations"]["Dimension"][2]["Units"] == "nm"
-    assert md["images"][0] == {"index": 0, "name": "thumbnail", "dimensions": [16, 8],
-                               "data_type": 23}
+    assert md["images"][0] == {
+        "index": 0,
+        "name": "thumbnail",
+        "dimensions": [16, 8],
+        "data_type": 23,
+    }
     assert md["tags"]["Thumbnails"][0]["ImageIndex"] == 0 and "ImageList" not in md["tags"]
     assert md["tags"]["Page Behavior"]["Points"].startswith("<2 values")
     assert json.loads(json.dumps(md)) == md
@@ -97,22 +102,27 @@ def test_scan_fastest_layout(tmp_path, cube):
     assert ref["data"].shape == (*FRAME, *SCAN)
     np.testing.assert_array_equal(np.asarray(ref["data"]).transpose(2, 3, 0, 1), cube)
     np.testing.assert_allclose(dc.Ry.values, np.arange(10) * 0.5)
-    np.testing.assert_allclose(dc.Qx.values, (np.arange(32) - 3) * np.float32(0.02) / 10,
-                               rtol=1e-6)
+    np.testing.assert_allclose(dc.Qx.values, (np.arange(32) - 3) * np.float32(0.02) / 10, rtol=1e-6)
     # chunks that cut scan rows read each row's runs
     part = _quiet_read(path, chunks=(5, 3))
     assert part.data.numblocks == (3, 4, 1, 1)
     np.testing.assert_array_equal(part.values, cube)
-    np.testing.assert_array_equal(_quiet_read(path, scan_shape=(24, 5)).values,
-                                  cube.reshape(24, 5, *FRAME))
+    np.testing.assert_array_equal(
+        _quiet_read(path, scan_shape=(24, 5)).values, cube.reshape(24, 5, *FRAME)
+    )
 
 
 @pytest.mark.parametrize("version", [3, 4])
 @pytest.mark.parametrize("big_endian", [False, True])
 @pytest.mark.parametrize("layout", ["frames", "scan-fastest"])
 def test_versions_and_byte_orders(tmp_path, cube, version, big_endian, layout):
-    path = write_dm(tmp_path / f"v.dm{version}", cube[:5, :4], version=version,
-                    big_endian=big_endian, layout=layout)
+    path = write_dm(
+        tmp_path / f"v.dm{version}",
+        cube[:5, :4],
+        version=version,
+        big_endian=big_endian,
+        layout=layout,
+    )
     dc = _quiet_read(path)
     # frames are read in place in the file's byte order; the scan-fastest layout is copied
     # (transposed) into native order
@@ -123,12 +133,14 @@ def test_versions_and_byte_orders(tmp_path, cube, version, big_endian, layout):
     ref = np.asarray(_rsciio(path)["data"])
     if big_endian:  # RosettaSciIO maps the pixels as native-endian whatever the header says
         ref = ref.byteswap()
-    np.testing.assert_array_equal(ref if layout == "frames" else ref.transpose(2, 3, 0, 1),
-                                  cube[:5, :4])
+    np.testing.assert_array_equal(
+        ref if layout == "frames" else ref.transpose(2, 3, 0, 1), cube[:5, :4]
+    )
 
 
-@pytest.mark.parametrize("dtype", ["uint8", "int8", "int16", "int32", "uint32", "float32",
-                                   "float64", "bool"])
+@pytest.mark.parametrize(
+    "dtype", ["uint8", "int8", "int16", "int32", "uint32", "float32", "float64", "bool"]
+)
 def test_data_types(tmp_path, dtype):
     data = (np.arange(3 * 4 * 5 * 6) % 100 - 20).reshape(3, 4, 5, 6).astype(dtype)
     dc = s4.read(write_dm(tmp_path / "t.dm4", data))
@@ -145,8 +157,9 @@ def test_layout_without_the_tag(tmp_path, cube):
     dc = _quiet_read(hybrid)
     assert dc.attrs["metadata"]["layout"] == "scan-fastest"
     np.testing.assert_array_equal(dc.values, cube)
-    bare = write_dm(tmp_path / "b.dm4", cube, layout_tag=None, r_cal=[(1, "", 0)] * 2,
-                    q_cal=[(1, "", 0)] * 2)
+    bare = write_dm(
+        tmp_path / "b.dm4", cube, layout_tag=None, r_cal=[(1, "", 0)] * 2, q_cal=[(1, "", 0)] * 2
+    )
     with pytest.warns(UserWarning) as record:
         assert s4.read(bare).attrs["metadata"]["layout"] == "scan-fastest"
     assert "assuming the older scan-fastest layout" in str(record[0].message)
@@ -158,14 +171,20 @@ def test_layout_without_the_tag(tmp_path, cube):
 
 
 def test_calibration_units(tmp_path, cube):
-    path = write_dm(tmp_path / "u.dm4", cube[:3, :3], r_cal=[(0.002, "µm", 0)] * 2,
-                    q_cal=[(0.5, "mrad", 12.0)] * 2, voltage=None)
+    path = write_dm(
+        tmp_path / "u.dm4",
+        cube[:3, :3],
+        r_cal=[(0.002, "µm", 0)] * 2,
+        q_cal=[(0.5, "mrad", 12.0)] * 2,
+        voltage=None,
+    )
     dc = s4.read(path)
     assert dc.attrs["r_units"] == "nm" and dc.attrs["r_pixel_size"] == pytest.approx(2.0)
     assert dc.attrs["q_units"] == "mrad" and dc.attrs["q_pixel_size"] == 0.5
     assert dc.Qx.values[0] == -6.0 and "energy" not in dc.attrs
-    path = write_dm(tmp_path / "a.dm4", cube[:3, :3], r_cal=[(1.5, "Å", 0)] * 2,
-                    q_cal=[(1.0, "counts", 0)] * 2)
+    path = write_dm(
+        tmp_path / "a.dm4", cube[:3, :3], r_cal=[(1.5, "Å", 0)] * 2, q_cal=[(1.0, "counts", 0)] * 2
+    )
     dc = s4.read(path)
     assert dc.attrs["r_units"] == "A" and dc.attrs["q_units"] == "pixels"
 
@@ -181,11 +200,11 @@ def test_opening_reads_no_pixels_and_graph_is_small(tmp_path, cube, no_reads):
 
 def test_process_cluster_equals_threads(tmp_path, cube, process_client):
     for layout in ("frames", "scan-fastest"):
-        dc = _quiet_read(write_dm(tmp_path / f"{layout}.dm4", cube, layout=layout),
-                         chunks=(3, 10))
+        dc = _quiet_read(write_dm(tmp_path / f"{layout}.dm4", cube, layout=layout), chunks=(3, 10))
         total = dc.data.sum(axis=(2, 3), dtype=np.uint64)
-        np.testing.assert_array_equal(process_client.compute(total).result(),
-                                      cube.sum(axis=(2, 3), dtype=np.uint64))
+        np.testing.assert_array_equal(
+            process_client.compute(total).result(), cube.sum(axis=(2, 3), dtype=np.uint64)
+        )
         np.testing.assert_array_equal(total.compute(), cube.sum(axis=(2, 3), dtype=np.uint64))
 
 
@@ -201,14 +220,18 @@ def test_3d_stack_with_scan_shape(tmp_path, cube):
 def test_truncated_frames_file(tmp_path, cube):
     frame = FRAME[0] * FRAME[1] * 2
     path = write_dm(tmp_path / "t.dm4", cube, data_last=True, truncate=8 + 13 * frame + 50)
-    with pytest.raises(ValueError, match=r"holds 106 whole frames but the scan \(12, 10\) "
-                                         r"needs 120.*scan_shape=\(rows, 10\) for 10 whole"):
+    with pytest.raises(
+        ValueError,
+        match=r"holds 106 whole frames but the scan \(12, 10\) "
+        r"needs 120.*scan_shape=\(rows, 10\) for 10 whole",
+    ):
         s4.read(path)
     dc = s4.read(path, scan_shape=(10, 10))
     np.testing.assert_array_equal(dc.values, cube[:10])
     assert dc.attrs["metadata"]["truncated"] == "ImageList.1.ImageData.Data"
-    hybrid = write_dm(tmp_path / "h.dm4", cube, layout="scan-fastest", data_last=True,
-                      truncate=1000)
+    hybrid = write_dm(
+        tmp_path / "h.dm4", cube, layout="scan-fastest", data_last=True, truncate=1000
+    )
     with pytest.raises(ValueError, match="stores the scan fastest: every frame needs bytes"):
         s4.read(hybrid)
 
@@ -216,7 +239,7 @@ def test_truncated_frames_file(tmp_path, cube):
 def test_truncated_before_the_dimensions(tmp_path, cube):
     path = write_dm(tmp_path / "t.dm4", cube)  # Data comes before DataType and Dimensions
     raw = path.read_bytes()
-    path.write_bytes(raw[:len(raw) // 2])
+    path.write_bytes(raw[: len(raw) // 2])
     tree_error = r"truncated: it ends at byte \d+, inside ImageList.1.ImageData.Data .*offset="
     with pytest.raises(ValueError, match=tree_error):
         s4.read(path)
@@ -226,7 +249,7 @@ def test_corrupt_and_unsupported(tmp_path, cube):
     path = write_dm(tmp_path / "c.dm4", cube[:2, :2])
     raw = bytearray(path.read_bytes())
     at = raw.index(b"%%%%")
-    raw[at:at + 4] = b"%%%#"
+    raw[at : at + 4] = b"%%%#"
     bad = tmp_path / "bad.dm4"
     bad.write_bytes(bytes(raw))
     with pytest.raises(ValueError, match=r"is corrupt: tag 'ApplicationBounds' lacks its"):
@@ -247,5 +270,6 @@ def test_corrupt_and_unsupported(tmp_path, cube):
     with pytest.raises(ValueError, match="image: .* has no image 5"):
         read_dm(flat, image=5)
     with pytest.raises(ValueError, match=r"scan_shape: \(2, 1\) must hold exactly the 4"):
-        _quiet_read(write_dm(tmp_path / "h.dm4", cube[:2, :2], layout="scan-fastest"),
-                    scan_shape=(2, 1))
+        _quiet_read(
+            write_dm(tmp_path / "h.dm4", cube[:2, :2], layout="scan-fastest"), scan_shape=(2, 1)
+        )

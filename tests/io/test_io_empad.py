@@ -33,8 +33,7 @@ def _nm(axis):
 
 
 def test_new_style_acquire(tmp_path, cube):
-    xml, raw = write_empad(tmp_path, cube, fov=1.2e-7, scale_factor=0.72,
-                           high_voltage=300000.0)
+    xml, raw = write_empad(tmp_path, cube, fov=1.2e-7, scale_factor=0.72, high_voltage=300000.0)
     for path in (xml, raw):
         dc = s4.read(path)
         assert dc.dims == ("Rx", "Ry", "Qx", "Qy") and dc.shape == (16, 12, 128, 128)
@@ -68,8 +67,14 @@ def test_new_style_search_when_the_size_fits_it(tmp_path, cube):
 
 def test_old_style_pix_and_legacy_calibration(tmp_path):
     square = empad_cube((6, 6), seed=2)
-    xml, _ = write_empad(tmp_path, square, style="old", scan_parameters=False,
-                         fov=(3e-8, 3e-8), calibrated_pixelsize=1.826537e-10)
+    xml, _ = write_empad(
+        tmp_path,
+        square,
+        style="old",
+        scan_parameters=False,
+        fov=(3e-8, 3e-8),
+        calibrated_pixelsize=1.826537e-10,
+    )
     dc = s4.read(xml)
     assert dc.attrs["metadata"]["scan_source"] == "pix_x/pix_y"
     np.testing.assert_array_equal(dc.values, square)
@@ -136,8 +141,11 @@ def test_missing_raw_named_by_xml(tmp_path, cube):
 
 def test_truncated_file_says_how_many_frames(tmp_path, cube):
     xml, raw = write_empad(tmp_path, cube, drop_bytes=3 * STRIDE + 100)  # 189 frames + 924 B
-    with pytest.raises(ValueError, match=r"holds 189 whole frames but the scan \(16, 12\) "
-                                         r"needs 192.*scan_shape=\(rows, 12\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"holds 189 whole frames but the scan \(16, 12\) "
+        r"needs 192.*scan_shape=\(rows, 12\)",
+    ):
         s4.read(xml)
     dc = s4.read(xml, scan_shape=(15, 12))  # the whole rows it holds
     np.testing.assert_array_equal(dc.values, cube[:15])
@@ -147,8 +155,11 @@ def test_truncated_file_says_how_many_frames(tmp_path, cube):
 
 def test_size_matching_no_xml_shape_is_refused(tmp_path, cube):
     xml, raw = write_empad(tmp_path, cube, extra_bytes=2 * STRIDE)
-    with pytest.raises(ValueError, match=r"holds 194 frames .* says .*acquire.* \(16, 12\) = "
-                                         r"192 frames.*search.* \(32, 24\) = 768 frames"):
+    with pytest.raises(
+        ValueError,
+        match=r"holds 194 frames .* says .*acquire.* \(16, 12\) = "
+        r"192 frames.*search.* \(32, 24\) = 768 frames",
+    ):
         s4.read(xml)
     np.testing.assert_array_equal(s4.read(xml, scan_shape=(16, 12)).values, cube)
 
@@ -187,8 +198,7 @@ def test_process_cluster_equals_threads(tmp_path, cube, process_client):
     threaded = dc.sum(("Qx", "Qy")).compute(scheduler="threads")
     on_cluster = process_client.compute(dc.sum(("Qx", "Qy"))).result()
     np.testing.assert_array_equal(on_cluster.values, threaded.values)
-    np.testing.assert_allclose(threaded.values, cube.sum(axis=(2, 3), dtype=np.float32),
-                               rtol=1e-6)
+    np.testing.assert_allclose(threaded.values, cube.sum(axis=(2, 3), dtype=np.float32), rtol=1e-6)
 
 
 def test_detected_by_read(tmp_path, cube):

@@ -8,12 +8,7 @@ import h5py
 import numpy as np
 import pytest
 from py4dstem_oracle import PYTHON, SKIP_REASON, available, py4dstem_read
-from writers_hdf5 import (
-    write_dataset,
-    write_emd_v02,
-    write_py4dstem_v12,
-    write_py4dstem_v13,
-)
+from writers_hdf5 import write_dataset, write_emd_v02, write_py4dstem_v12, write_py4dstem_v13
 
 import stem4d_dask as s4
 from stem4d_dask.io import detect
@@ -55,16 +50,28 @@ def plain(tmp_path_factory, cube):
 def no_reads(monkeypatch):
     def refuse(self, slices):
         raise AssertionError("pixel data was read while opening")
+
     monkeypatch.setattr(RawFileLoader, "__call__", refuse)
     monkeypatch.setattr(H5BlockLoader, "__call__", refuse)
 
 
 # --- any dataset ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("dataset, scan_shape", [
-    ("cube/contiguous", None), ("cube/gzip", None), ("frames/bslz4", (12, 10)),
-    ("frames/zstd", (12, 10)), ("frames/contiguous", (12, 10)), ("rgb/last", None),
-    ("rgb/first", None), ("big_endian", None), ("/cube/gzip", (12, 10))])
+
+@pytest.mark.parametrize(
+    "dataset, scan_shape",
+    [
+        ("cube/contiguous", None),
+        ("cube/gzip", None),
+        ("frames/bslz4", (12, 10)),
+        ("frames/zstd", (12, 10)),
+        ("frames/contiguous", (12, 10)),
+        ("rgb/last", None),
+        ("rgb/first", None),
+        ("big_endian", None),
+        ("/cube/gzip", (12, 10)),
+    ],
+)
 def test_datasets_read_as_stored(plain, cube, dataset, scan_shape):
     dc = s4.read(plain, dataset=dataset, scan_shape=scan_shape)
     assert dc.attrs["format"] == "hdf5" and dc.shape == SHAPE
@@ -83,9 +90,13 @@ def test_partial_rows_of_frame_stacks(plain, cube, chunks):
 def test_contiguous_datasets_are_mapped_not_read_through_h5py(plain, cube, monkeypatch):
     def refuse(self, slices):
         raise AssertionError("read through h5py")
+
     monkeypatch.setattr(H5BlockLoader, "__call__", refuse)
-    for dataset, scan_shape in (("cube/contiguous", None), ("frames/contiguous", (12, 10)),
-                                ("rgb/first", None)):
+    for dataset, scan_shape in (
+        ("cube/contiguous", None),
+        ("frames/contiguous", (12, 10)),
+        ("rgb/first", None),
+    ):
         dc = read_hdf5(plain, dataset=dataset, scan_shape=scan_shape, chunks=(5, 10))
         assert np.array_equal(dc.values, cube)
     with pytest.raises(AssertionError, match="through h5py"):
@@ -104,8 +115,12 @@ def test_chunks_are_whole_hdf5_chunks(plain):
 
 def test_metadata(plain):
     dc = read_hdf5(plain, dataset="cube/gzip")
-    assert dc.attrs["metadata"] == {"dataset": "/cube/gzip", "stored_shape": list(SHAPE),
-                                    "dtype": "<u2", "attrs": {"note": "hello"}}
+    assert dc.attrs["metadata"] == {
+        "dataset": "/cube/gzip",
+        "stored_shape": list(SHAPE),
+        "dtype": "<u2",
+        "attrs": {"note": "hello"},
+    }
     assert dc.attrs["r_units"] == "pixels" and dc.attrs["q_units"] == "pixels"
     calibrated = s4.read(plain, dataset="cube/gzip", r_pixel_size=2.0, r_units="A")
     assert calibrated.attrs["r_pixel_size"] == 2.0
@@ -132,18 +147,27 @@ def test_process_workers_equal_threads(plain, process_client, cube):
 
 
 def test_dataset_errors(plain, tmp_path):
-    with pytest.raises(ValueError, match=r"dataset: 'nope' is missing in .*plain.h5; its "
-                                         r"datasets are: /big_endian \(12, 10, 32, 24\) >u2"):
+    with pytest.raises(
+        ValueError,
+        match=r"dataset: 'nope' is missing in .*plain.h5; its "
+        r"datasets are: /big_endian \(12, 10, 32, 24\) >u2",
+    ):
         read_hdf5(plain, dataset="nope")
     with pytest.raises(ValueError, match="'cube' is a group"):
         read_hdf5(plain, dataset="cube")
     with pytest.raises(ValueError, match=r"/image .* is 2D \(32, 24\); expected 3D"):
         read_hdf5(plain, dataset="image")
-    with pytest.raises(ValueError, match=r"scan_shape: /frames/bslz4 .* 3D stack of 120 "
-                                         r"frames \(32, 24\); pass scan_shape=\(Rx, Ry\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"scan_shape: /frames/bslz4 .* 3D stack of 120 "
+        r"frames \(32, 24\); pass scan_shape=\(Rx, Ry\)",
+    ):
         read_hdf5(plain, dataset="frames/bslz4")
-    with pytest.raises(ValueError, match=r"holds 120 whole frames but the scan \(11, 11\) "
-                                         "needs 121"):
+    with pytest.raises(
+        ValueError,
+        match=r"holds 120 whole frames but the scan \(11, 11\) "
+        "needs 121",
+    ):
         read_hdf5(plain, dataset="frames/bslz4", scan_shape=(11, 11))
     with pytest.raises(ValueError, match="takes 110 of the 120 frames"):
         read_hdf5(plain, dataset="frames/bslz4", scan_shape=(11, 10))
@@ -155,14 +179,14 @@ def test_dataset_errors(plain, tmp_path):
         read_hdf5(plain, dataset="words")
     truncated = tmp_path / "cut.h5"
     truncated.write_bytes(plain.read_bytes()[:5000])
-    with pytest.raises(ValueError, match="cut.h5 is not a readable HDF5 file; it may be "
-                                         "truncated"):
+    with pytest.raises(ValueError, match="cut.h5 is not a readable HDF5 file; it may be truncated"):
         read_hdf5(truncated, dataset="cube/gzip")
 
 
 def test_corrupt_chunk_error_names_file_and_block(tmp_path, cube):
-    path = write_dataset(tmp_path / "gz.h5", "d", cube, chunks=(1, 1, 32, 24),
-                         compression="gzip", mode="w")
+    path = write_dataset(
+        tmp_path / "gz.h5", "d", cube, chunks=(1, 1, 32, 24), compression="gzip", mode="w"
+    )
     with h5py.File(path, "r") as f:
         info = f["d"].id.get_chunk_info_by_coord((5, 7, 0, 0))
     with open(path, "r+b") as f:
@@ -170,12 +194,16 @@ def test_corrupt_chunk_error_names_file_and_block(tmp_path, cube):
         f.write(b"\xff" * 40)
     dc = read_hdf5(path, dataset="d", chunks=(2, 10))
     assert np.array_equal(dc[:4].values, cube[:4])
-    with pytest.raises(ValueError, match=r"gz.h5:/d: the block of scan positions Rx \(4, 5\), "
-                                         r"Ry \(0, 9\) could not be read"):
+    with pytest.raises(
+        ValueError,
+        match=r"gz.h5:/d: the block of scan positions Rx \(4, 5\), "
+        r"Ry \(0, 9\) could not be read",
+    ):
         dc.data.compute()
 
 
 # --- legacy EMD / py4DSTEM ------------------------------------------------------------------
+
 
 def calibration(dc):
     return {k: dc.attrs.get(k) for k in ("r_pixel_size", "r_units", "q_pixel_size", "q_units")}
@@ -183,15 +211,26 @@ def calibration(dc):
 
 def test_py4dstem_v13(tmp_path, cube):
     path = tmp_path / "v13.h5"
-    write_py4dstem_v13(path, cube, r_pixel_size=2.5, r_units="A", q_pixel_size=0.1,
-                       q_units="A^-1", extra={"bf": cube[..., 0, 0]})
+    write_py4dstem_v13(
+        path,
+        cube,
+        r_pixel_size=2.5,
+        r_units="A",
+        q_pixel_size=0.1,
+        q_units="A^-1",
+        extra={"bf": cube[..., 0, 0]},
+    )
     assert is_legacy_emd(path) and not is_emd(path)
     assert detect(path).name == "emd-legacy"
     dc = s4.read(path)
     assert dc.attrs["format"] == "emd-legacy"
     assert np.array_equal(dc.values, cube)
-    assert calibration(dc) == {"r_pixel_size": 2.5, "r_units": "A", "q_pixel_size": 0.1,
-                               "q_units": "A^-1"}
+    assert calibration(dc) == {
+        "r_pixel_size": 2.5,
+        "r_units": "A",
+        "q_pixel_size": 0.1,
+        "q_units": "A^-1",
+    }
     meta = dc.attrs["metadata"]
     assert meta["layout"] == "py4DSTEM 0.13.17 (root group '4DSTEM')"
     assert meta["group"] == "/4DSTEM/datacube" and meta["version"] == "0.13.17"
@@ -205,8 +244,9 @@ def test_py4dstem_v13_agrees_with_py4dstem(tmp_path, cube):
     """py4DSTEM 0.14.18 reads our 0.13 layout with the same data and calibration; and a file
     written by py4DSTEM's own 0.13 classes reads here the same."""
     ours = tmp_path / "ours13.h5"
-    write_py4dstem_v13(ours, cube, r_pixel_size=0.7, r_units="nm", q_pixel_size=1.25,
-                       q_units="mrad")
+    write_py4dstem_v13(
+        ours, cube, r_pixel_size=0.7, r_units="nm", q_pixel_size=1.25, q_units="mrad"
+    )
     theirs = tmp_path / "theirs13.h5"
     script = (
         "import sys, h5py, numpy as np\n"
@@ -221,10 +261,15 @@ def test_py4dstem_v13_agrees_with_py4dstem(tmp_path, cube):
         "                    ('0', '13', '17')):\n"
         "        g.attrs.create(k, v)\n"
         "    dc.to_h5(g)\n"
-        "    dc.calibration.to_h5(g['scan'])\n")
+        "    dc.calibration.to_h5(g['scan'])\n"
+    )
     np.save(tmp_path / "cube.npy", cube)
-    subprocess.run([str(PYTHON), "-c", script, str(theirs), str(tmp_path / "cube.npy")],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [str(PYTHON), "-c", script, str(theirs), str(tmp_path / "cube.npy")],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     ref = py4dstem_read([ours, theirs], tmp_path)
     expected = {"r_pixel_size": 0.7, "r_units": "nm", "q_pixel_size": 1.25, "q_units": "mrad"}
     for path, seen in zip((ours, theirs), ref, strict=True):
@@ -240,25 +285,46 @@ def test_py4dstem_v12_and_v05(tmp_path, cube):
     write_py4dstem_v12(v12, cube, chunks=(1, 1, 32, 24), compression="gzip")
     dc = s4.read(v12)
     assert np.array_equal(dc.values, cube)
-    assert calibration(dc) == {"r_pixel_size": 1.0, "r_units": "pixels", "q_pixel_size": 1.0,
-                               "q_units": "pixels"}
+    assert calibration(dc) == {
+        "r_pixel_size": 1.0,
+        "r_units": "pixels",
+        "q_pixel_size": 1.0,
+        "q_units": "pixels",
+    }
     assert dc.attrs["metadata"]["layout"] == "py4DSTEM 0.12.3 (top group '4DSTEM_experiment')"
     v05 = tmp_path / "v05.h5"
-    write_py4dstem_v12(v05, cube, version=(0, 5, 1), dataset="datacube", name="scan",
-                       calibration={"R_pixel_size": 1.5, "R_pixel_units": "nm",
-                                    "Q_pixel_size": 0.02, "Q_pixel_units": "A^-1"})
+    write_py4dstem_v12(
+        v05,
+        cube,
+        version=(0, 5, 1),
+        dataset="datacube",
+        name="scan",
+        calibration={
+            "R_pixel_size": 1.5,
+            "R_pixel_units": "nm",
+            "Q_pixel_size": 0.02,
+            "Q_pixel_units": "A^-1",
+        },
+    )
     dc = read_legacy_emd(v05)
     assert np.array_equal(dc.values, cube)
-    assert calibration(dc) == {"r_pixel_size": 1.5, "r_units": "nm", "q_pixel_size": 0.02,
-                               "q_units": "A^-1"}
+    assert calibration(dc) == {
+        "r_pixel_size": 1.5,
+        "r_units": "nm",
+        "q_pixel_size": 0.02,
+        "q_units": "A^-1",
+    }
     assert dc.attrs["metadata"]["dataset"] == "/4DSTEM_experiment/data/datacubes/scan/datacube"
 
 
 def test_emd_v02_dim_vectors(tmp_path, cube):
     path = tmp_path / "old.emd"
-    dims = [(np.array([3.0, 3.5]), "x", "[n_m]"), (np.array([0.0, 0.5]), "y", "[n_m]"),
-            (np.arange(32) * 0.2 - 3.2, "qx", "[n_m^-1]"), (np.arange(24) * 0.2, "qy",
-                                                           "[n_m^-1]")]
+    dims = [
+        (np.array([3.0, 3.5]), "x", "[n_m]"),
+        (np.array([0.0, 0.5]), "y", "[n_m]"),
+        (np.arange(32) * 0.2 - 3.2, "qx", "[n_m^-1]"),
+        (np.arange(24) * 0.2, "qy", "[n_m^-1]"),
+    ]
     write_emd_v02(path, cube, dims=dims)
     assert is_legacy_emd(path) and detect(path).name == "emd-legacy"
     dc = s4.read(path)
@@ -280,8 +346,11 @@ def test_choosing_among_datacubes(tmp_path, cube):
         g = f.create_group("data/second")
         g.attrs["emd_group_type"] = 1
         g["data"] = cube[::-1]
-    with pytest.raises(ValueError, match=r"several datacubes \['/data/first', '/data/second'\];"
-                                         " pass name="):
+    with pytest.raises(
+        ValueError,
+        match=r"several datacubes \['/data/first', '/data/second'\];"
+        " pass name=",
+    ):
         read_legacy_emd(path)
     assert np.array_equal(read_legacy_emd(path, name="second").values, cube[::-1])
     assert np.array_equal(s4.read(path, name="/data/first").values, cube)
@@ -296,8 +365,11 @@ def test_legacy_errors_and_detection(tmp_path, cube):
         g.attrs.update(emd_group_type=2, version_major=0, version_minor=12)
         g["data/realslices/bf/data"] = np.zeros((3, 4))
     assert is_legacy_emd(empty)
-    with pytest.raises(ValueError, match=r"py4DSTEM 0.12 .* holds no 4D datacube.*"
-                                         r"/4DSTEM_experiment/data/realslices/bf/data \(3, 4\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"py4DSTEM 0.12 .* holds no 4D datacube.*"
+        r"/4DSTEM_experiment/data/realslices/bf/data \(3, 4\)",
+    ):
         s4.read(empty)
     emd1 = to_h5(s4.from_array(cube[:2, :2]), tmp_path / "new.h5", progress=False)
     assert is_emd(emd1) and not is_legacy_emd(emd1)
@@ -320,8 +392,7 @@ def test_legacy_open_reads_nothing(tmp_path, cube, no_reads):
 
 def test_unusable_legacy_calibration_warns(tmp_path, cube):
     path = tmp_path / "odd.h5"
-    write_py4dstem_v13(path, cube, r_pixel_size=2.0, r_units="A", q_pixel_size=0.5,
-                       q_units="mrad")
+    write_py4dstem_v13(path, cube, r_pixel_size=2.0, r_units="A", q_pixel_size=0.5, q_units="mrad")
     with h5py.File(path, "a") as f:
         cal = f["4DSTEM/datacube/calibration"]
         del cal["R_pixel_size"]
@@ -331,10 +402,17 @@ def test_unusable_legacy_calibration_warns(tmp_path, cube):
         f["4DSTEM/datacube/dim2"].attrs["units"] = "furlongs"
     with pytest.warns(UserWarning) as record:
         dc = read_legacy_emd(path)
-    assert "unusable R calibration (/4DSTEM/datacube/calibration/R_pixel_size = [2.0, 3.0]); " \
+    assert (
+        "unusable R calibration (/4DSTEM/datacube/calibration/R_pixel_size = [2.0, 3.0]); "
         "using pixels" in str(record[0].message)
-    assert calibration(dc) == {"r_pixel_size": 1.0, "r_units": "pixels", "q_pixel_size": 1.0,
-                               "q_units": "pixels"}
-    assert "unusable Q calibration (/4DSTEM/datacube/dim2 has unknown units)" in \
-        str(record[1].message)  # unknown units: the dims are tried, whose units are unknown too
+    )
+    assert calibration(dc) == {
+        "r_pixel_size": 1.0,
+        "r_units": "pixels",
+        "q_pixel_size": 1.0,
+        "q_units": "pixels",
+    }
+    assert "unusable Q calibration (/4DSTEM/datacube/dim2 has unknown units)" in str(
+        record[1].message
+    )  # unknown units: the dims are tried, whose units are unknown too
     assert np.array_equal(dc.values, cube)

@@ -40,7 +40,8 @@ def read_quiet(path, **options):
     """Read a real file, expecting the 'scan shape unknown' warning where the .hdr cannot say
     (pixel-triggered 9-frame files)."""
     unknown = "scan_shape" not in options and (
-        path.name.startswith("Quad_9") or path.name.startswith("Single_9_Frame_CounterDepth_24"))
+        path.name.startswith("Quad_9") or path.name.startswith("Single_9_Frame_CounterDepth_24")
+    )
     with pytest.warns(UserWarning, match="scan_shape=") if unknown else nullcontext():
         return s4.read(path, **options)
 
@@ -118,8 +119,12 @@ def test_raw_frames_equal_the_processed_frames_of_the_same_acquisition(merlin, k
     a, b = raw.values.sum(axis=(0, 1)), processed.values.sum(axis=(0, 1))
     assert (raw.values != processed.values).mean() < 1e-3
     half = a.shape[0] // 2
-    quarters = [(slice(0, half), slice(0, half)), (slice(0, half), slice(half, None)),
-                (slice(half, None), slice(0, half)), (slice(half, None), slice(half, None))]
+    quarters = [
+        (slice(0, half), slice(0, half)),
+        (slice(0, half), slice(half, None)),
+        (slice(half, None), slice(0, half)),
+        (slice(half, None), slice(half, None)),
+    ]
     for chip in quarters if kind == "Quad" else [(slice(None), slice(None))]:
         assert np.corrcoef(a[chip].ravel(), b[chip].ravel())[0, 1] > 0.95
     if kind == "Quad":
@@ -167,6 +172,7 @@ def test_real_files_are_detected(merlin):
 
 # --- written files -------------------------------------------------------------------------
 
+
 def scan(shape=(16, 16, 64, 64), depth=12, seed=0):
     rng = np.random.default_rng(seed)
     values = rng.poisson(3, size=shape)
@@ -174,9 +180,16 @@ def scan(shape=(16, 16, 64, 64), depth=12, seed=0):
     return np.minimum(values, 2**depth - 1).astype(np.uint32 if depth == 24 else np.uint16)
 
 
-@pytest.mark.parametrize("depth, raw, quad", [
-    (depth, raw, quad) for depth in (1, 6, 12, 24) for raw in (False, True)
-    for quad in (False, True) if not (raw and quad and depth == 24)])  # refused, see below
+@pytest.mark.parametrize(
+    "depth, raw, quad",
+    [
+        (depth, raw, quad)
+        for depth in (1, 6, 12, 24)
+        for raw in (False, True)
+        for quad in (False, True)
+        if not (raw and quad and depth == 24)
+    ],
+)  # refused, see below
 def test_written_files_read_back(tmp_path, depth, raw, quad):
     shape = (4, 6, 512, 512) if quad else (16, 16, 64, 64)
     if quad and not raw:
@@ -192,8 +205,7 @@ def test_written_files_read_back(tmp_path, depth, raw, quad):
 
 
 def test_raw_quad_24_bit_is_refused(tmp_path):
-    path = write_mib(tmp_path / "q.mib", scan((1, 2, 512, 512), 24), depth=24, raw=True,
-                     quad=True)
+    path = write_mib(tmp_path / "q.mib", scan((1, 2, 512, 512), 24), depth=24, raw=True, quad=True)
     with pytest.raises(ValueError, match="not supported"):
         s4.read(path)
 
@@ -278,6 +290,7 @@ def test_process_cluster_equals_threads(tmp_path, process_client):
 
 # --- scan shapes -------------------------------------------------------------------------
 
+
 def test_scan_shape_from_frames_per_trigger(tmp_path):
     values = scan((5, 6, 16, 16))
     path = write_mib(tmp_path / "s.mib", values, scan_xy=None)
@@ -288,15 +301,21 @@ def test_scan_shape_from_frames_per_trigger(tmp_path):
 
 def test_scan_shape_from_line_pauses_in_the_time_stamps(tmp_path):
     values = scan((5, 7, 16, 16))
-    path = write_mib(tmp_path / "s.mib", values.reshape(35, 16, 16), frames_per_trigger=7,
-                     line_pause_ns=150_000, hdr=False)
+    path = write_mib(
+        tmp_path / "s.mib",
+        values.reshape(35, 16, 16),
+        frames_per_trigger=7,
+        line_pause_ns=150_000,
+        hdr=False,
+    )
     dc = s4.read(path)
     assert dc.shape[:2] == (5, 7)
     assert dc.attrs["metadata"]["scan_shape_from"].startswith("frame time stamps")
     np.testing.assert_array_equal(dc.values, values)
     # the same with a pixel-triggered .hdr (Frames per Trigger 1)
-    write_hdr(tmp_path / "s.hdr", depth=12, quad=False, frames_in_acquisition=35,
-              frames_per_trigger=1)
+    write_hdr(
+        tmp_path / "s.hdr", depth=12, quad=False, frames_in_acquisition=35, frames_per_trigger=1
+    )
     assert s4.read(path).shape[:2] == (5, 7)
 
 
@@ -314,14 +333,16 @@ def test_unknown_scan_shape_is_a_1d_stack_with_a_warning(tmp_path):
 def test_extra_frames_are_left_out_with_a_warning(tmp_path):
     values = scan((3, 4, 16, 16))
     path = write_mib(tmp_path / "s.mib", values.reshape(12, 16, 16), hdr=False)
-    write_hdr(tmp_path / "s.hdr", depth=12, quad=False, frames_in_acquisition=10,
-              frames_per_trigger=5)
+    write_hdr(
+        tmp_path / "s.hdr", depth=12, quad=False, frames_in_acquisition=10, frames_per_trigger=5
+    )
     with pytest.warns(UserWarning, match="the last 2 are not read"):
         dc = s4.read(path)
     np.testing.assert_array_equal(dc.values.reshape(10, 16, 16), values.reshape(12, 16, 16)[:10])
 
 
 # --- sync offsets -------------------------------------------------------------------------
+
 
 def test_sync_offset_skips_or_pads_frames(tmp_path):
     values = scan((4, 5, 16, 16))
@@ -342,6 +363,7 @@ def test_sync_offset_skips_or_pads_frames(tmp_path):
 
 
 # --- damaged files -------------------------------------------------------------------------
+
 
 def test_truncated_file_fails_at_open_naming_the_whole_frames(tmp_path):
     values = scan((4, 5, 16, 16))
@@ -365,8 +387,11 @@ def test_corrupt_frame_header_fails_at_read_naming_the_scan_position(tmp_path):
         f.write(b"XXXX")
     dc = s4.read(path, chunks=(2, 5))  # opening reads the first header only
     np.testing.assert_array_equal(dc[:2].values, values[:2])
-    with pytest.raises(ValueError, match=r"s\.mib: frame 13 \(scan position \(2, 3\)\) has a "
-                                         r"corrupt header"):
+    with pytest.raises(
+        ValueError,
+        match=r"s\.mib: frame 13 \(scan position \(2, 3\)\) has a "
+        r"corrupt header",
+    ):
         dc.compute()
 
 
@@ -380,14 +405,21 @@ def test_not_a_mib_file(tmp_path):
 
 # --- multi-file acquisitions -------------------------------------------------------------------
 
+
 def test_multi_file_acquisition_is_ordered_by_sequence_number(tmp_path):
     values = scan((6, 4, 16, 16))
     frames = values.reshape(24, 16, 16)
     # file names sort differently from the frames' order: the sequence numbers decide
     for name, start, stop in (("run_10.mib", 0, 8), ("run_2.mib", 8, 20), ("run_3.mib", 20, 24)):
         write_mib(tmp_path / name, frames[start:stop], first_sequence=start + 1, hdr=False)
-    write_hdr(tmp_path / "run_.hdr", depth=12, quad=False, frames_in_acquisition=24,
-              frames_per_trigger=4, scan_xy=(4, 6))
+    write_hdr(
+        tmp_path / "run_.hdr",
+        depth=12,
+        quad=False,
+        frames_in_acquisition=24,
+        frames_per_trigger=4,
+        scan_xy=(4, 6),
+    )
     dc = s4.read(tmp_path / "run_.hdr")
     assert dc.attrs["metadata"]["files"] == ["run_10.mib", "run_2.mib", "run_3.mib"]
     np.testing.assert_array_equal(dc.values, values)

@@ -46,6 +46,7 @@ def _rsciio(path, **kw):
 
 # --- the shared DE files ---------------------------------------------------------------------
 
+
 def test_shared_raster_movie(shared_data):
     path = shared_data / DE / "20241021_00405_movie.mrc"
     assert is_mrc(path) and detect(path).name == "mrc"
@@ -55,8 +56,7 @@ def test_shared_raster_movie(shared_data):
     values = dc.values
     # DE's simulator writes frame k as all k: position (rx, ry) is frame rx * 8 + ry
     expected = np.arange(32, dtype=np.uint16).reshape(4, 8)
-    np.testing.assert_array_equal(values, np.broadcast_to(expected[:, :, None, None],
-                                                          values.shape))
+    np.testing.assert_array_equal(values, np.broadcast_to(expected[:, :, None, None], values.shape))
     ref = _rsciio(path)
     np.testing.assert_array_equal(np.asarray(ref["data"]), values)  # same (y, x, ky, kx)
     # Specimen Pixel Size X = 0.1 nm (fast, Ry), Y = 0.2 nm (slow, Rx)
@@ -109,8 +109,11 @@ def test_shared_random_roi_scan(shared_data):
     assert dc.shape == (29, 12, 16, 16) and dc.dtype == np.uint16
     assert dc.data.npartitions == 5 * 3
     values = dc.values
-    ref = _rsciio(path, metadata_file=str(folder / "ROI_Random_Scan_info.txt"),
-                  scan_file=str(folder / "ROI_Random_Scan_scan_coordinates.csv"))
+    ref = _rsciio(
+        path,
+        metadata_file=str(folder / "ROI_Random_Scan_info.txt"),
+        scan_file=str(folder / "ROI_Random_Scan_scan_coordinates.csv"),
+    )
     np.testing.assert_array_equal(np.asarray(ref["data"]), values)
     # DE-Server's own sum image of the same scan (float32, 12 x 29)
     total = np.fromfile(folder / "ROI_Random_Scan_Sum.mrc", dtype="<f4", offset=1024)
@@ -120,17 +123,27 @@ def test_shared_random_roi_scan(shared_data):
     np.testing.assert_array_equal(dc.Rx.values, np.arange(3, 32))
     np.testing.assert_array_equal(dc.Ry.values, np.arange(3, 15))
     md = dc.attrs["metadata"]["scan_coordinates"]
-    assert md == {"file": "ROI_Random_Scan_scan_coordinates.csv", "type": "Random",
-                  "frames": 348, "positions": 348, "visited": 348, "most_visits": 1,
-                  "repeat": 0, "unvisited_read_as": 0}
+    assert md == {
+        "file": "ROI_Random_Scan_scan_coordinates.csv",
+        "type": "Random",
+        "frames": 348,
+        "positions": 348,
+        "visited": 348,
+        "most_visits": 1,
+        "repeat": 0,
+        "unvisited_read_as": 0,
+    }
     np.testing.assert_array_equal(scan_visits(path).values, np.ones((29, 12)))
 
 
 # --- written raster movies -------------------------------------------------------------------
 
+
 def test_written_raster_movie(tmp_path, cube):
-    info = {**de_info(scan=(12, 16), frame=(64, 48), scan_step=(0.3, 0.5), voltage=200000),
-            "Note": "a = b"}
+    info = {
+        **de_info(scan=(12, 16), frame=(64, 48), scan_step=(0.3, 0.5), voltage=200000),
+        "Note": "a = b",
+    }
     path = write_de_movie(tmp_path, "20250101_00001", cube, info)
     dc = s4.read(path)
     assert dc.shape == cube.shape and dc.dtype == np.uint16
@@ -143,8 +156,12 @@ def test_written_raster_movie(tmp_path, cube):
 
 
 def test_roi_raster_scan_keeps_its_place(tmp_path, cube):
-    path = write_de_movie(tmp_path, "roi", cube, de_info(
-        scan=(40, 30), roi=(5, 2, 12, 16), frame=(64, 48), scan_step=(0.25, 0.25)))
+    path = write_de_movie(
+        tmp_path,
+        "roi",
+        cube,
+        de_info(scan=(40, 30), roi=(5, 2, 12, 16), frame=(64, 48), scan_step=(0.25, 0.25)),
+    )
     dc = s4.read(path)
     np.testing.assert_array_equal(dc.values, cube)
     np.testing.assert_allclose(dc.Rx.values, (2 + np.arange(16)) * 0.25)
@@ -173,8 +190,12 @@ def test_repeats_and_frames_per_point(tmp_path):
     rng = np.random.default_rng(3)
     # 2 repeats of a 3 x 5 (Y x X) scan with 2 frames per point, in acquisition order
     frames = rng.integers(0, 255, size=(2, 3, 5, 2, 4, 6), dtype=np.uint8)
-    path = write_de_movie(tmp_path, "rep", frames.reshape(-1, 4, 6), de_info(
-        scan=(5, 3), frame=(4, 6), repeats=2, per_point=2))
+    path = write_de_movie(
+        tmp_path,
+        "rep",
+        frames.reshape(-1, 4, 6),
+        de_info(scan=(5, 3), frame=(4, 6), repeats=2, per_point=2),
+    )
     with pytest.warns(UserWarning) as record:
         dc = s4.read(path)
     messages = " ".join(str(w.message) for w in record)
@@ -188,15 +209,24 @@ def test_repeats_and_frames_per_point(tmp_path):
     with pytest.raises(ValueError, match=r"repeat must be an integer in \[0, 2\)"):
         read_mrc(path, repeat=2, point_frame=0)
     # a movie summing 2 camera frames into one holds 1 frame per point
-    path = write_de_movie(tmp_path, "sum", frames[0, :, :, 0], de_info(
-        scan=(5, 3), frame=(4, 6), per_point=2, sum_count=2))
+    path = write_de_movie(
+        tmp_path,
+        "sum",
+        frames[0, :, :, 0],
+        de_info(scan=(5, 3), frame=(4, 6), per_point=2, sum_count=2),
+    )
     np.testing.assert_array_equal(read_mrc(path).values, frames[0, :, :, 0])
 
 
 def test_big_endian_and_extended_header(tmp_path, cube):
-    path = write_de_movie(tmp_path, "be", cube[:2].astype(np.int16),
-                          de_info(scan=(12, 2), frame=(64, 48)), big_endian=True,
-                          next_bytes=3072)
+    path = write_de_movie(
+        tmp_path,
+        "be",
+        cube[:2].astype(np.int16),
+        de_info(scan=(12, 2), frame=(64, 48)),
+        big_endian=True,
+        next_bytes=3072,
+    )
     dc = s4.read(path)
     # the file's byte order is kept (read in place); values are the same
     assert dc.dtype == np.dtype(">i2") and dc.stem4d.bin_Q(2).dtype.isnative
@@ -210,11 +240,13 @@ def test_modes(tmp_path, dtype):
     dc = s4.read(write_mrc(tmp_path / "m.mrc", frames))
     assert dc.shape == (6, 1, 5, 7) and dc.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(dc.values[:, 0], frames)
-    np.testing.assert_array_equal(read_mrc(tmp_path / "m.mrc", scan_shape=(2, 3)).values,
-                                  frames.reshape(2, 3, 5, 7))
+    np.testing.assert_array_equal(
+        read_mrc(tmp_path / "m.mrc", scan_shape=(2, 3)).values, frames.reshape(2, 3, 5, 7)
+    )
 
 
 # --- random scans ----------------------------------------------------------------------------
+
 
 def _random_scan(tmp_path, name="rnd"):
     """A 5 x 7 (Y x X) random scan: position (y=1, x=2) never visited, (y=3, x=4) twice."""
@@ -223,8 +255,9 @@ def _random_scan(tmp_path, name="rnd"):
     xy = np.array(xy)[rng.permutation(len(xy))]
     frames = rng.integers(1, 2**16, size=(len(xy), 6, 8), dtype=np.uint16)
     frames[:, 0, 0] = np.arange(len(xy))  # frame number in the corner
-    path = write_de_movie(tmp_path, name, frames, de_info(scan=(7, 5), frame=(6, 8),
-                                                          kind="Random"), positions=xy)
+    path = write_de_movie(
+        tmp_path, name, frames, de_info(scan=(7, 5), frame=(6, 8), kind="Random"), positions=xy
+    )
     return path, xy, frames
 
 
@@ -247,8 +280,13 @@ def test_random_scan_unvisited_and_revisited(tmp_path):
     visits = scan_visits(path).values
     assert visits[1, 2] == 0 and visits[3, 4] == 2 and visits.sum() == len(xy)
     # RosettaSciIO stacks the visits on a repeat axis (y, x, visit, ky, kx)
-    ref = np.asarray(_rsciio(path, metadata_file=str(tmp_path / "rnd_info.txt"),
-                             scan_file=str(tmp_path / "rnd_scan_coordinates.csv"))["data"])
+    ref = np.asarray(
+        _rsciio(
+            path,
+            metadata_file=str(tmp_path / "rnd_info.txt"),
+            scan_file=str(tmp_path / "rnd_scan_coordinates.csv"),
+        )["data"]
+    )
     assert ref.shape == (5, 7, 2, 6, 8)
     np.testing.assert_array_equal(ref[:, :, 0], values)
     np.testing.assert_array_equal(ref[:, :, 1], second.values)
@@ -282,19 +320,27 @@ def test_random_scan_errors(tmp_path):
     with pytest.raises(ValueError, match="frame 5 is at x=7, y=0, outside the 7 x 5"):
         s4.read(path)
     write_de_movie(tmp_path, "err", frames[:30], positions=xy)
-    with pytest.raises(ValueError, match=r"holds 30 whole frames but err_scan_coordinates.csv "
-                                         r"lists 35; .*scan_shape=\(30, 1\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"holds 30 whole frames but err_scan_coordinates.csv "
+        r"lists 35; .*scan_shape=\(30, 1\)",
+    ):
         s4.read(path)
 
 
 # --- truncated and unsupported files ---------------------------------------------------------
 
+
 def test_truncated_movie_says_how_many_frames(tmp_path, cube):
     frame = 64 * 48 * 2
-    path = write_de_movie(tmp_path, "cut", cube, de_info(scan=(12, 16), frame=(64, 48)),
-                          truncate=2 * frame + 100)
-    with pytest.raises(ValueError, match=r"holds 189 whole frames but the scan \(16, 12\) "
-                                         r"needs 192.*scan_shape=\(rows, 12\) for 15 whole"):
+    path = write_de_movie(
+        tmp_path, "cut", cube, de_info(scan=(12, 16), frame=(64, 48)), truncate=2 * frame + 100
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"holds 189 whole frames but the scan \(16, 12\) "
+        r"needs 192.*scan_shape=\(rows, 12\) for 15 whole",
+    ):
         s4.read(path)
     dc = s4.read(path, scan_shape=(15, 12))
     np.testing.assert_array_equal(dc.values, cube[:15])
@@ -327,10 +373,13 @@ def test_unsupported_and_not_mrc(tmp_path):
     with pytest.raises(ValueError, match="not an MRC file"):
         read_mrc(path)
     with pytest.raises(ValueError, match="diffraction_units must be one of"):
-        read_mrc(write_mrc(tmp_path / "d.mrc", np.zeros((2, 4, 4), np.uint8)),
-                 diffraction_units="nm")
+        read_mrc(
+            write_mrc(tmp_path / "d.mrc", np.zeros((2, 4, 4), np.uint8)), diffraction_units="nm"
+        )
     info = tmp_path / "x_info.txt"
     info.write_text(info_text(de_info(scan=(2, 1), frame=(4, 4), q_step=(-1, -1))))
     with pytest.raises(ValueError, match="no positive Diffraction Pixel Size"):
-        read_mrc(write_mrc(tmp_path / "x_movie.mrc", np.zeros((2, 4, 4), np.uint8)),
-                 diffraction_units="mrad")
+        read_mrc(
+            write_mrc(tmp_path / "x_movie.mrc", np.zeros((2, 4, 4), np.uint8)),
+            diffraction_units="mrad",
+        )

@@ -14,8 +14,15 @@ from stem4d_dask.io.storage import completed_at, compressor_codecs
 def test_zarr_round_trip_bit_exact_with_calibration(tmp_path, dtype):
     rng = np.random.default_rng(3)
     cube = (rng.normal(0, 1000, (5, 7, 11, 6))).astype(dtype)
-    dc = s4.from_array(cube, r_pixel_size=0.8, r_units="nm", q_pixel_size=0.02,
-                       q_units="A^-1", energy=80e3, chunks=(2, 7))
+    dc = s4.from_array(
+        cube,
+        r_pixel_size=0.8,
+        r_units="nm",
+        q_pixel_size=0.02,
+        q_units="A^-1",
+        energy=80e3,
+        chunks=(2, 7),
+    )
     s4.to_zarr(dc, tmp_path / "c.zarr", progress=False)
     back = s4.read(tmp_path / "c.zarr")
     assert back.dtype == cube.dtype
@@ -50,9 +57,15 @@ def test_plain_xarray_opens_our_store(tmp_path, dc_u16, cube_u16):
 
 def test_reads_store_written_by_plain_xarray(tmp_path):
     cube = np.arange(4 * 6 * 8 * 8, dtype="float32").reshape(4, 6, 8, 8)
-    da_ = xr.DataArray(cube, dims=("Rx", "Ry", "Qx", "Qy"), name="frames",
-                       coords={"Rx": ("Rx", np.arange(4) * 3.0, {"units": "A"}),
-                               "Qx": ("Qx", np.arange(8) * 0.5, {"units": "mrad"})})
+    da_ = xr.DataArray(
+        cube,
+        dims=("Rx", "Ry", "Qx", "Qy"),
+        name="frames",
+        coords={
+            "Rx": ("Rx", np.arange(4) * 3.0, {"units": "A"}),
+            "Qx": ("Qx", np.arange(8) * 0.5, {"units": "mrad"}),
+        },
+    )
     da_.to_dataset().to_zarr(tmp_path / "x.zarr", encoding={"frames": {"chunks": (1, 3, 8, 8)}})
     dc = s4.read(tmp_path / "x.zarr")
     assert np.array_equal(dc.values, cube)
@@ -82,6 +95,7 @@ def test_existing_output_needs_overwrite(tmp_path, dc_u16, cube_u16):
 def test_failed_write_leaves_no_complete_looking_store(tmp_path, cube_u16):
     def fail(block):
         raise RuntimeError("disk on fire")
+
     arr = da.from_array(cube_u16, chunks=(3, 9, 12, 10)).map_blocks(fail, dtype="uint16")
     dc = s4.from_array(arr)
     with pytest.raises(RuntimeError, match="disk on fire"):
@@ -100,8 +114,9 @@ def test_resume_rejects_other_settings(tmp_path, dc_u16):
         s4.to_zarr(dc_u16, tmp_path / "c.zarr", resume=True, progress=False)
 
 
-@pytest.mark.parametrize("kwargs,match", [({"compressor": "gzip"}, "compressor"),
-                                          ({"clevel": 12}, "clevel")])
+@pytest.mark.parametrize(
+    "kwargs,match", [({"compressor": "gzip"}, "compressor"), ({"clevel": 12}, "clevel")]
+)
 def test_bad_writer_options(tmp_path, dc_u16, kwargs, match):
     with pytest.raises(ValueError, match=match):
         s4.to_zarr(dc_u16, tmp_path / "c.zarr", progress=False, **kwargs)
@@ -164,7 +179,11 @@ def test_compressor_codecs_built_once():
     (events,) = compressor_codecs("zstd", 5, shuffle="shuffle")
     assert (events.clevel, events.shuffle.value) == (5, "shuffle")
     assert compressor_codecs("none") == ()
-    for kwargs, match in (({"clevel": True}, "clevel"), ({"clevel": "3"}, "clevel"),
-                          ({"shuffle": "bits"}, "shuffle"), ({"compressor": "gzip"}, "compressor")):
+    for kwargs, match in (
+        ({"clevel": True}, "clevel"),
+        ({"clevel": "3"}, "clevel"),
+        ({"shuffle": "bits"}, "shuffle"),
+        ({"compressor": "gzip"}, "compressor"),
+    ):
         with pytest.raises(ValueError, match=match):
             compressor_codecs(**kwargs)

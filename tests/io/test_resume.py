@@ -31,15 +31,20 @@ s4.to_zarr(dc, sys.argv[2], chunks=(1, 9), progress=False)
 
 
 def store_files(path: Path) -> dict:
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
+    }
 
 
 def test_killed_write_resumes_identically(tmp_path, cube_u16):
     np.save(tmp_path / "in.npy", cube_u16)
     out = tmp_path / "out.zarr"
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "in.npy"), str(out)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmp_path / "in.npy"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     partial = tmp_path / "out.zarr.partial"
     assert not out.exists() and partial.is_dir()
@@ -49,11 +54,13 @@ def test_killed_write_resumes_identically(tmp_path, cube_u16):
     dc = s4.read(tmp_path / "in.npy", q_pixel_size=0.3, q_units="mrad")
     written = []
     from stem4d_dask.io import zarr_store
+
     original = zarr_store._write_shard
 
     def counting(*args):
         written.append(args[2])
         original(*args)
+
     zarr_store._write_shard = counting
     try:
         s4.to_zarr(dc, out, chunks=(1, 9), resume=True, progress=False)

@@ -45,11 +45,15 @@ def decode(chunks, like, raw=None):
 
 
 def same_bytes(a, b):
-    return a.shape == b.shape and a.dtype == b.dtype \
+    return (
+        a.shape == b.shape
+        and a.dtype == b.dtype
         and np.array_equal(a.view(np.uint8), b.view(np.uint8))
+    )
 
 
 # --- bit-exact ------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(127, 129), (64, 48), (1, 3), (8, 8), (3, 1000)])
@@ -62,9 +66,12 @@ def test_matches_bitshuffle(dtype, shape, kind):
     assert same_bytes(out, frames)
     itemsize = frames.dtype.itemsize
     for c, f in zip(chunks, out, strict=True):
-        ref = bitshuffle.decompress_lz4(np.frombuffer(c, np.uint8, offset=12), shape,
-                                        frames.dtype, struct.unpack_from(">I", c, 8)[0]
-                                        // itemsize)
+        ref = bitshuffle.decompress_lz4(
+            np.frombuffer(c, np.uint8, offset=12),
+            shape,
+            frames.dtype,
+            struct.unpack_from(">I", c, 8)[0] // itemsize,
+        )
         assert same_bytes(f, ref)
 
 
@@ -83,13 +90,18 @@ def test_matches_hdf5plugin(tmp_path, dtype):
     """Chunks written by HDF5's bitshuffle filter (hdf5plugin), read back raw with
     read_direct_chunk and decoded: the values h5py + hdf5plugin decode."""
     rng = np.random.default_rng(5)
-    frames = np.concatenate([frames_of("counts", dtype, (127, 129), 3, rng),
-                             frames_of("noise", dtype, (127, 129), 2, rng),
-                             frames_of("zeros", dtype, (127, 129), 1, rng)])
+    frames = np.concatenate(
+        [
+            frames_of("counts", dtype, (127, 129), 3, rng),
+            frames_of("noise", dtype, (127, 129), 2, rng),
+            frames_of("zeros", dtype, (127, 129), 1, rng),
+        ]
+    )
     path = tmp_path / "bslz4.h5"
     with h5py.File(path, "w") as f:
-        f.create_dataset("d", data=frames, chunks=(1, 127, 129),
-                         **hdf5plugin.Bitshuffle(cname="lz4"))
+        f.create_dataset(
+            "d", data=frames, chunks=(1, 127, 129), **hdf5plugin.Bitshuffle(cname="lz4")
+        )
     with h5py.File(path, "r") as f:
         dset = f["d"]
         chunks = [dset.id.read_direct_chunk((i, 0, 0))[1] for i in range(len(frames))]
@@ -107,8 +119,13 @@ def test_run_with_raw_frames_and_offset():
     raw = [False, True, False, False, True]
     pad = b"\x55" * 13  # the run starts 13 bytes into the buffer
     out = np.empty_like(frames)
-    decode_run(np.frombuffer(pad + b"".join(chunks), np.uint8), np.array(
-        [len(c) for c in chunks], np.uint32), out, raw, start=len(pad))
+    decode_run(
+        np.frombuffer(pad + b"".join(chunks), np.uint8),
+        np.array([len(c) for c in chunks], np.uint32),
+        out,
+        raw,
+        start=len(pad),
+    )
     assert same_bytes(out, frames)
 
 
@@ -125,6 +142,7 @@ def test_empty_run_and_bad_outputs():
 
 
 # --- corrupt chunks -------------------------------------------------------------------------
+
 
 def lz4_chunk(lz4, n=8):
     """A u1 chunk of ``n`` values (one block of ``n``) whose LZ4 block is ``lz4``."""
@@ -162,8 +180,9 @@ def test_handmade_lz4_blocks(lz4, n):
     LZ4 step also straight into a buffer of exactly the block's size (no room past it for
     word copies: the byte-by-byte paths) and into a roomy one."""
     c = lz4_chunk(lz4, n)
-    ref = bitshuffle.decompress_lz4(np.frombuffer(c, np.uint8, offset=12), (n,),
-                                    np.dtype(np.uint8), n)
+    ref = bitshuffle.decompress_lz4(
+        np.frombuffer(c, np.uint8, offset=12), (n,), np.dtype(np.uint8), n
+    )
     assert np.array_equal(decode_u1(c, n), ref)
     src = np.frombuffer(lz4, np.uint8)
     plain = np.empty(n, np.uint8)
@@ -181,8 +200,11 @@ def test_lz4_streams_of_other_encoders():
     rng = np.random.default_rng(9)
     for trial in range(300):
         n = int(rng.integers(1, 3000))
-        data = [rng.integers(0, 3, n, dtype=np.uint8).tobytes(), rng.bytes(n),
-                (rng.bytes(int(rng.integers(1, 40))) * n)[:n]][trial % 3]
+        data = [
+            rng.integers(0, 3, n, dtype=np.uint8).tobytes(),
+            rng.bytes(n),
+            (rng.bytes(int(rng.integers(1, 40))) * n)[:n],
+        ][trial % 3]
         mode = ["default", "fast", "high_compression"][trial % 3 if trial % 2 else 2]
         src = np.frombuffer(block.compress(data, mode=mode, store_size=False), np.uint8)
         for room in (0, 40):
@@ -191,18 +213,21 @@ def test_lz4_streams_of_other_encoders():
             assert dst[:n].tobytes() == data
 
 
-@pytest.mark.parametrize("lz4, what", [
-    (b"\x13A\x00\x00\x00", "offset 0"),
-    (b"\x13A\x05\x00\x00", "offset before the start of the output"),
-    (b"\x13A\x01", "offset cut off"),
-    (b"\xf0\xff\xff", "literal length runs off the end"),
-    (b"\x90" + bytes(9), "more literals than the block holds"),
-    (b"\x50ABC", "literals run past the data"),
-    (b"\x1fA\x01\x00\x10\x00", "match longer than the block"),
-    (b"\x1fA\x01\x00", "match length cut off"),
-    (b"\x13A\x01\x00", "ends after a match"),
-    (b"", "empty block"),
-])
+@pytest.mark.parametrize(
+    "lz4, what",
+    [
+        (b"\x13A\x00\x00\x00", "offset 0"),
+        (b"\x13A\x05\x00\x00", "offset before the start of the output"),
+        (b"\x13A\x01", "offset cut off"),
+        (b"\xf0\xff\xff", "literal length runs off the end"),
+        (b"\x90" + bytes(9), "more literals than the block holds"),
+        (b"\x50ABC", "literals run past the data"),
+        (b"\x1fA\x01\x00\x10\x00", "match longer than the block"),
+        (b"\x1fA\x01\x00", "match length cut off"),
+        (b"\x13A\x01\x00", "ends after a match"),
+        (b"", "empty block"),
+    ],
+)
 def test_corrupt_lz4(lz4, what):
     with pytest.raises(Bslz4Error, match="LZ4 block is corrupt") as err:
         decode_u1(lz4_chunk(lz4))
@@ -221,8 +246,11 @@ def test_short_block_and_framing_errors():
             decode_run(c, [len(c) if size is None else size], out)
 
     fails(good[:11], "shorter than its 12-byte header")
-    fails(struct.pack(">Q", 2000) + good[8:], r"another uncompressed size .*2000 bytes, a "
-          r"frame has 2002")
+    fails(
+        struct.pack(">Q", 2000) + good[8:],
+        r"another uncompressed size .*2000 bytes, a "
+        r"frame has 2002",
+    )
     fails(b"\xff" * 8 + good[8:], "another uncompressed size")
     for block_bytes in (0, 3, 2 * 12, 2**32 - 2):  # not whole values, not 8k values
         fails(good[:8] + struct.pack(">I", block_bytes) + good[12:], "bad block size")
@@ -268,13 +296,13 @@ def test_fuzzed_chunks_never_escape(dtype):
         if how == 0:
             c[at] ^= 1 << int(rng.integers(0, 8))
         elif how == 1:
-            c[at: at + int(rng.integers(1, 8))] = rng.bytes(len(c[at: at + 7]))
+            c[at : at + int(rng.integers(1, 8))] = rng.bytes(len(c[at : at + 7]))
         elif how == 2:
             del c[at:]
         elif how == 3:
             c[at] = 0xFF
         else:
-            c[at: at + 2] = b"\x00\x00"
+            c[at : at + 2] = b"\x00\x00"
         sizes = [len(x) for x in damaged]
         if trial % 7 == 0:
             sizes[trial % 2] += int(rng.integers(-3, 4))
@@ -303,6 +331,7 @@ def test_random_bytes_never_escape():
 
 
 # --- GIL ------------------------------------------------------------------------------------
+
 
 def test_decoder_is_compiled_without_the_gil():
     assert bslz4._decode.targetoptions.get("nogil") is True

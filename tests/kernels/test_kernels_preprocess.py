@@ -83,17 +83,23 @@ def reference_shift(ar, xs, ys, periodic=True, bilinear=False):
     if bilinear:
         x0, y0 = int(np.floor(xs)), int(np.floor(ys))
         wx, wy = xs - x0, ys - y0
-        out = sum(w * np.roll(ar, (x0 + dx, y0 + dy), axis=(0, 1)) for w, dx, dy in (
-            ((1 - wx) * (1 - wy), 0, 0), (wx * (1 - wy), 1, 0), ((1 - wx) * wy, 0, 1),
-            (wx * wy, 1, 1)))
+        out = sum(
+            w * np.roll(ar, (x0 + dx, y0 + dy), axis=(0, 1))
+            for w, dx, dy in (
+                ((1 - wx) * (1 - wy), 0, 0),
+                (wx * (1 - wy), 1, 0),
+                ((1 - wx) * wy, 0, 1),
+                (wx * wy, 1, 1),
+            )
+        )
     else:
         out = np.real(np.fft.ifft2(np.fft.fft2(ar) * np.exp(-2j * np.pi * (qx * xs + qy * ys))))
     if not periodic:
         xr, yr = int(np.round(xs)), int(np.round(ys))
         out[: max(xr, 0)] = 0
-        out[nx + min(xr, 0):] = 0
+        out[nx + min(xr, 0) :] = 0
         out[:, : max(yr, 0)] = 0
-        out[:, ny + min(yr, 0):] = 0
+        out[:, ny + min(yr, 0) :] = 0
     return out
 
 
@@ -105,13 +111,15 @@ def test_shift_frames_matches_reference(shape, periodic, bilinear, fft_backend, 
     frames = rng.normal(50, 10, (6, *shape))
     xs, ys = rng.uniform(-3, 3, 6), rng.uniform(-3, 3, 6)
     xs[:3], ys[:3] = (0.5, 2.5, -1.5), (2.5, -0.5, 4.0)  # half-pixel rounding cases
-    ref = np.stack([reference_shift(f, x, y, periodic, bilinear)
-                    for f, x, y in zip(frames, xs, ys, strict=True)])
-    out64 = shift_frames(frames, xs, ys, periodic=periodic, bilinear=bilinear,
-                         dtype=np.float64)
+    ref = np.stack(
+        [
+            reference_shift(f, x, y, periodic, bilinear)
+            for f, x, y in zip(frames, xs, ys, strict=True)
+        ]
+    )
+    out64 = shift_frames(frames, xs, ys, periodic=periodic, bilinear=bilinear, dtype=np.float64)
     np.testing.assert_allclose(out64, ref, atol=1e-9)
-    out32 = shift_frames(frames.astype(np.float32), xs, ys, periodic=periodic,
-                         bilinear=bilinear)
+    out32 = shift_frames(frames.astype(np.float32), xs, ys, periodic=periodic, bilinear=bilinear)
     assert out32.dtype == np.float32
     np.testing.assert_allclose(out32, ref, atol=2e-4 * np.abs(ref).max())
 
@@ -132,8 +140,9 @@ def test_bilinear_resample_equals_scipy_zoom(backend):
     for size in [(20, 26), (5, 7), (14, 6), (10, 13), (23, 4)]:
         out = bilinear_resample(frames, size, dtype=np.float64)
         zoom = (size[0] / 10, size[1] / 13)
-        ref = np.stack([scipy.ndimage.zoom(f, zoom, order=1, mode="nearest", grid_mode=True)
-                        for f in frames])
+        ref = np.stack(
+            [scipy.ndimage.zoom(f, zoom, order=1, mode="nearest", grid_mode=True) for f in frames]
+        )
         assert ref.shape[1:] == size
         np.testing.assert_allclose(out, ref, atol=1e-12)
 

@@ -41,8 +41,7 @@ def assert_same_maxima(ours, ref, atol=1e-9):
     assert ours.dtype.names == ("x", "y", "intensity")
     assert ours.shape == ref.shape, (ours, ref)
     for field in ("x", "y", "intensity"):
-        np.testing.assert_allclose(ours[field], ref[field], rtol=1e-12, atol=atol,
-                                   err_msg=field)
+        np.testing.assert_allclose(ours[field], ref[field], rtol=1e-12, atol=atol, err_msg=field)
 
 
 # --------------------------------------------------------------------------------------------
@@ -77,12 +76,15 @@ def test_tie_rule_and_sort_ties_in_fixture():
     assert [(int(r["x"]), int(r["y"])) for r in at25] == [(36, 40), (20, 3)]
 
 
-@pytest.mark.parametrize(("pair", "winner"), [
-    (((3, 3), (3, 4)), (3, 3)),   # along y: lower y wins
-    (((3, 3), (4, 3)), (3, 3)),   # along x: lower x wins
-    (((3, 3), (4, 4)), (3, 3)),   # diagonal: lower index wins
-    (((3, 4), (4, 3)), (4, 3)),   # anti-diagonal: (x+1, y-1) wins
-])
+@pytest.mark.parametrize(
+    ("pair", "winner"),
+    [
+        (((3, 3), (3, 4)), (3, 3)),  # along y: lower y wins
+        (((3, 3), (4, 3)), (3, 3)),  # along x: lower x wins
+        (((3, 3), (4, 4)), (3, 3)),  # diagonal: lower index wins
+        (((3, 4), (4, 3)), (4, 3)),  # anti-diagonal: (x+1, y-1) wins
+    ],
+)
 def test_tie_rule(pair, winner):
     ar = np.zeros((8, 8))
     for p in pair:
@@ -110,7 +112,7 @@ def test_upsampled_correlation_does_not_round_xyshift_in_place():
 
 
 def gaussian_image(shape=(20, 24), centre=(8.3, 11.7), height=100.0, width=2.0):
-    xx, yy = np.mgrid[:shape[0], :shape[1]].astype(float)
+    xx, yy = np.mgrid[: shape[0], : shape[1]].astype(float)
     return height * np.exp(-((xx - centre[0]) ** 2 + (yy - centre[1]) ** 2) / (2 * width**2))
 
 
@@ -162,7 +164,7 @@ def test_guard_sets_delta_zero_only_on_the_bad_axis():
     assert len(out) == 1
     x, y = 6, 7
     assert ar[x, y - 1] == -np.inf
-    assert out["y"][0] == y      # guarded: py4DSTEM's delta_y is inf/inf = NaN
+    assert out["y"][0] == y  # guarded: py4DSTEM's delta_y is inf/inf = NaN
     im, i0, ip = ar[x - 1, y], ar[x, y], ar[x + 1, y]
     assert out["x"][0] == pytest.approx(x + (ip - im) / (4 * i0 - 2 * ip - 2 * im), abs=1e-12)
     assert np.isfinite(out["intensity"][0])
@@ -183,8 +185,12 @@ def test_upsampled_correlation_flat_and_nan():
 
 @pytest.mark.parametrize("subpixel", ["pixel", "poly", "multicorr"])
 def test_flat_and_tiny_images_give_empty(subpixel):
-    for ar in (np.full((10, 11), 3.0), np.zeros((2, 2)), np.arange(12.0).reshape(3, 4),
-               np.ones((0, 5))):
+    for ar in (
+        np.full((10, 11), 3.0),
+        np.zeros((2, 2)),
+        np.arange(12.0).reshape(3, 4),
+        np.ones((0, 5)),
+    ):
         out = get_maxima_2D(ar, subpixel=subpixel, maxNumPeaks=None)
         assert out.shape == (0,) and out.dtype == MAXIMA_DTYPE
 
@@ -201,10 +207,10 @@ def test_min_spacing_equals_sequential_greedy():
     m = np.zeros(400, dtype=MAXIMA_DTYPE)
     m["x"] = rng.uniform(0, 30, 400)
     m["y"] = rng.uniform(0, 30, 400)
-    m["x"][::7] = np.nan          # never "close" to anything, as in py4DSTEM
+    m["x"][::7] = np.nan  # never "close" to anything, as in py4DSTEM
     m["intensity"] = np.sort(rng.uniform(0, 1, 400))[::-1]
     for spacing in (0.5, 1.7, 3, 10):
-        delete = np.zeros(len(m), dtype=bool)     # py4DSTEM's loop
+        delete = np.zeros(len(m), dtype=bool)  # py4DSTEM's loop
         for i in range(len(m)):
             if not delete[i]:
                 close = (m["x"] - m["x"][i]) ** 2 + (m["y"] - m["y"][i]) ** 2 < spacing**2
@@ -230,16 +236,19 @@ def test_filter_returns_a_new_array():
 # validation
 
 
-@pytest.mark.parametrize(("kwargs", "name"), [
-    ({"subpixel": "gauss"}, "subpixel"),
-    ({"subpixel": "multicorr", "upsample_factor": 2}, "upsample_factor"),
-    ({"relativeToPeak": 1.0}, "relativeToPeak"),
-    ({"relativeToPeak": -1}, "relativeToPeak"),
-    ({"edgeBoundary": 2.5}, "edgeBoundary"),
-    ({"maxNumPeaks": -1}, "maxNumPeaks"),
-    ({"maxNumPeaks": 2.0}, "maxNumPeaks"),
-    ({"subpixel": "multicorr", "_ar_FT": np.zeros((3, 3), complex)}, "_ar_FT"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"subpixel": "gauss"}, "subpixel"),
+        ({"subpixel": "multicorr", "upsample_factor": 2}, "upsample_factor"),
+        ({"relativeToPeak": 1.0}, "relativeToPeak"),
+        ({"relativeToPeak": -1}, "relativeToPeak"),
+        ({"edgeBoundary": 2.5}, "edgeBoundary"),
+        ({"maxNumPeaks": -1}, "maxNumPeaks"),
+        ({"maxNumPeaks": 2.0}, "maxNumPeaks"),
+        ({"subpixel": "multicorr", "_ar_FT": np.zeros((3, 3), complex)}, "_ar_FT"),
+    ],
+)
 def test_bad_parameters_raise(kwargs, name):
     with pytest.raises(ValueError, match=name) as err:
         get_maxima_2D(gaussian_image(), **kwargs)
@@ -284,8 +293,6 @@ def test_inputs_not_modified(subpixel):
 # device code path (a numpy stand-in for cupy: xp is not numpy)
 
 
-
-
 class HostArray(np.ndarray):
     """An ndarray with cupy's ``.get()``."""
 
@@ -300,10 +307,22 @@ def test_to_host_calls_get():
     np.testing.assert_array_equal(out, np.arange(4.0))
 
 
-@pytest.mark.parametrize("name", ["pixel_all", "poly_all", "multicorr_all", "poly_sigma1_5_all",
-                                  "multicorr_sigma1_all", "multicorr_ft_blur_all", "poly_combo",
-                                  "u16_poly_sigma1_all", "f32_multicorr_all", "flat_poly_all",
-                                  "uc_u16_half"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "pixel_all",
+        "poly_all",
+        "multicorr_all",
+        "poly_sigma1_5_all",
+        "multicorr_sigma1_all",
+        "multicorr_ft_blur_all",
+        "poly_combo",
+        "u16_poly_sigma1_all",
+        "f32_multicorr_all",
+        "flat_poly_all",
+        "uc_u16_half",
+    ],
+)
 def test_device_path_equals_numpy_path(name, monkeypatch):
     case = CASES[name]
     expected = run_ours(case)

@@ -36,8 +36,9 @@ def twins(values, chunks=(3, 5)):
     big = values.astype(values.dtype.newbyteorder(">"))
     cubes = [s4.from_array(v, chunks=chunks, **CAL) for v in (values, big, strided(values))]
     assert cubes[1].dtype.str == ">u2" and cubes[2].dtype.str == ">u2"
-    contiguous = cubes[2].data.map_blocks(lambda b: np.full((1,) * 4, b.flags.c_contiguous),
-                                          chunks=(1,) * 4, dtype=bool)
+    contiguous = cubes[2].data.map_blocks(
+        lambda b: np.full((1,) * 4, b.flags.c_contiguous), chunks=(1,) * 4, dtype=bool
+    )
     assert not contiguous.any().compute(scheduler="sync")  # views, headers between frames
     return cubes
 
@@ -96,18 +97,21 @@ OPERATIONS = {
     "bin_Q": lambda d: pp.bin_data_diffraction(d, 2),
     "bin_Q 3 float": lambda d: pp.bin_data_diffraction(d, 3, dtype=np.float32),
     "bin_Q of a stepped selection": lambda d: pp.bin_data_diffraction(
-        d.isel(Rx=slice(None, None, 2), Ry=slice(1, None, 2)), 2),
+        d.isel(Rx=slice(None, None, 2), Ry=slice(1, None, 2)), 2
+    ),
     "bin_Q of swapped Q": lambda d: pp.bin_data_diffraction(pp.swap_Qxy(d), 2),
     "bin_mmap": lambda d: pp.bin_data_mmap(d, 2),
     "bin_R": lambda d: pp.bin_data_real(d, 2),
     "thin_R": lambda d: pp.thin_data_real(d, 2),
     "resample bilinear": lambda d: pp.resample_data_diffraction(d, 1.5),
-    "resample fourier": lambda d: pp.resample_data_diffraction(d, output_size=(30, 26),
-                                                               method="fourier"),
+    "resample fourier": lambda d: pp.resample_data_diffraction(
+        d, output_size=(30, 26), method="fourier"
+    ),
     "pad": lambda d: pp.pad_data_diffraction(d, output_size=(30, 26)),
     "shift fourier": lambda d: pp.datacube_diffraction_shift(d, 0.7, -1.3),
-    "shift bilinear": lambda d: pp.datacube_diffraction_shift(d, 0.7, -1.3, bilinear=True,
-                                                              periodic=False),
+    "shift bilinear": lambda d: pp.datacube_diffraction_shift(
+        d, 0.7, -1.3, bilinear=True, periodic=False
+    ),
     "center_patterns": lambda d: pp.center_patterns(d, 11.2, 9.6),
     "filter_hot_pixels": lambda d: pp.filter_hot_pixels(d, 5, return_mask=True),
     "median_filter_masked_pixels": lambda d: pp.median_filter_masked_pixels(d, MASK),
@@ -117,31 +121,35 @@ OPERATIONS = {
     "subtract_dark": lambda d: pp.subtract_dark(d, np.full((24, 20), 1.5)),
     "1D polar background": lambda d: pp.get_1D_polar_background(d, (12, 10, 5, 4, 0.3))[0],
     "1D polar background of a frame": lambda d: pp.get_1D_polar_background(
-        d.values[1, 2], (12, 10, 5, 4, 0.3))[0],
-    "subtract_polar_background": lambda d: pp.subtract_polar_background(
-        d, (12, 10, 5, 4, 0.3)),
+        d.values[1, 2], (12, 10, 5, 4, 0.3)
+    )[0],
+    "subtract_polar_background": lambda d: pp.subtract_polar_background(d, (12, 10, 5, 4, 0.3)),
     "subtract fixed polar background": lambda d: pp.subtract_polar_background(
-        d, (12, 10, 5, 4, 0.3), per_pattern=False),
+        d, (12, 10, 5, 4, 0.3), per_pattern=False
+    ),
     "center_of_mass": center_of_mass,
     "center_of_mass, bool mask": lambda d: center_of_mass(d, annulus_mask(d, 2, 7)),
     "center_of_mass, float mask": lambda d: center_of_mass(d, annulus_mask(d, 2, 7) * 0.5),
     "center_of_mass of a stepped selection": lambda d: center_of_mass(
-        d.isel(Ry=slice(None, None, -2), Qx=slice(1, 23))),
+        d.isel(Ry=slice(None, None, -2), Qx=slice(1, 23))
+    ),
     "mean_diffraction_pattern": virtual.mean_diffraction_pattern,
     "virtual_image": lambda d: virtual.virtual_image(d, annulus_mask(d, 2, 7)),
     "virtual_images": lambda d: virtual.virtual_images(d, segmented_masks(d, 4, 1, 8)),
     "segmented_com": lambda d: segmented_com(d, segmented_masks(d, 4, 1, 8)),
     "monolithic_com": lambda d: monolithic_com(d, segmented_masks(d, 4, 1, 8)),
-    "DPC": lambda d: DPC(d, verbose=False).preprocess(
-        plot_rotation=False, plot_center_of_mass=False).reconstruct(
-        max_iter=3, progress_bar=False),
+    "DPC": lambda d: (
+        DPC(d, verbose=False)
+        .preprocess(plot_rotation=False, plot_center_of_mass=False)
+        .reconstruct(max_iter=3, progress_bar=False)
+    ),
     "get_maxima_2D of a frame": lambda d: pp.get_maxima_2D(d.values[2, 3], sigma=1),
     "bin2D of a frame": lambda d: pp.bin2D(d.values[2, 3], 2),
     "get_shifted_ar of a frame": lambda d: pp.get_shifted_ar(d.values[2, 3], 0.5, 1.5),
-    "events from a datacube": lambda d: ElectronEvents.from_datacube(
-        (d > 2000).astype(np.uint8)),
-    "describe": lambda d: np.array(sorted(str(kv) for kv in s4.describe(d).items()
-                                          if kv[0] != "dtype")),
+    "events from a datacube": lambda d: ElectronEvents.from_datacube((d > 2000).astype(np.uint8)),
+    "describe": lambda d: np.array(
+        sorted(str(kv) for kv in s4.describe(d).items() if kv[0] != "dtype")
+    ),
 }
 
 
@@ -154,13 +162,18 @@ def test_operation_on_big_endian_datacube(name, dpc_values):
         same(expected, OPERATIONS[name](views))
 
 
-@pytest.mark.parametrize("binfactor, sub_pixel, output", [(1, True, "pointlist"),
-                                                          (2, False, "datacube")])
+@pytest.mark.parametrize(
+    "binfactor, sub_pixel, output", [(1, True, "pointlist"), (2, False, "datacube")]
+)
 def test_electron_count_on_big_endian_datacube(counting_values, binfactor, sub_pixel, output):
     cubes = twins(counting_values)
     dark = np.full(counting_values.shape[2:], 100.0)
-    results = [electron_count(d, dark, Nsamples=10, binfactor=binfactor, sub_pixel=sub_pixel,
-                              output=output, seed=5) for d in cubes]
+    results = [
+        electron_count(
+            d, dark, Nsamples=10, binfactor=binfactor, sub_pixel=sub_pixel, output=output, seed=5
+        )
+        for d in cubes
+    ]
     same(results[0], results[1])
     same(results[0], results[2])
 
@@ -193,15 +206,14 @@ def test_frame_rows_are_views_of_strided_frames():
     flat, stride, swap = frame_rows(frames)
     assert swap and stride == 192 + 30 and np.shares_memory(flat, frames)
     for i in range(6):
-        rows = flat[i * stride: i * stride + 30].byteswap()
+        rows = flat[i * stride : i * stride + 30].byteswap()
         np.testing.assert_array_equal(rows.reshape(5, 6), values.reshape(6, 5, 6)[i])
     flat, stride, swap = frame_rows(values.reshape(6, 5, 6))
     assert not swap and stride == 30 and np.shares_memory(flat, values)
     # rows that are not contiguous (a transposed frame) are copied, in native order
     flat, stride, swap = frame_rows(strided(values).reshape(6, 5, 6).transpose(0, 2, 1))
     assert not swap and stride == 30
-    np.testing.assert_array_equal(flat.reshape(6, 6, 5), values.reshape(6, 5, 6)
-                                  .transpose(0, 2, 1))
+    np.testing.assert_array_equal(flat.reshape(6, 6, 5), values.reshape(6, 5, 6).transpose(0, 2, 1))
 
 
 @pytest.mark.parametrize("dtype", [">u2", ">u4", ">i2", ">i4", ">f4", "<u2", "u1", "<i4"])

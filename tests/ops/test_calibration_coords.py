@@ -29,10 +29,24 @@ pytestmark = pytest.mark.filterwarnings("ignore::stem4d_dask.datacube.StaleCalib
 @pytest.fixture(scope="module")
 def scan():
     """The issue's scan, in memory (so every test reads the same numbers fast)."""
-    dc = synthetic.dpc_scan((32, 32), (64, 64), r_pixel_size=0.5, r_units="nm",
-                            q_pixel_size=1.0, q_units="mrad", energy=200e3).datacube
-    return s4.from_array(dc.values, r_pixel_size=0.5, r_units="nm", q_pixel_size=1.0,
-                         q_units="mrad", energy=200e3, chunks=(16, 32))
+    dc = synthetic.dpc_scan(
+        (32, 32),
+        (64, 64),
+        r_pixel_size=0.5,
+        r_units="nm",
+        q_pixel_size=1.0,
+        q_units="mrad",
+        energy=200e3,
+    ).datacube
+    return s4.from_array(
+        dc.values,
+        r_pixel_size=0.5,
+        r_units="nm",
+        q_pixel_size=1.0,
+        q_units="mrad",
+        energy=200e3,
+        chunks=(16, 32),
+    )
 
 
 def _phase(dc):
@@ -41,6 +55,7 @@ def _phase(dc):
 
 
 # --- 1. a stepped isel --------------------------------------------------------------------
+
 
 def test_stepped_isel_gives_the_thinned_calibration_and_phase(scan):
     t = scan.isel(Rx=slice(None, None, 2), Ry=slice(None, None, 2))
@@ -82,6 +97,7 @@ def test_stepped_and_cropped_coords_survive_writing(scan, tmp_path, suffix):
 
 # --- 2. a crop keeps its origin ----------------------------------------------------------
 
+
 def test_crop_origin_round_trips(scan, tmp_path):
     c = scan.isel(Rx=slice(10, 20))
     assert c.Rx.values[0] == 5.0
@@ -102,6 +118,7 @@ def test_h5_refuses_coords_py4dstem_cannot_hold(scan, tmp_path):
 
 # --- 3. calibrated outputs in the frame of the data ---------------------------------------
 
+
 def test_cropped_detector_gives_the_same_calibrated_com(scan):
     full = center_of_mass(scan)
     crop = center_of_mass(scan.sel(Qx=slice(4, 59), Qy=slice(4, 59)))
@@ -115,8 +132,9 @@ def test_stepped_detector_scales_calibrated_radii(scan):
     from stem4d_dask.detectors import circle_mask
 
     stepped = scan.isel(Qx=slice(None, None, 2), Qy=slice(None, None, 2))
-    assert circle_mask(stepped, 8, units="mrad").sum() == circle_mask(
-        (32, 32), 4).sum()  # 8 mrad = 4 pixels of 2 mrad
+    assert (
+        circle_mask(stepped, 8, units="mrad").sum() == circle_mask((32, 32), 4).sum()
+    )  # 8 mrad = 4 pixels of 2 mrad
     rad = 8 / 1000 / s4.electron_wavelength_angstrom(200e3)  # 8 mrad in 1/A
     assert circle_mask(stepped, rad, units="A^-1").sum() == circle_mask((32, 32), 4).sum()
 
@@ -136,6 +154,7 @@ def test_shifts_and_centres_in_calibrated_units(scan):
 
 # --- 4. DataArray arguments are aligned by name -------------------------------------------
 
+
 def test_dataarray_arguments_align_by_dim_name(scan):
     dark = np.random.default_rng(0).random((64, 64))
     plain = subtract_dark(scan, dark).values
@@ -146,31 +165,40 @@ def test_dataarray_arguments_align_by_dim_name(scan):
     # coords select the part a cropped datacube covers
     full = xr.DataArray(dark, dims=("Qx", "Qy"), coords={d: scan[d] for d in ("Qx", "Qy")})
     crop = scan.isel(Qx=slice(5, 30))
-    np.testing.assert_array_equal(subtract_dark(crop, full).values,
-                                  subtract_dark(crop, dark[5:30]).values)
+    np.testing.assert_array_equal(
+        subtract_dark(crop, full).values, subtract_dark(crop, dark[5:30]).values
+    )
     with pytest.raises(ValueError, match="does not match the datacube"):
         subtract_dark(scan, full.assign_coords(Qx=full.Qx + 100))
     shifts = xr.DataArray(np.full((32, 32), 1.5), dims=("Ry", "Rx"))
     np.testing.assert_allclose(
         datacube_diffraction_shift(scan, shifts, shifts.T.values).values,
-        datacube_diffraction_shift(scan, 1.5, 1.5).values, atol=1e-4)
+        datacube_diffraction_shift(scan, 1.5, 1.5).values,
+        atol=1e-4,
+    )
 
 
 def test_transposed_datacubes_are_read_by_name(scan):
     flipped = scan.transpose("Qy", "Ry", "Qx", "Rx")
-    np.testing.assert_array_equal(bin_data_diffraction(flipped, 2).values,
-                                  bin_data_diffraction(scan, 2).values)
-    np.testing.assert_allclose(center_of_mass(flipped)["com_x"].values,
-                               center_of_mass(scan)["com_x"].values)
+    np.testing.assert_array_equal(
+        bin_data_diffraction(flipped, 2).values, bin_data_diffraction(scan, 2).values
+    )
+    np.testing.assert_allclose(
+        center_of_mass(flipped)["com_x"].values, center_of_mass(scan)["com_x"].values
+    )
 
 
 # --- 5. validation at construction --------------------------------------------------------
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(r_units="mrad"), "r_units must be one of"),
-    (dict(q_units="A"), "q_units must be one of"),
-    (dict(r_origin=(0, np.nan)), "r_origin"),
-])
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(r_units="mrad"), "r_units must be one of"),
+        (dict(q_units="A"), "q_units must be one of"),
+        (dict(r_origin=(0, np.nan)), "r_origin"),
+    ],
+)
 def test_from_array_refuses_units_of_the_other_space(kw, match):
     with pytest.raises(ValueError, match=match):
         s4.from_array(np.zeros((2, 2, 4, 4)), **kw)
@@ -183,8 +211,9 @@ def test_from_array_refuses_data_that_are_not_real_numbers(dtype):
 
 
 def test_coords_in_the_wrong_units_or_disagreeing_are_refused(scan):
-    wrong = scan.assign_coords(Qx=scan.Qx.assign_attrs(units="nm"),
-                               Qy=scan.Qy.assign_attrs(units="nm"))
+    wrong = scan.assign_coords(
+        Qx=scan.Qx.assign_attrs(units="nm"), Qy=scan.Qy.assign_attrs(units="nm")
+    )
     with pytest.raises(ValueError, match="detector units must be one of"):
         center_of_mass(wrong)
     mixed = scan.assign_coords(Ry=scan.Ry.assign_attrs(units="A"))
@@ -194,10 +223,14 @@ def test_coords_in_the_wrong_units_or_disagreeing_are_refused(scan):
 
 # --- 6. files whose size or scan does not match -------------------------------------------
 
+
 def test_npy_scan_shape_that_differs_is_refused(tmp_path):
     np.save(tmp_path / "cube.npy", np.zeros((16, 12, 8, 8), np.uint16))
-    with pytest.raises(ValueError, match=r"scan_shape: \(12, 16\) differs from the scan "
-                                         r"\(16, 12\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"scan_shape: \(12, 16\) differs from the scan "
+        r"\(16, 12\)",
+    ):
         s4.read(tmp_path / "cube.npy", scan_shape=(12, 16))
     assert s4.read(tmp_path / "cube.npy", scan_shape=(16, 12)).shape == (16, 12, 8, 8)
 
@@ -209,11 +242,16 @@ def test_raw_size_mismatch_is_refused_with_both_sizes(tmp_path, capsys):
     assert "holds 393216 bytes" in err and "needs 380928" in err and "12288 bytes left" in err
     with pytest.raises(ValueError, match="bytes missing"):
         s4.read(tmp_path / "cube.raw", shape=(16, 12, 32, 33), dtype="uint16")
-    assert s4.read(tmp_path / "cube.raw", shape=(16, 12, 32, 32), dtype="uint16").shape == \
-        (16, 12, 32, 32)
+    assert s4.read(tmp_path / "cube.raw", shape=(16, 12, 32, 32), dtype="uint16").shape == (
+        16,
+        12,
+        32,
+        32,
+    )
 
 
 # --- 7. repeated binning keeps the smallest dtype -----------------------------------------
+
 
 def test_repeated_binning_knows_the_value_range(tmp_path):
     u16 = s4.from_array(np.full((8, 8, 16, 16), 65535, np.uint16))
@@ -223,8 +261,20 @@ def test_repeated_binning_knows_the_value_range(tmp_path):
     assert bin_data_real(bin_data_diffraction(u16, 2), 2).dtype == np.uint32
     # --bin-q 2 --bin-r 2, through a store
     np.save(tmp_path / "c.npy", np.full((8, 8, 16, 16), 65535, np.uint16))
-    assert main(["convert", str(tmp_path / "c.npy"), str(tmp_path / "b.zarr"), "--bin-q", "2",
-                 "--bin-r", "2"]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                str(tmp_path / "c.npy"),
+                str(tmp_path / "b.zarr"),
+                "--bin-q",
+                "2",
+                "--bin-r",
+                "2",
+            ]
+        )
+        == 0
+    )
     binned = s4.read(tmp_path / "b.zarr")
     assert binned.dtype == np.uint32 and binned.stem4d.value_range() == (0, 16 * 65535)
     assert bin_data_diffraction(binned, 2).dtype == np.uint32  # 64 x 65535 still fits
@@ -250,6 +300,7 @@ def test_a_wrong_value_range_record_raises_instead_of_wrapping():
 
 # --- 8. NaN in detector-sized arguments ---------------------------------------------------
 
+
 def test_nan_in_a_dark_reference_is_named(scan):
     dark = np.zeros((64, 64))
     dark[3, 4] = np.nan
@@ -267,10 +318,12 @@ def test_nan_in_a_dark_reference_is_named(scan):
 
 # --- refusals where a pixel size is needed --------------------------------------------------
 
+
 def test_irregular_or_non_square_scans_refuse_dpc_but_not_images(scan):
     gap = xr.concat([scan.isel(Rx=slice(0, 8)), scan.isel(Rx=slice(12, 20))], dim="Rx")
-    with pytest.raises(ValueError, match="DPC needs a scan pixel size, but the Rx coordinate "
-                                         "is not evenly spaced"):
+    with pytest.raises(
+        ValueError, match="DPC needs a scan pixel size, but the Rx coordinate is not evenly spaced"
+    ):
         DPC(gap, verbose=False).preprocess(plot_center_of_mass=False, plot_rotation=False)
     assert center_of_mass(gap)["com_qx"].shape == (16, 32)  # needs no scan pixel size
     one_axis = scan.isel(Rx=slice(None, None, 2))
@@ -309,17 +362,25 @@ def test_electron_events_keep_the_coordinate_frame(tmp_path):
     frames = 100 + rng.normal(0, 3, (4, 6, 20, 18))
     for idx in np.ndindex(4, 6):
         frames[idx][rng.integers(2, 18, 3), rng.integers(2, 16, 3)] += 70
-    cube = s4.from_array(np.clip(np.rint(frames), 0, 65535).astype(np.uint16), chunks=(2, 6),
-                         r_pixel_size=2.0, r_units="A", q_pixel_size=0.5, q_units="mrad")
+    cube = s4.from_array(
+        np.clip(np.rint(frames), 0, 65535).astype(np.uint16),
+        chunks=(2, 6),
+        r_pixel_size=2.0,
+        r_units="A",
+        q_pixel_size=0.5,
+        q_units="mrad",
+    )
     crop = cube.isel(Rx=slice(1, 4), Qx=slice(2, 20))
-    dark = xr.DataArray(np.full((20, 18), 100.0), dims=("Qx", "Qy"),
-                        coords={d: cube[d] for d in ("Qx", "Qy")})
+    dark = xr.DataArray(
+        np.full((20, 18), 100.0), dims=("Qx", "Qy"), coords={d: cube[d] for d in ("Qx", "Qy")}
+    )
     events = electron_count(crop, dark, Nsamples=10, sub_pixel=False, seed=0)
     dense = electron_count(crop, dark, Nsamples=10, output="datacube", seed=0)
     for d in s4.DIMS:
         np.testing.assert_array_equal(events.to_datacube()[d].values, crop[d].values)
-    np.testing.assert_allclose(events.center_of_mass()["com_qx"].values,
-                               center_of_mass(dense)["com_qx"].values)
+    np.testing.assert_allclose(
+        events.center_of_mass()["com_qx"].values, center_of_mass(dense)["com_qx"].values
+    )
     events.to_zarr(tmp_path / "e.zarr", progress=False)
     back = ElectronEvents.from_zarr(tmp_path / "e.zarr")
     assert back.to_datacube().Rx.values[0] == 2.0 and back.to_datacube().Qx.values[0] == 1.0
@@ -337,8 +398,9 @@ def test_kernels_read_stepped_selections_in_place_with_the_same_result():
         stacks = frame_stacks(view)
         assert all(np.shares_memory(s, cube) for s in stacks)  # no copy of the chunk
         assert sum(s.shape[0] for s in stacks) == view.shape[0] * view.shape[1]
-        np.testing.assert_array_equal(center_of_mass_frames(view),
-                                      center_of_mass_frames(view.copy()))
+        np.testing.assert_array_equal(
+            center_of_mass_frames(view), center_of_mass_frames(view.copy())
+        )
         np.testing.assert_array_equal(bin_frames(view, 2), bin_frames(view.copy(), 2))
 
 
@@ -347,12 +409,12 @@ def test_event_masks_align_by_name():
 
     counted = np.zeros((2, 3, 6, 5), bool)
     counted[0, 0, 1, 4] = counted[1, 2, 5, 0] = True
-    events = ElectronEvents.from_datacube(s4.from_array(counted, q_pixel_size=0.5,
-                                                        q_units="mrad"))
+    events = ElectronEvents.from_datacube(s4.from_array(counted, q_pixel_size=0.5, q_units="mrad"))
     weights = np.arange(30.0).reshape(6, 5)
     named = xr.DataArray(weights.T, dims=("Qy", "Qx"))
-    np.testing.assert_array_equal(events.virtual_image(named).values,
-                                  events.virtual_image(weights).values)
+    np.testing.assert_array_equal(
+        events.virtual_image(named).values, events.virtual_image(weights).values
+    )
     assert events.virtual_image(weights).values[0, 0] == weights[1, 4]
 
 
@@ -361,11 +423,12 @@ def test_dpc_field_arguments_align_by_name(scan):
     com = center_of_mass(small).compute()
     kw = dict(plot_center_of_mass=False, plot_rotation=False)
     plain = DPC(small, verbose=False).preprocess(
-        force_com_measured=(com.com_x.values, com.com_y.values), **kw)
+        force_com_measured=(com.com_x.values, com.com_y.values), **kw
+    )
     named = DPC(small, verbose=False).preprocess(
-        force_com_measured=(com.com_x.T, com.com_y.T), **kw)  # (Ry, Rx) DataArrays
+        force_com_measured=(com.com_x.T, com.com_y.T), **kw
+    )  # (Ry, Rx) DataArrays
     assert named.rotation_deg == plain.rotation_deg
     np.testing.assert_array_equal(named.com_x.values, plain.com_x.values)
-    alone = DPC(None, verbose=False).preprocess(
-        force_com_measured=(com.com_x.T, com.com_y.T), **kw)
+    alone = DPC(None, verbose=False).preprocess(force_com_measured=(com.com_x.T, com.com_y.T), **kw)
     np.testing.assert_array_equal(alone.com_measured_x.values, plain.com_measured_x.values)

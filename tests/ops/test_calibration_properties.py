@@ -31,7 +31,8 @@ MIN_SIZE = {"Rx": 3, "Ry": 3, "Qx": 6, "Qy": 6}
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore::stem4d_dask.datacube.StaleCalibrationWarning",
-    "ignore:Iterative reconstruction will not be quantitative")
+    "ignore:Iterative reconstruction will not be quantitative",
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +42,19 @@ def base():
 
 
 def _cube(values):
-    return s4.from_array(values, r_pixel_size=PIXEL["Rx"], r_units="nm",
-                         q_pixel_size=PIXEL["Qx"], q_units="mrad", energy=ENERGY,
-                         chunks=(4, 5))
+    return s4.from_array(
+        values,
+        r_pixel_size=PIXEL["Rx"],
+        r_units="nm",
+        q_pixel_size=PIXEL["Qx"],
+        q_units="mrad",
+        energy=ENERGY,
+        chunks=(4, 5),
+    )
 
 
 # --- the operations drawn, each on (DataArray, {dim: original indices}) -------------------
+
 
 def _isel(state, dim, key):
     t, idx = state
@@ -81,8 +89,7 @@ def label_lists(draw, state):
     t, idx = state
     dim = draw(st.sampled_from(DIMS))
     n = len(idx[dim])
-    picks = sorted(draw(st.sets(st.integers(0, n - 1), min_size=min(MIN_SIZE[dim], n),
-                                max_size=n)))
+    picks = sorted(draw(st.sets(st.integers(0, n - 1), min_size=min(MIN_SIZE[dim], n), max_size=n)))
     labels = t[dim].values[picks]
     if len(set(labels.tolist())) != len(labels):
         return state
@@ -133,6 +140,7 @@ def chains(draw, base):
 
 # --- the datacube a user would have built directly ----------------------------------------
 
+
 def _equivalent(t, idx):
     """``from_array`` of the same pixels with the true calibration; where a space is not a
     regular increasing square grid, its true (irregular) coords are assigned instead."""
@@ -140,8 +148,10 @@ def _equivalent(t, idx):
     kw, irregular = {}, {}
     for space, dims in (("r", ("Rx", "Ry")), ("q", ("Qx", "Qy"))):
         strides = [np.diff(idx[d]) for d in dims]
-        regular = all(s.size and (s == s[0]).all() and s[0] > 0 for s in strides) and \
-            strides[0][0] == strides[1][0]
+        regular = (
+            all(s.size and (s == s[0]).all() and s[0] > 0 for s in strides)
+            and strides[0][0] == strides[1][0]
+        )
         if regular:
             stride = int(strides[0][0])
             kw[f"{space}_pixel_size"] = PIXEL[dims[0]] * stride
@@ -165,9 +175,13 @@ def _same(run, t, e, rtol=1e-6):
         return str(err)
     got = run(t)
     for key in expected:
-        np.testing.assert_allclose(np.asarray(got[key], dtype=float),
-                                   np.asarray(expected[key], dtype=float), rtol=rtol,
-                                   atol=1e-9, err_msg=key)
+        np.testing.assert_allclose(
+            np.asarray(got[key], dtype=float),
+            np.asarray(expected[key], dtype=float),
+            rtol=rtol,
+            atol=1e-9,
+            err_msg=key,
+        )
     return None
 
 
@@ -206,14 +220,26 @@ def _round_trip(path):
     def run(dc):
         s4.write(dc, path, progress=False, overwrite=True)
         back = s4.read(path)
-        return {"values": back.values, **{d: back[d].values for d in DIMS},
-                "energy": back.attrs["energy"]}
+        return {
+            "values": back.values,
+            **{d: back[d].values for d in DIMS},
+            "energy": back.attrs["energy"],
+        }
+
     return run
 
 
-@settings(max_examples=40, deadline=None, derandomize=True, print_blob=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                 HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    print_blob=True,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+)
 @given(data=st.data())
 def test_any_chain_of_xarray_operations_keeps_the_calibration(base, tmp_path, data):
     t, idx, names = data.draw(chains(base), label="chain")

@@ -24,8 +24,9 @@ def test_non_finite_weights_are_refused_by_every_mask_taker(dc):
     with pytest.raises(ValueError, match="mask holds 1 NaN"):
         center_of_mass(dc, mask=bad)
     with pytest.raises(ValueError, match="dp_mask holds 1 NaN"):
-        DPC(dc, verbose=False).preprocess(dp_mask=bad, plot_center_of_mass=False,
-                                          plot_rotation=False)
+        DPC(dc, verbose=False).preprocess(
+            dp_mask=bad, plot_center_of_mass=False, plot_rotation=False
+        )
     with pytest.raises(ValueError, match="mask must be finite"):
         dc.stem4d.virtual_image(bad)
     events = dc.stem4d.electron_count(np.zeros((8, 8)), Nsamples=5, seed=0)
@@ -46,8 +47,9 @@ def test_numbers_are_numbers_everywhere(dc, value):
         segmented_masks((8, 8), 4, 1, 3, rotation_offset_deg=value)
     if value is not None:  # None: DPC searches the rotation
         with pytest.raises(ValueError, match="must be a real number"):
-            DPC(dc, verbose=False).preprocess(force_com_rotation=value,
-                                              plot_center_of_mass=False, plot_rotation=False)
+            DPC(dc, verbose=False).preprocess(
+                force_com_rotation=value, plot_center_of_mass=False, plot_rotation=False
+            )
     with pytest.raises(ValueError, match="must be a real number"):
         circle_mask((8, 8), value)
 

@@ -26,8 +26,9 @@ def test_com_equals_reference(dtype, mask_kind):
     rng = np.random.default_rng(0)
     cube = rng.integers(0, 200, (5, 7, 12, 10)).astype(dtype)
     cube[1, 2] = 0  # an empty pattern
-    mask = {None: None, "bool": rng.random((12, 10)) > 0.3,
-            "float": rng.random((12, 10))}[mask_kind]
+    mask = {None: None, "bool": rng.random((12, 10)) > 0.3, "float": rng.random((12, 10))}[
+        mask_kind
+    ]
     com = center_of_mass(s4.from_array(cube, chunks=(2, 7)), mask=mask).compute()
     total, cx, cy = reference_com(cube, mask)
     np.testing.assert_allclose(com.intensity.values, total, rtol=1e-12)
@@ -82,19 +83,29 @@ def test_one_pass_one_task_per_chunk_and_lazy():
 
     def boom(block):
         raise AssertionError("read while building")
-    huge = s4.from_array(da.map_blocks(boom, da.zeros((512, 512, 256, 256), dtype=np.uint16,
-                                                      chunks=(1, 512, 256, 256)),
-                                       dtype=np.uint16), chunks=None)
+
+    huge = s4.from_array(
+        da.map_blocks(
+            boom,
+            da.zeros((512, 512, 256, 256), dtype=np.uint16, chunks=(1, 512, 256, 256)),
+            dtype=np.uint16,
+        ),
+        chunks=None,
+    )
     lazy = center_of_mass(huge)
     assert lazy.com_x.shape == (512, 512)
     stacked = lazy.com_x.data.dask
-    n_com = sum(1 for k in dict(stacked) if str(k[0] if isinstance(k, tuple) else k)
-                .startswith("center_of_mass"))
+    n_com = sum(
+        1
+        for k in dict(stacked)
+        if str(k[0] if isinstance(k, tuple) else k).startswith("center_of_mass")
+    )
     assert n_com == huge.data.npartitions  # one task per chunk
 
 
-@pytest.mark.parametrize("mask, match", [(np.ones((3, 3)), "mask"),
-                                         (np.array([["a"] * 10] * 10), "mask")])
+@pytest.mark.parametrize(
+    "mask, match", [(np.ones((3, 3)), "mask"), (np.array([["a"] * 10] * 10), "mask")]
+)
 def test_bad_mask(mask, match):
     dc = s4.from_array(np.zeros((2, 2, 10, 10), np.uint16))
     with pytest.raises(ValueError, match=match):
@@ -108,9 +119,7 @@ def test_accessor_faces():
 
     scan = dpc_scan((12, 12), (24, 24), seed=1)
     dc = scan.datacube
-    xr.testing.assert_identical(dc.stem4d.center_of_mass().compute(),
-                                center_of_mass(dc).compute())
-    ours = dc.stem4d.DPC(verbose=False).preprocess(plot_center_of_mass=False,
-                                                   plot_rotation=False)
+    xr.testing.assert_identical(dc.stem4d.center_of_mass().compute(), center_of_mass(dc).compute())
+    ours = dc.stem4d.DPC(verbose=False).preprocess(plot_center_of_mass=False, plot_rotation=False)
     ref = DPC(dc, verbose=False).preprocess(plot_center_of_mass=False, plot_rotation=False)
     assert ours.rotation_deg == ref.rotation_deg and ours.transpose == ref.transpose

@@ -28,6 +28,7 @@ FRAME_GAP = 1000.0  # frames laid side by side along qx for one KD-tree over the
 
 # --- helpers --------------------------------------------------------------------------------
 
+
 def events_by_position(result, scan_shape):
     """Per-scan-position events of a computed pointlist: ``result.blocks`` (2D object array of
     ``EventBlock``, CSR over the positions of one scan chunk in C order) and
@@ -40,8 +41,9 @@ def events_by_position(result, scan_shape):
         assert len(block.indptr) == n1 * n2 + 1
         for k in range(n1 * n2):
             a, b = block.indptr[k], block.indptr[k + 1]
-            out[starts[0][i] + k // n2, starts[1][j] + k % n2] = np.column_stack(
-                [block.qx[a:b], block.qy[a:b]]).astype(np.float64).reshape(-1, 2)
+            out[starts[0][i] + k // n2, starts[1][j] + k % n2] = (
+                np.column_stack([block.qx[a:b], block.qy[a:b]]).astype(np.float64).reshape(-1, 2)
+            )
     assert all(v is not None for v in out.flat), "some scan positions have no event list"
     return out
 
@@ -79,8 +81,9 @@ def match(scan, truth, per_position):
     strike_tree, event_tree = cKDTree(strikes), cKDTree(events)
     crowded = strike_tree.query_ball_point(strikes, ISOLATION_PX, return_length=True) > 1
     if len(xray_points):
-        crowded |= cKDTree(xray_points).query_ball_point(strikes, ISOLATION_PX,
-                                                         return_length=True) > 0
+        crowded |= (
+            cKDTree(xray_points).query_ball_point(strikes, ISOLATION_PX, return_length=True) > 0
+        )
     close = event_tree.sparse_distance_matrix(strike_tree, MATCH_PX, output_type="ndarray")
     event_strike = np.full(len(events), -1)
     strike_event = np.full(len(strikes), -1)
@@ -89,8 +92,9 @@ def match(scan, truth, per_position):
         if event_strike[e] < 0 and strike_event[s] < 0:
             event_strike[e], strike_event[s] = s, e
     nearest = strike_tree.query(events) if len(events) else (np.zeros(0), np.zeros(0, int))
-    return Matched(events, strikes, event_strike, strike_event, ~crowded,
-                   np.array(nearest), per_position)
+    return Matched(
+        events, strikes, event_strike, strike_event, ~crowded, np.array(nearest), per_position
+    )
 
 
 def count(scan, dark, **kwargs):
@@ -99,6 +103,7 @@ def count(scan, dark, **kwargs):
 
 
 # --- fixtures -------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def scan():
@@ -113,8 +118,7 @@ def truth(scan):
 
 @pytest.fixture(scope="module")
 def estimated_dark(scan):
-    dark = get_darkreference(scan.datacube, SCAN[0] * SCAN[1], width_x=EDGE, width_y=EDGE,
-                             seed=0)
+    dark = get_darkreference(scan.datacube, SCAN[0] * SCAN[1], width_x=EDGE, width_y=EDGE, seed=0)
     return dark.values
 
 
@@ -125,6 +129,7 @@ def matched(request, scan, truth, estimated_dark):
 
 
 # --- the generator --------------------------------------------------------------------------
+
 
 def test_lazy_calibrated_and_generates_nothing_at_build(monkeypatch):
     def refuse(self, slices):
@@ -171,8 +176,9 @@ def test_frames_are_truth_plus_dark_plus_read_noise():
         for qx, qy in xr_:
             assert deposits[qx, qy] >= XRAY
         np.testing.assert_array_equal(s.strikes(rx, ry), e.position)
-    residual = frames - s.dark - np.stack([s.deposits(*p) for p in np.ndindex(6, 6)]).reshape(
-        frames.shape)
+    residual = (
+        frames - s.dark - np.stack([s.deposits(*p) for p in np.ndindex(6, 6)]).reshape(frames.shape)
+    )
     assert abs(residual.mean()) < 0.05
     assert residual.std() == pytest.approx(np.hypot(READ_NOISE, np.sqrt(1 / 12)), rel=0.02)
 
@@ -213,17 +219,29 @@ def test_truth_follows_the_model(scan, truth):
     assert (sums - expected).std() == pytest.approx(noise, rel=0.1)
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"scan_shape": (0, 4)}, {"detector_shape": (6, 64)}, {"electrons_per_pixel": -0.1},
-    {"spread_fraction": 1.5}, {"pair_fraction": np.nan}, {"electron_signal": 0},
-    {"xray_signal": -1}, {"read_noise": -1}, {"seed": -1}, {"seed": 1.5}, {"dtype": "c8"},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"scan_shape": (0, 4)},
+        {"detector_shape": (6, 64)},
+        {"electrons_per_pixel": -0.1},
+        {"spread_fraction": 1.5},
+        {"pair_fraction": np.nan},
+        {"electron_signal": 0},
+        {"xray_signal": -1},
+        {"read_noise": -1},
+        {"seed": -1},
+        {"seed": 1.5},
+        {"dtype": "c8"},
+    ],
+)
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         counting_scan(**kwargs)
 
 
 # --- counting accuracy ----------------------------------------------------------------------
+
 
 def test_isolated_strikes_recall_and_precision(matched):
     recall = (matched.strike_event[matched.isolated] >= 0).mean()
@@ -247,7 +265,7 @@ def test_sub_pixel_error_of_spread_strikes(matched, truth):
     assert rms_one <= 0.15, f"RMS of one-pixel strikes {rms_one:.3f} px"
     # the centroid does find the sub-pixel offset: far better than the nearest pixel centre
     pixel = matched.strikes[spread] - np.rint(matched.strikes[spread])
-    assert rms_spread < 0.7 * np.sqrt((pixel ** 2).sum(axis=1).mean())
+    assert rms_spread < 0.7 * np.sqrt((pixel**2).sum(axis=1).mean())
 
 
 @pytest.mark.parametrize("offset", [-5.0, 5.0])
@@ -297,8 +315,9 @@ def test_strikes_next_to_each_other(matched, truth):
 def test_thresholds_from_the_noise_peak(scan, estimated_dark):
     dc = scan.datacube
     noise = np.hypot(READ_NOISE, np.sqrt(1 / 12))  # read noise + rounding to integer counts
-    tb, tx, counts, edges, (_, mu, sigma) = calculate_thresholds(dc, scan.dark, seed=0,
-                                                                 return_params=True)
+    tb, tx, counts, edges, (_, mu, sigma) = calculate_thresholds(
+        dc, scan.dark, seed=0, return_params=True
+    )
     assert abs(mu) < 0.3 and sigma == pytest.approx(noise, rel=0.05)
     assert 3 * READ_NOISE < tb < SIGNAL / 2
     assert SIGNAL < tx < XRAY
@@ -308,8 +327,9 @@ def test_thresholds_from_the_noise_peak(scan, estimated_dark):
     # fitted noise peak moves with it, and the threshold with the peak
     offset = (scan.dark - estimated_dark).mean()
     assert (scan.dark - estimated_dark).std() < 1.0
-    tb_e, tx_e, _, _, (_, mu_e, sigma_e) = calculate_thresholds(dc, estimated_dark, seed=0,
-                                                                return_params=True)
+    tb_e, tx_e, _, _, (_, mu_e, sigma_e) = calculate_thresholds(
+        dc, estimated_dark, seed=0, return_params=True
+    )
     assert mu_e == pytest.approx(offset, abs=0.3)
     assert sigma_e == pytest.approx(noise, rel=0.1)
     assert 3 * READ_NOISE < tb_e - mu_e < SIGNAL / 2

@@ -29,16 +29,34 @@ def strip_mean(side, width, direction):
     return np.broadcast_to(frames[:, :, edge].mean(axis=(0, 2))[:, None], (12, 10))
 
 
-@pytest.mark.parametrize("case, call, side, width, direction", [
-    ("streaks_x_start_w3", lambda d: pp.get_background_streaks_x(d, 3, N, "start"), "start", 3,
-     "x"),
-    ("streaks_x_end_w2", lambda d: pp.get_background_streaks_x(d, 2, N, "end"), "end", 2, "x"),
-    ("streaks_y_start_w2", lambda d: pp.get_background_streaks_y(d, N, 2, "start"), "start", 2,
-     "y"),
-    ("streaks_y_end_w4", lambda d: pp.get_background_streaks_y(d, N, 4, "end"), "end", 4, "y"),
-    ("streaks_dispatch_y", lambda d: pp.get_background_streaks(d, N, 3, direction="y"), "end", 3,
-     "y"),
-])
+@pytest.mark.parametrize(
+    "case, call, side, width, direction",
+    [
+        (
+            "streaks_x_start_w3",
+            lambda d: pp.get_background_streaks_x(d, 3, N, "start"),
+            "start",
+            3,
+            "x",
+        ),
+        ("streaks_x_end_w2", lambda d: pp.get_background_streaks_x(d, 2, N, "end"), "end", 2, "x"),
+        (
+            "streaks_y_start_w2",
+            lambda d: pp.get_background_streaks_y(d, N, 2, "start"),
+            "start",
+            2,
+            "y",
+        ),
+        ("streaks_y_end_w4", lambda d: pp.get_background_streaks_y(d, N, 4, "end"), "end", 4, "y"),
+        (
+            "streaks_dispatch_y",
+            lambda d: pp.get_background_streaks(d, N, 3, direction="y"),
+            "end",
+            3,
+            "y",
+        ),
+    ],
+)
 def test_streaks_are_true_means_py4dstem_floors(dc, case, call, side, width, direction):
     out = call(dc)
     assert out.dims == ("Qx", "Qy") and out.dtype == np.float64
@@ -89,8 +107,10 @@ def test_seeded_draw_is_reproducible_and_reads_only_drawn_chunks(dc, monkeypatch
         reads.append(block_info[0]["chunk-location"][:2])
         return block
 
-    counted = s4.from_array(da.map_blocks(load, da.from_array(DARK, chunks=(1, 5, 12, 10)),
-                                          dtype=DARK.dtype), chunks=None)
+    counted = s4.from_array(
+        da.map_blocks(load, da.from_array(DARK, chunks=(1, 5, 12, 10)), dtype=DARK.dtype),
+        chunks=None,
+    )
     pp.get_background_streaks_x(counted, 2, 1, seed=1).compute()  # one frame drawn
     assert len(reads) == 1  # of the 4 chunks, only the one holding it was read
 
@@ -116,10 +136,12 @@ def test_bksbtr_matches_py4dstem(dc):
 
 
 def test_accessor(dc):
-    xr.testing.assert_identical(dc.stem4d.get_darkreference(N, 2, 3),
-                                pp.get_darkreference(dc, N, 2, 3))
-    xr.testing.assert_identical(dc.stem4d.subtract_dark(np.zeros((12, 10))),
-                                pp.subtract_dark(dc, np.zeros((12, 10))))
+    xr.testing.assert_identical(
+        dc.stem4d.get_darkreference(N, 2, 3), pp.get_darkreference(dc, N, 2, 3)
+    )
+    xr.testing.assert_identical(
+        dc.stem4d.subtract_dark(np.zeros((12, 10))), pp.subtract_dark(dc, np.zeros((12, 10)))
+    )
 
 
 def test_zero_widths_warn_and_give_zeros(dc):
@@ -131,9 +153,13 @@ def test_zero_widths_warn_and_give_zeros(dc):
 def test_nothing_is_read_when_building(dc):
     def boom(block):
         raise AssertionError("data read while building")
-    lazy = s4.from_array(da.map_blocks(boom, da.zeros(DARK.shape, chunks=(1, 5, 12, 10),
-                                                      dtype=np.uint16), dtype=np.uint16),
-                         chunks=None)
+
+    lazy = s4.from_array(
+        da.map_blocks(
+            boom, da.zeros(DARK.shape, chunks=(1, 5, 12, 10), dtype=np.uint16), dtype=np.uint16
+        ),
+        chunks=None,
+    )
     out = pp.subtract_dark(lazy, pp.get_darkreference(lazy, 5, 2, 2, seed=0))
     assert out.shape == DARK.shape
 

@@ -8,15 +8,21 @@ from stem4d_dask.chunks import MAX_CHUNK_BYTES, MIN_CHUNK_BYTES, auto_chunks
 
 
 def test_from_array_dims_coords_attrs(cube_u16):
-    dc = s4.from_array(cube_u16, r_pixel_size=2, r_units="Å", q_pixel_size=0.1,
-                       q_units="1/Å", energy=200e3)
+    dc = s4.from_array(
+        cube_u16, r_pixel_size=2, r_units="Å", q_pixel_size=0.1, q_units="1/Å", energy=200e3
+    )
     assert dc.dims == ("Rx", "Ry", "Qx", "Qy")
     assert isinstance(dc.data, da.Array)
     np.testing.assert_allclose(dc.Ry.values, np.arange(9) * 2.0)
     np.testing.assert_allclose(dc.Qx.values, np.arange(12) * 0.1)
     assert dc.Rx.attrs["units"] == "A" and dc.Qy.attrs["units"] == "A^-1"
-    assert dc.attrs == {"r_pixel_size": 2.0, "r_units": "A", "q_pixel_size": 0.1,
-                        "q_units": "A^-1", "energy": 200e3}
+    assert dc.attrs == {
+        "r_pixel_size": 2.0,
+        "r_units": "A",
+        "q_pixel_size": 0.1,
+        "q_units": "A^-1",
+        "energy": 200e3,
+    }
     assert np.array_equal(dc.values, cube_u16)
 
 
@@ -40,10 +46,16 @@ def test_from_memmap_reads_per_chunk(tmp_path, cube_u16):
         assert np.array_equal(dc.values, expected)
 
 
-@pytest.mark.parametrize("shape,itemsize", [
-    ((256, 256, 256, 256), 2), ((128, 128, 128, 128), 2), ((64, 64, 512, 512), 4),
-    ((32, 4096, 128, 128), 2), ((1000, 3, 1024, 1024), 4),
-])
+@pytest.mark.parametrize(
+    "shape,itemsize",
+    [
+        ((256, 256, 256, 256), 2),
+        ((128, 128, 128, 128), 2),
+        ((64, 64, 512, 512), 4),
+        ((32, 4096, 128, 128), 2),
+        ((1000, 3, 1024, 1024), 4),
+    ],
+)
 def test_auto_chunks_whole_frames_and_sized(shape, itemsize):
     chunks = auto_chunks(shape, itemsize)
     assert chunks[2:] == shape[2:]
@@ -66,16 +78,19 @@ def test_dask_input_keeps_chunks_or_warns_on_split_frames():
     assert dc.data.numblocks[2:] == (1, 1)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"r_pixel_size": 0}, "r_pixel_size"),
-    ({"q_pixel_size": -1}, "q_pixel_size"),
-    ({"q_pixel_size": float("nan")}, "q_pixel_size"),
-    ({"r_units": "furlongs"}, "r_units"),
-    ({"q_units": "degrees"}, "q_units"),
-    ({"energy": -5}, "energy"),
-    ({"chunks": {"Qz": 3}}, "chunks"),
-    ({"chunks": (0, 2)}, "chunks"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"r_pixel_size": 0}, "r_pixel_size"),
+        ({"q_pixel_size": -1}, "q_pixel_size"),
+        ({"q_pixel_size": float("nan")}, "q_pixel_size"),
+        ({"r_units": "furlongs"}, "r_units"),
+        ({"q_units": "degrees"}, "q_units"),
+        ({"energy": -5}, "energy"),
+        ({"chunks": {"Qz": 3}}, "chunks"),
+        ({"chunks": (0, 2)}, "chunks"),
+    ],
+)
 def test_bad_parameters_name_themselves(cube_u16, kwargs, match):
     with pytest.raises(ValueError, match=match):
         s4.from_array(cube_u16, **kwargs)
@@ -125,6 +140,7 @@ def test_mrad_inverse_angstrom_round_trip():
 
 def test_accessor_only_delegates(dc_u16):
     from stem4d_dask.preprocess import swap_Rxy
+
     a = dc_u16.stem4d.swap_Rxy()
     b = swap_Rxy(dc_u16)
     xr.testing.assert_identical(a, b)

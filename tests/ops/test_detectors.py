@@ -22,13 +22,7 @@ from stem4d_dask.virtual import virtual_image, virtual_images
 
 # --- the tutorial's code, copied (py4DSTEM's wavelength swapped for ours, equal to its digits) --
 def tutorial_annular_segmented_detectors(
-    energy,
-    gpts,
-    sampling,
-    n_angular_bins,
-    rotation_offset=0,
-    inner_radius=0,
-    outer_radius=np.inf,
+    energy, gpts, sampling, n_angular_bins, rotation_offset=0, inner_radius=0, outer_radius=np.inf
 ):
     nx, ny = gpts
     sx, sy = sampling
@@ -44,15 +38,18 @@ def tutorial_annular_segmented_detectors(
     angular_bins = np.floor(n_angular_bins * (theta / (2 * np.pi))) + 1
     angular_bins *= radial_mask.astype("int")
 
-    angular_bins = [np.fft.fftshift((angular_bins == i).astype("int"))
-                    for i in range(1, n_angular_bins + 1)]
+    angular_bins = [
+        np.fft.fftshift((angular_bins == i).astype("int")) for i in range(1, n_angular_bins + 1)
+    ]
     return angular_bins
 
 
 def tutorial_segmented_and_monolithic(data, segmented_detectors, dp_center):
     segment_intensities = [(data * mask).sum((-2, -1)) for mask in segmented_detectors]
-    segmented = (segment_intensities[0] - segment_intensities[2],
-                 segment_intensities[1] - segment_intensities[3])
+    segmented = (
+        segment_intensities[0] - segment_intensities[2],
+        segment_intensities[1] - segment_intensities[3],
+    )
     monolithic_com_x = np.zeros(data.shape[:2])
     monolithic_com_y = np.zeros(data.shape[:2])
     for segment in range(4):
@@ -63,18 +60,27 @@ def tutorial_segmented_and_monolithic(data, segmented_detectors, dp_center):
     return segmented, (monolithic_com_x, monolithic_com_y)
 
 
-TUTORIAL = dict(energy=200e3, gpts=(96, 96), sampling=(0.1232853125 * 2, 0.1232853125 * 2),
-                n_angular_bins=4, rotation_offset=np.deg2rad(45 + 15), inner_radius=10,
-                outer_radius=25)
+TUTORIAL = dict(
+    energy=200e3,
+    gpts=(96, 96),
+    sampling=(0.1232853125 * 2, 0.1232853125 * 2),
+    n_angular_bins=4,
+    rotation_offset=np.deg2rad(45 + 15),
+    inner_radius=10,
+    outer_radius=25,
+)
 
 
-@pytest.mark.parametrize("changes", [
-    {},
-    {"n_angular_bins": 3, "rotation_offset": 0.3},
-    {"rotation_offset": 0, "inner_radius": 0, "outer_radius": np.inf},
-    {"gpts": (95, 64), "sampling": (0.2, 0.31), "n_angular_bins": 8, "outer_radius": 40},
-    {"energy": 80e3, "n_angular_bins": 1, "rotation_offset": -2.0, "inner_radius": 3.5},
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"n_angular_bins": 3, "rotation_offset": 0.3},
+        {"rotation_offset": 0, "inner_radius": 0, "outer_radius": np.inf},
+        {"gpts": (95, 64), "sampling": (0.2, 0.31), "n_angular_bins": 8, "outer_radius": 40},
+        {"energy": 80e3, "n_angular_bins": 1, "rotation_offset": -2.0, "inner_radius": 3.5},
+    ],
+)
 def test_annular_segmented_detectors_equals_tutorial(changes):
     kw = {**TUTORIAL, **changes}
     ours, theirs = annular_segmented_detectors(**kw), tutorial_annular_segmented_detectors(**kw)
@@ -85,11 +91,13 @@ def test_annular_segmented_detectors_equals_tutorial(changes):
 
 
 def test_annular_segmented_detectors_errors():
-    for bad, match in (({"n_angular_bins": 0}, "n_angular_bins"),
-                       ({"inner_radius": 30}, "outer_radius"),
-                       ({"energy": -1}, "energy"),
-                       ({"sampling": (0.1, 0)}, "sampling"),
-                       ({"gpts": (96,)}, "gpts")):
+    for bad, match in (
+        ({"n_angular_bins": 0}, "n_angular_bins"),
+        ({"inner_radius": 30}, "outer_radius"),
+        ({"energy": -1}, "energy"),
+        ({"sampling": (0.1, 0)}, "sampling"),
+        ({"gpts": (96,)}, "gpts"),
+    ):
         with pytest.raises(ValueError, match=match):
             annular_segmented_detectors(**{**TUTORIAL, **bad})
 
@@ -98,24 +106,28 @@ def _tutorial_cube():
     """A pixels -> mrad calibration equal to the tutorial's (1.0595 mrad per pixel at 96 px)."""
     lam = s4.electron_wavelength_angstrom(200e3)
     size = lam / (96 * TUTORIAL["sampling"][0]) * 1e3
-    return s4.from_array(np.zeros((2, 2, 96, 96), np.uint16), q_pixel_size=size, q_units="mrad",
-                         energy=200e3)
+    return s4.from_array(
+        np.zeros((2, 2, 96, 96), np.uint16), q_pixel_size=size, q_units="mrad", energy=200e3
+    )
 
 
 def test_segmented_masks_reproduce_tutorial_detector():
     dc = _tutorial_cube()
     assert dc.attrs["q_pixel_size"] == pytest.approx(1.0595062826244177)
-    ours = segmented_masks(dc, 4, 10, 25, rotation_offset_deg=45 + 15, center=(48, 48),
-                           units="mrad")
+    ours = segmented_masks(
+        dc, 4, 10, 25, rotation_offset_deg=45 + 15, center=(48, 48), units="mrad"
+    )
     np.testing.assert_array_equal(ours, np.array(annular_segmented_detectors(**TUTORIAL)) == 1)
     # the same detector from a 1/Å calibration, with radii in 1/Å
     dc_inv = s4.with_q_units(dc, "A^-1")
     radii = s4.mrad_to_inv_angstrom([10, 25], 200e3)
     np.testing.assert_array_equal(
-        segmented_masks(dc_inv, 4, *radii, 60, center=(48, 48), units="A^-1"), ours)
+        segmented_masks(dc_inv, 4, *radii, 60, center=(48, 48), units="A^-1"), ours
+    )
 
 
 # --- mask geometry ------------------------------------------------------------------------------
+
 
 def test_circle_mask_is_importable_from_virtual():
     assert circle_mask_from_virtual is circle_mask
@@ -130,8 +142,9 @@ def test_annulus_and_segment_geometry():
     # inner <= r < outer; inner = 0 is the open disk, outer = inf everything beyond inner
     np.testing.assert_array_equal(annulus_mask(shape, 0, 20) | ring, annulus_mask(shape, 0, 20))
     assert annulus_mask(shape, 0, np.inf).all()
-    np.testing.assert_array_equal(annulus_mask(shape, 8, np.inf), ~circle_mask(shape, 8)
-                                  | _edge(shape, 8))
+    np.testing.assert_array_equal(
+        annulus_mask(shape, 8, np.inf), ~circle_mask(shape, 8) | _edge(shape, 8)
+    )
     dist = np.hypot(*np.ogrid[:10, :10])  # exact radius 5 at (3, 4) and (5, 0)
     m = annulus_mask((10, 10), 3, 5, center=(0, 0))
     assert not m[3, 4] and not m[5, 0] and m[3, 0] and m[0, 3]
@@ -171,15 +184,13 @@ def test_calibrated_radii_agree_through_the_energy(dc_u16):
     px = annulus_mask(dc_u16, inner_mrad / 0.25, outer_mrad / 0.25)
     assert 0 < px.sum() < px.size
     for cube in (dc_u16, dc_inv):
-        np.testing.assert_array_equal(
-            annulus_mask(cube, inner_mrad, outer_mrad, units="mrad"), px)
-        np.testing.assert_array_equal(
-            annulus_mask(cube, inner_inv, outer_inv, units="A^-1"), px)
+        np.testing.assert_array_equal(annulus_mask(cube, inner_mrad, outer_mrad, units="mrad"), px)
+        np.testing.assert_array_equal(annulus_mask(cube, inner_inv, outer_inv, units="A^-1"), px)
         np.testing.assert_array_equal(
             segmented_masks(cube, 4, inner_inv, outer_inv, 45, units="1/Å"),
-            segmented_masks(cube.shape[2:], 4, 2.4, 4.4, 45))
-        np.testing.assert_array_equal(circle_mask(cube, 1.1, units="mrad"),
-                                      circle_mask(cube, 4.4))
+            segmented_masks(cube.shape[2:], 4, 2.4, 4.4, 45),
+        )
+        np.testing.assert_array_equal(circle_mask(cube, 1.1, units="mrad"), circle_mask(cube, 4.4))
     # a mean pattern carries the calibration too
     mean = s4.virtual.mean_diffraction_pattern(dc_u16)
     np.testing.assert_array_equal(circle_mask(mean, 1.1, units="mrad"), circle_mask(mean, 4.4))
@@ -198,8 +209,7 @@ def test_mask_errors(dc_u16):
         (lambda: segmented_masks((9, 9), 4, 1, 3, center=(1,)), "center"),
         (lambda: circle_mask((9, 9), 1, units="mrad"), "units"),
         (lambda: circle_mask(s4.from_array(np.zeros((1, 1, 9, 9))), 1, units="mrad"), "units"),
-        (lambda: circle_mask(s4.with_calibration(dc_u16, energy=None), 1, units="A^-1"),
-         "energy"),
+        (lambda: circle_mask(s4.with_calibration(dc_u16, energy=None), 1, units="A^-1"), "energy"),
         (lambda: circle_mask((9, 9), 1, units="nm"), "units"),
     ):
         with pytest.raises(ValueError, match=match):
@@ -208,18 +218,32 @@ def test_mask_errors(dc_u16):
 
 # --- virtual images -----------------------------------------------------------------------------
 
+
 def _masks(shape):
     rng = np.random.default_rng(3)
-    return np.stack([circle_mask(shape, 3.5), annulus_mask(shape, 2, 5),
-                     *segmented_masks(shape, 4, 1, 6, 45),
-                     rng.random(shape), rng.integers(-3, 4, shape)])
+    return np.stack(
+        [
+            circle_mask(shape, 3.5),
+            annulus_mask(shape, 2, 5),
+            *segmented_masks(shape, 4, 1, 6, 45),
+            rng.random(shape),
+            rng.integers(-3, 4, shape),
+        ]
+    )
 
 
 @pytest.mark.parametrize("dtype", ["uint16", "float32"])
 def test_virtual_images_equal_einsum(cube_u16, dtype):
     cube = cube_u16.astype(dtype)  # 7 x 9 scan, non-square 12 x 10 detector
-    dc = s4.from_array(cube, r_pixel_size=1.5, r_units="A", q_pixel_size=0.25, q_units="mrad",
-                       energy=300e3, chunks=(3, 4))
+    dc = s4.from_array(
+        cube,
+        r_pixel_size=1.5,
+        r_units="A",
+        q_pixel_size=0.25,
+        q_units="mrad",
+        energy=300e3,
+        chunks=(3, 4),
+    )
     masks = _masks(cube.shape[2:])
     images = virtual_images(dc, masks)
     assert images.dims == ("Rx", "Ry", "detector") and images.dtype == np.float64
@@ -244,7 +268,9 @@ def test_virtual_images_batches_frames(monkeypatch, cube_u16, dc_u16):
     masks = _masks((12, 10))
     np.testing.assert_allclose(
         virtual_images(dc_u16, masks).values,
-        np.einsum("ijkl,mkl->ijm", cube_u16.astype(float), masks.astype(float)), rtol=1e-12)
+        np.einsum("ijkl,mkl->ijm", cube_u16.astype(float), masks.astype(float)),
+        rtol=1e-12,
+    )
 
 
 def test_virtual_images_one_task_per_chunk(dc_u16):
@@ -263,10 +289,14 @@ def test_virtual_images_one_task_per_chunk(dc_u16):
 
 
 def test_virtual_images_errors(dc_u16):
-    for masks, match in ((np.ones((2, 3, 3)), "masks"), (np.ones((12, 10, 2)), "masks"),
-                         ([], "masks"), ([np.ones((12, 10)), np.ones((3, 3))], "masks"),
-                         (np.full((1, 12, 10), np.nan), "masks"),
-                         (np.array([["a"] * 10] * 12), "masks")):
+    for masks, match in (
+        (np.ones((2, 3, 3)), "masks"),
+        (np.ones((12, 10, 2)), "masks"),
+        ([], "masks"),
+        ([np.ones((12, 10)), np.ones((3, 3))], "masks"),
+        (np.full((1, 12, 10), np.nan), "masks"),
+        (np.array([["a"] * 10] * 12), "masks"),
+    ):
         with pytest.raises(ValueError, match=match):
             virtual_images(dc_u16, masks)
 
@@ -276,17 +306,23 @@ def test_building_reads_no_data():
         raise RuntimeError("data was read")
 
     data = da.zeros((6, 6, 16, 16), dtype=np.uint16, chunks=(3, 6, 16, 16)).map_blocks(
-        boom, dtype=np.uint16, meta=np.empty((0, 0, 0, 0), np.uint16))
+        boom, dtype=np.uint16, meta=np.empty((0, 0, 0, 0), np.uint16)
+    )
     dc = s4.from_array(data, chunks=None)
     masks = segmented_masks(dc, 4, 2, 7, 45)
-    results = [virtual_images(dc, masks), virtual_image(dc, masks[0]),
-               segmented_com(dc, masks), monolithic_com(dc, masks)]
+    results = [
+        virtual_images(dc, masks),
+        virtual_image(dc, masks[0]),
+        segmented_com(dc, masks),
+        monolithic_com(dc, masks),
+    ]
     for result in results:
         with pytest.raises(RuntimeError, match="data was read"):
             dask.compute(result)
 
 
 # --- segmented and monolithic centre of mass ----------------------------------------------------
+
 
 def test_segmented_and_monolithic_com_equal_tutorial():
     rng = np.random.default_rng(5)
@@ -368,8 +404,15 @@ def test_segmented_com_points_like_pixelated_com():
     whatever the offset.
     """
     radius = 10
-    scan = dpc_scan(scan_shape=(32, 32), detector_shape=(48, 48), disk_radius=radius,
-                    rotation_deg=15, max_shift=3, electrons_per_pattern=2e4, seed=0)
+    scan = dpc_scan(
+        scan_shape=(32, 32),
+        detector_shape=(48, 48),
+        disk_radius=radius,
+        rotation_deg=15,
+        max_shift=3,
+        electrons_per_pattern=2e4,
+        seed=0,
+    )
     dc = scan.datacube
     # positions deflected by more than half a pixel (about a third of the scan)
     sx, sy = scan.shift_x.values, scan.shift_y.values
@@ -378,10 +421,16 @@ def test_segmented_com_points_like_pixelated_com():
 
     def fields(offset_deg):
         masks = segmented_masks(dc, 4, 0.5 * radius, 1.3 * radius, offset_deg)
-        com, seg, mono = dask.compute(center_of_mass(dc), segmented_com(dc, masks),
-                                      monolithic_com(dc, masks, center=(23.5, 23.5)))
-        return ((com.com_x.values, com.com_y.values), (seg.com_x.values, seg.com_y.values),
-                (mono.com_x.values, mono.com_y.values))
+        com, seg, mono = dask.compute(
+            center_of_mass(dc),
+            segmented_com(dc, masks),
+            monolithic_com(dc, masks, center=(23.5, 23.5)),
+        )
+        return (
+            (com.com_x.values, com.com_y.values),
+            (seg.com_x.values, seg.com_y.values),
+            (mono.com_x.values, mono.com_y.values),
+        )
 
     pixelated, seg, mono = fields(45)
     for other in (seg, mono):

@@ -24,10 +24,22 @@ with np.load(FIXTURE) as _z:
     _FIX = {k: _z[k] for k in _z.files}
 _ALIASES = json.loads(str(_FIX["aliases"]))
 CASES = {c["name"]: c for c in json.loads(str(_FIX["cases"]))}
-FIELDS = ["com_measured_x", "com_measured_y", "com_fitted_x", "com_fitted_y",
-          "com_normalized_x", "com_normalized_y", "com_x", "com_y"]
-RECONS = [(c, r["name"]) for c in CASES for r in CASES[c]["reconstruct"]
-          if not r["kwargs"].get("backtrack", False)]
+FIELDS = [
+    "com_measured_x",
+    "com_measured_y",
+    "com_fitted_x",
+    "com_fitted_y",
+    "com_normalized_x",
+    "com_normalized_y",
+    "com_x",
+    "com_y",
+]
+RECONS = [
+    (c, r["name"])
+    for c in CASES
+    for r in CASES[c]["reconstruct"]
+    if not r["kwargs"].get("backtrack", False)
+]
 
 
 def get(name):
@@ -114,11 +126,13 @@ def test_preprocess_matches_py4dstem(name):
         assert rel_err(ours[fin], ref[fin]) < tol, field
     assert dpc.transpose == bool(get(f"{name}__transpose"))
     assert dpc._rotation_best_rad == pytest.approx(float(get(f"{name}__rotation_rad")), abs=1e-7)
-    assert dpc.rotation_deg == pytest.approx(np.rad2deg(float(get(f"{name}__rotation_rad"))),
-                                             abs=1e-5)
+    assert dpc.rotation_deg == pytest.approx(
+        np.rad2deg(float(get(f"{name}__rotation_rad"))), abs=1e-5
+    )
     np.testing.assert_allclose(dpc._scan_sampling, get(f"{name}__scan_sampling"), rtol=1e-12)
-    np.testing.assert_allclose(dpc._reciprocal_sampling, get(f"{name}__reciprocal_sampling"),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        dpc._reciprocal_sampling, get(f"{name}__reciprocal_sampling"), rtol=1e-12
+    )
 
 
 @pytest.mark.parametrize(("name", "recon"), RECONS, ids=[f"{c}-{r}" for c, r in RECONS])
@@ -142,8 +156,9 @@ def test_divergence_curves_match_py4dstem(name):
     curve = preprocessed(name).rotation_curve
     assert curve.attrs["metric"] == "divergence"
     np.testing.assert_allclose(curve["untransposed"], get(f"{name}__rotation_div"), rtol=1e-5)
-    np.testing.assert_allclose(curve["transposed"], get(f"{name}__rotation_div_transpose"),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        curve["transposed"], get(f"{name}__rotation_div_transpose"), rtol=1e-5
+    )
 
 
 def test_continuing_equals_one_run():
@@ -156,8 +171,9 @@ def test_continuing_equals_one_run():
 
 
 def test_initial_object_guess_and_stored_iterations():
-    first = run_preprocess("default").reconstruct(progress_bar=False, backtrack=False,
-                                                  max_iter=10, store_iterations=True)
+    first = run_preprocess("default").reconstruct(
+        progress_bar=False, backtrack=False, max_iter=10, store_iterations=True
+    )
     assert len(first.object_phase_iterations) == 10
     np.testing.assert_array_equal(first.object_phase_iterations[-1], first.object_phase)
     guess = first.object_phase.values
@@ -174,8 +190,7 @@ def test_initial_object_guess_and_stored_iterations():
 def padded_error(dpc):
     com_x, com_y = dpc._com_x, dpc._com_y
     norm = integrate.error_norm(com_x, com_y)
-    return float(integrate.residual(dpc._padded_object_phase, com_x, com_y, dpc.sampling,
-                                    norm)[2])
+    return float(integrate.residual(dpc._padded_object_phase, com_x, com_y, dpc.sampling, norm)[2])
 
 
 @pytest.mark.parametrize("recon", ["bt_step15", "bt_gaussian"])
@@ -199,25 +214,39 @@ def test_backtracking_recovers_from_a_too_large_step():
     assert len(get("default__bt_step15__error_iterations")) == 1  # and it stopped at once
     assert len(dpc.error_iterations) > 10 and dpc.error < 0.01
     best = run_preprocess("default").reconstruct(progress_bar=False, backtrack=False)
-    assert np.corrcoef(dpc.object_phase.values.ravel(),
-                       best.object_phase.values.ravel())[0, 1] > 0.999
+    assert (
+        np.corrcoef(dpc.object_phase.values.ravel(), best.object_phase.values.ravel())[0, 1] > 0.999
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # ground truth on synthetic scans
 
 
-@pytest.mark.parametrize(("rotation", "transpose", "descan"), [
-    (15.0, False, (0.02, -0.03)),
-    (-35.0, False, (0.0, 0.0)),
-    (50.0, True, (0.03, 0.01)),
-    (-70.0, True, (0.01, 0.02)),
-])
+@pytest.mark.parametrize(
+    ("rotation", "transpose", "descan"),
+    [
+        (15.0, False, (0.02, -0.03)),
+        (-35.0, False, (0.0, 0.0)),
+        (50.0, True, (0.03, 0.01)),
+        (-70.0, True, (0.01, 0.02)),
+    ],
+)
 def test_ground_truth(rotation, transpose, descan):
-    scan = dpc_scan((40, 36), (32, 32), disk_radius=7, max_shift=1.5, rotation_deg=rotation,
-                    transpose=transpose, descan=descan, seed=3, r_pixel_size=0.5)
-    dpc = DPC(scan.datacube, verbose=False).preprocess(plot_rotation=False,
-                                                        plot_center_of_mass=False)
+    scan = dpc_scan(
+        (40, 36),
+        (32, 32),
+        disk_radius=7,
+        max_shift=1.5,
+        rotation_deg=rotation,
+        transpose=transpose,
+        descan=descan,
+        seed=3,
+        r_pixel_size=0.5,
+    )
+    dpc = DPC(scan.datacube, verbose=False).preprocess(
+        plot_rotation=False, plot_center_of_mass=False
+    )
     assert abs(dpc.rotation_deg - rotation) <= 1.0
     assert dpc.transpose is transpose
     dpc.reconstruct(progress_bar=False)
@@ -232,8 +261,9 @@ def test_ground_truth(rotation, transpose, descan):
 
 
 def test_preprocess_reads_every_chunk_exactly_once():
-    scan = dpc_scan((24, 20), (24, 24), disk_radius=5, max_shift=1.0, rotation_deg=10,
-                    seed=1, chunks=(5, 7))
+    scan = dpc_scan(
+        (24, 20), (24, 24), disk_radius=5, max_shift=1.0, rotation_deg=10, seed=1, chunks=(5, 7)
+    )
     dc = scan.datacube
     loads = []
 
@@ -255,13 +285,15 @@ def test_datacube_and_mask_are_not_modified():
     before = data.copy()
     mask = get("in__mask_bool")
     cube = s4.from_array(data, chunks=(24, 20))
-    dpc = DPC(cube, verbose=False).preprocess(dp_mask=mask, plot_rotation=False,
-                                              plot_center_of_mass=False)
+    dpc = DPC(cube, verbose=False).preprocess(
+        dp_mask=mask, plot_rotation=False, plot_center_of_mass=False
+    )
     dpc.reconstruct(progress_bar=False)
     np.testing.assert_array_equal(data, before)
     # a float mask of the same values gives the same CoM (bool and float masks both work)
-    fdpc = DPC(cube, verbose=False).preprocess(dp_mask=mask.astype(np.float32),
-                                               plot_rotation=False, plot_center_of_mass=False)
+    fdpc = DPC(cube, verbose=False).preprocess(
+        dp_mask=mask.astype(np.float32), plot_rotation=False, plot_center_of_mass=False
+    )
     np.testing.assert_allclose(fdpc._com_measured_x, dpc._com_measured_x, rtol=1e-6)
 
 
@@ -279,12 +311,12 @@ def test_energy_from_datacube_attrs():
 
 def test_constant_fit_ignores_empty_patterns():
     cube = s4.from_array(derive_input("u16_empty"))
-    dpc = DPC(cube, verbose=False).preprocess(fit_function="constant", plot_rotation=False,
-                                              plot_center_of_mass=False)
+    dpc = DPC(cube, verbose=False).preprocess(
+        fit_function="constant", plot_rotation=False, plot_center_of_mass=False
+    )
     measured = dpc.com_measured_x.values
     assert np.isnan(measured).sum() == len(get("empty"))
-    np.testing.assert_allclose(dpc.com_fitted_x, np.nanmean(measured.astype(np.float64)),
-                               rtol=1e-6)
+    np.testing.assert_allclose(dpc.com_fitted_x, np.nanmean(measured.astype(np.float64)), rtol=1e-6)
     assert np.abs(dpc.com_normalized_x).max() > 0.1  # py4DSTEM's NaN mean zeroes it all
 
 
@@ -293,7 +325,8 @@ def verbose_preprocess(**kwargs):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         dpc = DPC(s4.from_array(derive_input("f32")), verbose=True).preprocess(
-            plot_rotation=False, plot_center_of_mass=False, **kwargs)
+            plot_rotation=False, plot_center_of_mass=False, **kwargs
+        )
     return dpc, [str(w.message) for w in caught]
 
 
@@ -318,29 +351,43 @@ def _cube():
     return s4.from_array(derive_input("u16"))
 
 
-@pytest.mark.parametrize(("call", "match"), [
-    (lambda: DPC(np.zeros((4, 4, 4, 4))), "datacube"),
-    (lambda: DPC().preprocess(), "datacube"),
-    (lambda: DPC(_cube(), energy=-1), "energy"),
-    (lambda: DPC(_cube(), device="tpu"), "device"),
-    (lambda: DPC(_cube()).preprocess(fit_function="cubic"), "fit_function"),
-    (lambda: DPC(_cube()).preprocess(dp_mask=np.ones((32, 27))), "dp_mask"),
-    (lambda: DPC(_cube()).preprocess(dp_mask=np.ones((32, 28), dtype=complex)), "dp_mask"),
-    (lambda: DPC(_cube()).preprocess(padding_factor=0.5), "padding_factor"),
-    (lambda: DPC(_cube()).preprocess(padding_factor=np.nan), "padding_factor"),
-    (lambda: DPC(_cube()).preprocess(padding_factor="2"), "padding_factor"),
-    (lambda: DPC(_cube()).preprocess(rotation_angles_deg=[]), "rotation_angles_deg"),
-    (lambda: DPC(_cube()).preprocess(force_com_rotation=np.inf), "force_com_rotation"),
-    (lambda: DPC(_cube()).preprocess(force_com_transpose="yes"), "force_com_transpose"),
-    (lambda: DPC(_cube()).preprocess(force_com_shifts=(np.zeros((3, 3)), 0)), "force_com_shifts"),
-    (lambda: DPC(_cube()).preprocess(force_com_measured=np.zeros((24, 20))),
-     "force_com_measured"),
-    (lambda: DPC(_cube()).preprocess(plot_center_of_mass="some"), "plot_center_of_mass"),
-    (lambda: DPC(s4.from_array(derive_input("u16"), q_pixel_size=0.5, q_units="mrad"))
-     .preprocess(), "energy"),
-    (lambda: DPC(_cube(), initial_object_guess=np.zeros((3, 3))).preprocess(),
-     "initial_object_guess"),
-])
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: DPC(np.zeros((4, 4, 4, 4))), "datacube"),
+        (lambda: DPC().preprocess(), "datacube"),
+        (lambda: DPC(_cube(), energy=-1), "energy"),
+        (lambda: DPC(_cube(), device="tpu"), "device"),
+        (lambda: DPC(_cube()).preprocess(fit_function="cubic"), "fit_function"),
+        (lambda: DPC(_cube()).preprocess(dp_mask=np.ones((32, 27))), "dp_mask"),
+        (lambda: DPC(_cube()).preprocess(dp_mask=np.ones((32, 28), dtype=complex)), "dp_mask"),
+        (lambda: DPC(_cube()).preprocess(padding_factor=0.5), "padding_factor"),
+        (lambda: DPC(_cube()).preprocess(padding_factor=np.nan), "padding_factor"),
+        (lambda: DPC(_cube()).preprocess(padding_factor="2"), "padding_factor"),
+        (lambda: DPC(_cube()).preprocess(rotation_angles_deg=[]), "rotation_angles_deg"),
+        (lambda: DPC(_cube()).preprocess(force_com_rotation=np.inf), "force_com_rotation"),
+        (lambda: DPC(_cube()).preprocess(force_com_transpose="yes"), "force_com_transpose"),
+        (
+            lambda: DPC(_cube()).preprocess(force_com_shifts=(np.zeros((3, 3)), 0)),
+            "force_com_shifts",
+        ),
+        (
+            lambda: DPC(_cube()).preprocess(force_com_measured=np.zeros((24, 20))),
+            "force_com_measured",
+        ),
+        (lambda: DPC(_cube()).preprocess(plot_center_of_mass="some"), "plot_center_of_mass"),
+        (
+            lambda: DPC(
+                s4.from_array(derive_input("u16"), q_pixel_size=0.5, q_units="mrad")
+            ).preprocess(),
+            "energy",
+        ),
+        (
+            lambda: DPC(_cube(), initial_object_guess=np.zeros((3, 3))).preprocess(),
+            "initial_object_guess",
+        ),
+    ],
+)
 def test_bad_input_raises_value_error_naming_it(call, match):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -348,13 +395,20 @@ def test_bad_input_raises_value_error_naming_it(call, match):
             call()
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"max_iter": -1}, "max_iter"), ({"max_iter": 2.5}, "max_iter"),
-    ({"step_size": 0}, "step_size"), ({"q_lowpass": -0.1}, "q_lowpass"),
-    ({"q_highpass": np.nan}, "q_highpass"), ({"gaussian_filter_sigma": -1}, "gaussian"),
-    ({"butterworth_order": 0}, "butterworth_order"), ({"reset": "yes"}, "reset"),
-    ({"stopping_criterion": -1.0}, "stopping_criterion"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_iter": -1}, "max_iter"),
+        ({"max_iter": 2.5}, "max_iter"),
+        ({"step_size": 0}, "step_size"),
+        ({"q_lowpass": -0.1}, "q_lowpass"),
+        ({"q_highpass": np.nan}, "q_highpass"),
+        ({"gaussian_filter_sigma": -1}, "gaussian"),
+        ({"butterworth_order": 0}, "butterworth_order"),
+        ({"reset": "yes"}, "reset"),
+        ({"stopping_criterion": -1.0}, "stopping_criterion"),
+    ],
+)
 def test_bad_reconstruct_input(kwargs, match):
     dpc = preprocessed("default")
     with pytest.raises(ValueError, match=match):
@@ -372,8 +426,9 @@ def test_results_before_their_step():
         dpc.object_phase  # noqa: B018
 
 
-@pytest.mark.skipif(__import__("importlib.util").util.find_spec("cupy") is not None,
-                    reason="cupy is installed")
+@pytest.mark.skipif(
+    __import__("importlib.util").util.find_spec("cupy") is not None, reason="cupy is installed"
+)
 def test_gpu_without_cupy_says_so():
     with pytest.raises(ImportError, match="cupy"):
         DPC(_cube(), device="gpu")
@@ -399,8 +454,12 @@ def test_figures_and_save_figures(tmp_path):
     assert plt.get_fignums() == open_before  # nothing went through pyplot
     paths = dpc.save_figures(tmp_path / "figs")
     names = sorted(p.name for p in paths)
-    assert names == ["dpc_center_of_mass.png", "dpc_complex_com.png", "dpc_phase.png",
-                     "dpc_rotation.png"]
+    assert names == [
+        "dpc_center_of_mass.png",
+        "dpc_complex_com.png",
+        "dpc_phase.png",
+        "dpc_rotation.png",
+    ]
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     curve = dpc.rotation_curve
@@ -414,8 +473,6 @@ def test_progress_bar_writes_to_stderr(capsys):
 
 # --------------------------------------------------------------------------------------------
 # device code path (numpy standing in for cupy: single-precision FFTs, xp is not numpy)
-
-
 
 
 def test_device_path_agrees_with_cpu(monkeypatch):

@@ -32,11 +32,18 @@ def positions(events):
 
 def test_rules_of_an_event():
     dark = np.zeros((9, 10), np.float32)
-    block = frame_with({(2, 3): 50, (2, 4): 20,  # a maximum with a lower neighbour
-                        (6, 6): 40, (6, 7): 40,  # a tie: the first in C order wins
-                        (0, 9): 30,  # a corner pixel counts
-                        (4, 0): 500, (4, 1): 45,  # next to an X-ray: rejected
-                        (8, 2): 5})  # below the background threshold
+    block = frame_with(
+        {
+            (2, 3): 50,
+            (2, 4): 20,  # a maximum with a lower neighbour
+            (6, 6): 40,
+            (6, 7): 40,  # a tie: the first in C order wins
+            (0, 9): 30,  # a corner pixel counts
+            (4, 0): 500,
+            (4, 1): 45,  # next to an X-ray: rejected
+            (8, 2): 5,
+        }
+    )  # below the background threshold
     events = count_frames(block, dark, 10, 200, sub_pixel=False)
     assert positions(events) == [(0, 9), (2, 3), (6, 6)]
     assert events.qx.dtype == np.uint16 and list(events.indptr) == [0, 3]
@@ -47,8 +54,9 @@ def test_sub_pixel_centroid():
     block = frame_with({(4, 4): 60, (4, 5): 20, (5, 4): 20})
     events = count_frames(block, dark, 10, 200, sub_pixel=True)
     assert events.qx.dtype == np.float32
-    np.testing.assert_allclose([events.qx[0], events.qy[0]], [4 + 20 / 100, 4 + 20 / 100],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        [events.qx[0], events.qy[0]], [4 + 20 / 100, 4 + 20 / 100], rtol=1e-6
+    )
 
 
 def test_binning_maps_and_crops():
@@ -106,8 +114,9 @@ def test_thresholds_any_scan_shape_float_dark_and_seed():
         dc = s4.from_array(cube, chunks=(1, shape[1]))
         tb, tx = calculate_thresholds(dc, dark, Nsamples=12, seed=0)  # every frame drawn
         assert 8 < tb < 20 and tx > tb
-        assert calculate_thresholds(dc, dark, Nsamples=5, seed=3) == \
-            calculate_thresholds(dc, dark, Nsamples=5, seed=3)
+        assert calculate_thresholds(dc, dark, Nsamples=5, seed=3) == calculate_thresholds(
+            dc, dark, Nsamples=5, seed=3
+        )
 
 
 def test_dense_output_matches_events_and_binning():
@@ -127,8 +136,10 @@ def test_dense_output_matches_events_and_binning():
 def test_building_reads_nothing():
     def boom(block):
         raise AssertionError("read while building")
-    source = da.map_blocks(boom, da.zeros((8, 8, 32, 32), chunks=(2, 8, 32, 32),
-                                          dtype=np.uint16), dtype=np.uint16)
+
+    source = da.map_blocks(
+        boom, da.zeros((8, 8, 32, 32), chunks=(2, 8, 32, 32), dtype=np.uint16), dtype=np.uint16
+    )
     dc = s4.from_array(source, chunks=None)
     out = electron_count(dc, np.zeros((32, 32)), output="datacube")
     assert out.shape == (8, 8, 32, 32)
@@ -139,6 +150,7 @@ def test_building_reads_nothing():
 def test_gpu_entry_points():
     try:
         import cupy
+
         cupy.cuda.runtime.getDeviceCount()
         has_gpu = True
     except Exception:

@@ -48,14 +48,16 @@ def datacube(cube, chunks):
 
 def blocks_equal(a, b):
     """Bit-for-bit equality of two computed EventBlocks (values, dtypes, scan shape)."""
-    return (a.scan_shape == b.scan_shape
-            and all(x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y)
-                    for x, y in zip(a[:3], b[:3], strict=True)))
+    return a.scan_shape == b.scan_shape and all(
+        x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y)
+        for x, y in zip(a[:3], b[:3], strict=True)
+    )
 
 
 def raising_datacube(scan, detector, chunks):
     def boom(block):
         raise AssertionError("pixel data read while building a graph")
+
     zeros = da.zeros(scan + detector, chunks=chunks + detector, dtype=np.uint8)
     return s4.from_array(da.map_blocks(boom, zeros, dtype=np.uint8), chunks=None)
 
@@ -127,8 +129,9 @@ def test_subpixel_events_round_to_pixels_and_keep_their_coordinates():
     np.testing.assert_array_equal(ev.to_datacube(np.uint8).values, dense)
     np.testing.assert_array_equal(ev.sum_diffraction().values, dense.sum(axis=(0, 1)))
     mask = np.random.default_rng(2).random(detector)
-    np.testing.assert_allclose(ev.virtual_image(mask).values,
-                               virtual_image(s4.from_array(dense), mask).values, rtol=1e-12)
+    np.testing.assert_allclose(
+        ev.virtual_image(mask).values, virtual_image(s4.from_array(dense), mask).values, rtol=1e-12
+    )
     result = ev.center_of_mass()
     np.testing.assert_allclose(result.com_x.values, com[..., 0], rtol=1e-12)
     np.testing.assert_allclose(result.com_y.values, com[..., 1], rtol=1e-12)
@@ -170,15 +173,20 @@ def test_counted_cube_round_trips_and_dense_equivalents(scan, detector, chunks):
         assert ours.dims == dense.dims and ours.attrs == dense.attrs
 
     ours, dense = ev.center_of_mass(), center_of_mass(dc)
-    assert set(ours.data_vars) == set(dense.data_vars) == {"com_x", "com_y", "intensity",
-                                                           "com_qx", "com_qy"}
+    assert (
+        set(ours.data_vars)
+        == set(dense.data_vars)
+        == {"com_x", "com_y", "intensity", "com_qx", "com_qy"}
+    )
     xr.testing.assert_identical(ours, dense.compute())  # pixel events: bit for bit
     bool_mask = rng.random(detector) > 0.3
-    xr.testing.assert_identical(ev.center_of_mass(bool_mask), center_of_mass(dc, bool_mask)
-                                .compute())
+    xr.testing.assert_identical(
+        ev.center_of_mass(bool_mask), center_of_mass(dc, bool_mask).compute()
+    )
     float_mask = rng.random(detector)
-    xr.testing.assert_allclose(ev.center_of_mass(float_mask),
-                               center_of_mass(dc, float_mask).compute(), rtol=1e-12)
+    xr.testing.assert_allclose(
+        ev.center_of_mass(float_mask), center_of_mass(dc, float_mask).compute(), rtol=1e-12
+    )
 
 
 def test_empty_positions_give_nan_center_of_mass():
@@ -209,7 +217,7 @@ def test_compute_and_persist_materialise_in_one_call():
     assert all(isinstance(b, EventBlock) for b in done.blocks.flat)
     assert done.blocks[1, 2].scan_shape == (2, 1)
     for (i, j), block in np.ndenumerate(done.blocks):
-        part = cube[2 * i:2 * i + 2, 3 * j:3 * j + 3]
+        part = cube[2 * i : 2 * i + 2, 3 * j : 3 * j + 3]
         assert blocks_equal(block, dense_to_events(part))
     kept = ev.persist()
     np.testing.assert_array_equal(kept.to_datacube(np.uint8).values, cube)
@@ -219,6 +227,7 @@ def test_compute_and_persist_materialise_in_one_call():
     def counting(block):
         calls.append(block.size)  # dask may call it once on an empty array for the meta
         return block
+
     source = datacube(cube, (2, 3))
     traced = s4.from_array(source.data.map_blocks(counting, dtype=np.uint8), chunks=None)
     ElectronEvents.from_datacube(traced).compute()
@@ -233,8 +242,14 @@ def test_building_reads_nothing_and_makes_one_task_per_chunk():
     n_chunks = dc.data.npartitions
     ev = counted_datacube_to_pointlistarray(dc)
     cube = ev.to_datacube(np.uint8)
-    results = [cube, ev.counts(), ev.virtual_image(np.ones((8, 7))),
-               ev.center_of_mass()["com_x"], ev.sum_diffraction(), ev.n_events]
+    results = [
+        cube,
+        ev.counts(),
+        ev.virtual_image(np.ones((8, 7))),
+        ev.center_of_mass()["com_x"],
+        ev.sum_diffraction(),
+        ev.n_events,
+    ]
     repr(ev)
     assert cube.shape == (6, 5, 8, 7) and cube.data.chunks == dc.data.chunks
     n_source = len(dict(dc.data.__dask_graph__()))
@@ -248,8 +263,9 @@ def test_building_reads_nothing_and_makes_one_task_per_chunk():
 
 def test_from_zarr_reads_nothing_until_computed(tmp_path):
     cube = sparse_cube((5, 7), (6, 9))
-    ElectronEvents.from_datacube(datacube(cube, (2, 3))).to_zarr(tmp_path / "e.zarr",
-                                                                 progress=False)
+    ElectronEvents.from_datacube(datacube(cube, (2, 3))).to_zarr(
+        tmp_path / "e.zarr", progress=False
+    )
     ev = ElectronEvents.from_zarr(tmp_path / "e.zarr")
     assert ev.n_events == cube.sum()  # from the metadata
     for block in (tmp_path / "e.zarr" / "blocks").iterdir():
@@ -277,18 +293,19 @@ def test_zarr_round_trip_is_bit_exact(tmp_path, scan, detector, chunks):
     assert back.scan_chunks == ev.scan_chunks and back.detector_shape == detector
     assert back.attrs == ev.attrs and back.subpixel is False
     done = back.compute()
-    assert all(blocks_equal(a, b) for a, b in zip(done.blocks.flat, ev.blocks.flat,
-                                                  strict=True))
+    assert all(blocks_equal(a, b) for a, b in zip(done.blocks.flat, ev.blocks.flat, strict=True))
     np.testing.assert_array_equal(back.to_datacube(np.uint8).values, cube)
     assert not any(p.name.startswith("datacube") for p in path.rglob("*"))
 
 
 def test_zarr_round_trip_subpixel_and_empty_blocks(tmp_path):
     blocks, chunks, detector, _ = hand_blocks(subpixel=True)
-    blocks[1, 1] = EventBlock(np.zeros(3, np.int64), np.empty(0, np.float32),
-                              np.empty(0, np.float32), (1, 2))
-    ev = ElectronEvents.from_blocks(blocks, chunks, detector, True, {"r_units": "nm",
-                                                                     "r_pixel_size": 0.4})
+    blocks[1, 1] = EventBlock(
+        np.zeros(3, np.int64), np.empty(0, np.float32), np.empty(0, np.float32), (1, 2)
+    )
+    ev = ElectronEvents.from_blocks(
+        blocks, chunks, detector, True, {"r_units": "nm", "r_pixel_size": 0.4}
+    )
     ev.to_zarr(tmp_path / "s.zarr", progress=False)
     back = ElectronEvents.from_zarr(tmp_path / "s.zarr").compute()
     assert back.subpixel and back.attrs == {"r_units": "nm", "r_pixel_size": 0.4}
@@ -309,8 +326,7 @@ def test_store_layout_and_metadata(tmp_path):
     assert np.array(attrs["block_events"]).sum() == cube.sum()
     qx = json.loads((tmp_path / "e.zarr" / "blocks" / "2.1" / "qx" / "zarr.json").read_text())
     assert qx["data_type"] == "uint16"
-    assert any(c["name"] == "blosc" and c["configuration"]["cname"] == "zstd"
-               for c in qx["codecs"])
+    assert any(c["name"] == "blosc" and c["configuration"]["cname"] == "zstd" for c in qx["codecs"])
 
 
 def test_zarr_overwrite_partial_and_failed_write(tmp_path):
@@ -323,9 +339,11 @@ def test_zarr_overwrite_partial_and_failed_write(tmp_path):
     ev.to_zarr(target, overwrite=True, progress=False)
     assert ElectronEvents.from_zarr(target).n_events == int(ev.n_events)
     bad = np.empty((1, 1), dtype=object)
-    bad[0, 0] = dask.delayed(lambda: EventBlock(np.array([0, 1], np.int64),
-                                                np.array([9], np.uint16),
-                                                np.array([0], np.uint16), (1, 1)))()
+    bad[0, 0] = dask.delayed(
+        lambda: EventBlock(
+            np.array([0, 1], np.int64), np.array([9], np.uint16), np.array([0], np.uint16), (1, 1)
+        )
+    )()
     broken = ElectronEvents.from_blocks(bad, ((1,), (1,)), (4, 4), False)
     with pytest.raises(ValueError, match="qx positions"):
         broken.to_zarr(tmp_path / "b.zarr", progress=False)
@@ -343,19 +361,26 @@ def test_compression_of_a_sparse_counted_scan(tmp_path):
     stored = sum(p.stat().st_size for p in (tmp_path / "e.zarr").rglob("*") if p.is_file())
     raw = cube.size * 2
     ratio = raw / stored
-    print(f"\nevents: {cube.sum()} ({cube.sum() / 1024:.0f} per frame); raw uint16 "
-          f"{raw / 2**20:.1f} MiB, events store {stored / 2**10:.0f} KiB: {ratio:.0f}x smaller")
+    print(
+        f"\nevents: {cube.sum()} ({cube.sum() / 1024:.0f} per frame); raw uint16 "
+        f"{raw / 2**20:.1f} MiB, events store {stored / 2**10:.0f} KiB: {ratio:.0f}x smaller"
+    )
     assert ratio >= 20, f"only {ratio:.1f}x smaller"
     # events in random order within each frame (no sorted rows to help the compressor)
     block = dense_to_events(cube)
     rng = np.random.default_rng(1)
-    order = np.concatenate([rng.permutation(np.arange(a, b)) for a, b in
-                            zip(block.indptr[:-1], block.indptr[1:], strict=True)])
+    order = np.concatenate(
+        [
+            rng.permutation(np.arange(a, b))
+            for a, b in zip(block.indptr[:-1], block.indptr[1:], strict=True)
+        ]
+    )
     shuffled = EventBlock(block.indptr, block.qx[order], block.qy[order], scan)
     blocks = np.empty((1, 1), dtype=object)
     blocks[0, 0] = shuffled
     ElectronEvents.from_blocks(blocks, ((32,), (32,)), detector).to_zarr(
-        tmp_path / "r.zarr", progress=False)
+        tmp_path / "r.zarr", progress=False
+    )
     stored = sum(p.stat().st_size for p in (tmp_path / "r.zarr").rglob("*") if p.is_file())
     print(f"unsorted events: {raw / stored:.0f}x smaller")
     assert raw / stored >= 20
@@ -377,7 +402,8 @@ def test_converters_are_inverses_for_any_scan_shape(scan):
     events = counted_datacube_to_pointlistarray(counts, subpixel=True)
     assert events.subpixel
     np.testing.assert_array_equal(
-        counted_pointlistarray_to_datacube(events, counts.shape, dtype=np.uint8).values, counts)
+        counted_pointlistarray_to_datacube(events, counts.shape, dtype=np.uint8).values, counts
+    )
 
 
 def test_converter_accepts_datacubes_and_checks_shape():
@@ -410,8 +436,9 @@ def test_electron_count_pointlist_matches_its_datacube():
         # the counted cube also records its value range (at most b * b per binned pixel)
         assert dense.stem4d.value_range() == (0, b * b)
         unranged = dense.copy()
-        unranged.attrs = {k: v for k, v in dense.attrs.items()
-                          if k not in ("value_range", "value_range_of")}
+        unranged.attrs = {
+            k: v for k, v in dense.attrs.items() if k not in ("value_range", "value_range_of")
+        }
         xr.testing.assert_identical(events.to_datacube(dtype), unranged)
 
 

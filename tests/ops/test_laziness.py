@@ -18,6 +18,7 @@ HUGE = (512, 512, 256, 256)  # uint16: 32 GiB, far beyond what a test may alloca
 def no_reads(monkeypatch):
     def refuse(self, slices):
         raise AssertionError("pixel data was read while building a graph")
+
     monkeypatch.setattr(RawFileLoader, "__call__", refuse)
 
 
@@ -26,7 +27,8 @@ def huge_npy(tmp_path):
     path = tmp_path / "huge.npy"
     with open(path, "wb") as f:
         np.lib.format.write_array_header_1_0(
-            f, {"descr": "<u2", "fortran_order": False, "shape": HUGE})
+            f, {"descr": "<u2", "fortran_order": False, "shape": HUGE}
+        )
         f.truncate(f.tell() + int(np.prod(HUGE)) * 2)
     return path
 
@@ -35,8 +37,9 @@ def test_open_huge_npy_reads_nothing(tmp_path, no_reads):
     path = huge_npy(tmp_path)
     tracemalloc.start()
     dc = s4.read(path)
-    graph = [f(dc) for f in (swap_Rxy, swap_Qxy, lambda d: d.stem4d.with_calibration(
-        r_pixel_size=2.0))]
+    graph = [
+        f(dc) for f in (swap_Rxy, swap_Qxy, lambda d: d.stem4d.with_calibration(r_pixel_size=2.0))
+    ]
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert dc.shape == HUGE and len(graph) == 3
@@ -66,12 +69,16 @@ def test_open_huge_zarr_reads_nothing(tmp_path, monkeypatch):
     # a 32 GiB logical store with no chunks written: opening must not touch them
     import dask.array as dask_array
     import xarray as xr
+
     lazy = s4.from_array(dask_array.zeros(HUGE, dtype="uint16", chunks=(16, 512, 256, 256)))
     lazy.to_dataset(name="datacube").to_zarr(path, compute=False, zarr_format=3)
     calls = []
     original = zarr.core.array.Array.__getitem__
-    monkeypatch.setattr(zarr.core.array.Array, "__getitem__",
-                        lambda self, sel: calls.append(self.shape) or original(self, sel))
+    monkeypatch.setattr(
+        zarr.core.array.Array,
+        "__getitem__",
+        lambda self, sel: calls.append(self.shape) or original(self, sel),
+    )
     tracemalloc.start()
     dc = s4.read(path)
     _, peak = tracemalloc.get_traced_memory()
@@ -98,16 +105,16 @@ def test_preprocess_graphs_are_lazy_and_one_task_per_chunk(tmp_path, no_reads):
     n_in, n_chunks = _n_tasks(dc.data), dc.data.npartitions
     rng = np.random.default_rng(0)
     shifts = rng.uniform(-2, 2, HUGE[:2])  # whole-scan arrays: one graph key each
-    lazy = xr.DataArray(dask_array.from_array(shifts, chunks=dc.data.chunks[:2]),
-                        dims=("Rx", "Ry"))
+    lazy = xr.DataArray(dask_array.from_array(shifts, chunks=dc.data.chunks[:2]), dims=("Rx", "Ry"))
     builders = {
         "bin_Q": lambda: pp.bin_data_diffraction(dc, 2),
         "bin_mmap": lambda: pp.bin_data_mmap(dc, 4),
         "bin_R": lambda: pp.bin_data_real(dc, 2),
         "thin_R": lambda: pp.thin_data_real(dc, 2),
         "resample_bilinear": lambda: pp.resample_data_diffraction(dc, 0.5),
-        "resample_fourier": lambda: pp.resample_data_diffraction(dc, output_size=(300, 300),
-                                                                 method="fourier"),
+        "resample_fourier": lambda: pp.resample_data_diffraction(
+            dc, output_size=(300, 300), method="fourier"
+        ),
         "pad": lambda: pp.pad_data_diffraction(dc, 2),
         "shift_scalar": lambda: pp.datacube_diffraction_shift(dc, 0.5, -1.2),
         "shift_numpy": lambda: pp.datacube_diffraction_shift(dc, shifts, shifts, bilinear=True),
@@ -141,12 +148,17 @@ def test_xarray_chains_and_coordinate_checks_read_nothing(tmp_path, no_reads):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         stepped = dc.isel(Rx=slice(None, None, 2), Ry=slice(None, None, 2), Qx=slice(8, 248))
-        joined = xr.concat([stepped.isel(Rx=slice(0, 64)), stepped.isel(Rx=slice(64, None))],
-                           dim="Rx").transpose("Qy", "Qx", "Ry", "Rx")
-        dark = xr.DataArray(np.zeros((256, 256)), dims=("Qx", "Qy"),
-                            coords={d: dc[d] for d in ("Qx", "Qy")})
-        outs = [bin_data_real(bin_data_diffraction(joined, 2), 2), center_of_mass(joined),
-                subtract_dark(joined, dark)]
+        joined = xr.concat(
+            [stepped.isel(Rx=slice(0, 64)), stepped.isel(Rx=slice(64, None))], dim="Rx"
+        ).transpose("Qy", "Qx", "Ry", "Rx")
+        dark = xr.DataArray(
+            np.zeros((256, 256)), dims=("Qx", "Qy"), coords={d: dc[d] for d in ("Qx", "Qy")}
+        )
+        outs = [
+            bin_data_real(bin_data_diffraction(joined, 2), 2),
+            center_of_mass(joined),
+            subtract_dark(joined, dark),
+        ]
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert outs[0].attrs["r_pixel_size"] == 4.0 and outs[2].shape == (256, 256, 240, 256)

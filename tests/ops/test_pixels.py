@@ -19,8 +19,8 @@ PLANTED = {(4, 5), (9, 12), (6, 9), (6, 10), (0, 7)}
 
 def good_neighbour_median(frames, mask, x, y, h=1):
     """Independent reference: median of the unmasked pixels in the (2h+1) square window."""
-    window = frames[..., max(x - h, 0):x + h + 1, max(y - h, 0):y + h + 1]
-    good = ~mask[max(x - h, 0):x + h + 1, max(y - h, 0):y + h + 1]
+    window = frames[..., max(x - h, 0) : x + h + 1, max(y - h, 0) : y + h + 1]
+    good = ~mask[max(x - h, 0) : x + h + 1, max(y - h, 0) : y + h + 1]
     return np.median(window[..., good], axis=-1)
 
 
@@ -46,8 +46,9 @@ def test_planted_hot_pixels_and_pairs_found_and_repaired(dtype):
     m = mask.values
     for x, y in hot:
         ref = good_neighbour_median(cube.astype(np.float64), m, x, y)
-        np.testing.assert_array_equal(fixed[:, :, x, y],
-                                      np.rint(ref) if dtype == np.uint16 else ref)
+        np.testing.assert_array_equal(
+            fixed[:, :, x, y], np.rint(ref) if dtype == np.uint16 else ref
+        )
         assert fixed[:, :, x, y].max() < 100  # no longer hot
     untouched = ~m
     np.testing.assert_array_equal(fixed[:, :, untouched], cube[:, :, untouched])
@@ -83,10 +84,11 @@ def test_repair_differs_from_py4dstem_only_by_excluding_bad_pixels():
     mask = FIX["hot_k2__mask"]
     out = pp.filter_hot_pixels(s4.from_array(HOT), 100, ind_compare=1).values
     x, y = 4, 5
-    window = HOT[:, :, x - 1:x + 2, y - 1:y + 2].reshape(5, 6, 9).astype(np.float64)
+    window = HOT[:, :, x - 1 : x + 2, y - 1 : y + 2].reshape(5, 6, 9).astype(np.float64)
     np.testing.assert_allclose(FIX["hot_k2"][:, :, x, y], np.median(window, axis=-1))
-    np.testing.assert_allclose(out[:, :, x, y],
-                               good_neighbour_median(HOT.astype(np.float64), mask, x, y))
+    np.testing.assert_allclose(
+        out[:, :, x, y], good_neighbour_median(HOT.astype(np.float64), mask, x, y)
+    )
 
 
 def test_repair_does_not_depend_on_pixel_order():
@@ -95,8 +97,9 @@ def test_repair_does_not_depend_on_pixel_order():
     mask = np.zeros((9, 9), bool)
     mask[4, 3:6] = True  # a run of three: py4DSTEM's result depends on the visiting order
     out = pp.median_filter_masked_pixels(s4.from_array(frames), mask).values
-    flipped = pp.median_filter_masked_pixels(s4.from_array(frames[..., ::-1, ::-1].copy()),
-                                             mask[::-1, ::-1].copy()).values
+    flipped = pp.median_filter_masked_pixels(
+        s4.from_array(frames[..., ::-1, ::-1].copy()), mask[::-1, ::-1].copy()
+    ).values
     np.testing.assert_allclose(out, flipped[..., ::-1, ::-1])
     for y in (3, 4, 5):
         np.testing.assert_allclose(out[:, :, 4, y], good_neighbour_median(frames, mask, 4, y))
@@ -106,7 +109,7 @@ def test_median_filter_matches_py4dstem_formula_and_excludes_bad_pixel():
     cube, mask = FIX["in__median"], FIX["in__median_mask"]
     out = pp.median_filter_masked_pixels(s4.from_array(cube), mask, 3).values
     for x, y in np.argwhere(mask):
-        window = cube[:, :, x - 1:x + 2, y - 1:y + 2].reshape(3, 4, 9)
+        window = cube[:, :, x - 1 : x + 2, y - 1 : y + 2].reshape(3, 4, 9)
         np.testing.assert_allclose(FIX["median_k3"][:, :, x, y], np.median(window, axis=-1))
         np.testing.assert_allclose(out[:, :, x, y], good_neighbour_median(cube, mask, x, y))
     np.testing.assert_array_equal(out[:, :, ~mask], FIX["median_k3"][:, :, ~mask])
@@ -123,8 +126,10 @@ def test_median_filter_widths_and_lazy_masks():
         np.testing.assert_allclose(out[:, :, 5, 5], good_neighbour_median(frames, mask, 5, 5, h))
     lazy = xr.DataArray(da.from_array(mask, chunks=5), dims=("Qx", "Qy"))
     dc = s4.from_array(frames)
-    np.testing.assert_array_equal(pp.median_filter_masked_pixels(dc, lazy).values,
-                                  pp.median_filter_masked_pixels(dc, mask).values)
+    np.testing.assert_array_equal(
+        pp.median_filter_masked_pixels(dc, lazy).values,
+        pp.median_filter_masked_pixels(dc, mask).values,
+    )
 
 
 def test_repair_plan_widens_when_all_neighbours_are_bad():
@@ -148,8 +153,10 @@ def test_hot_pixel_mask_edges_clip_not_wrap():
 def test_graph_is_one_pass_per_chunk_and_lazy():
     def boom(block):
         raise AssertionError("data read while building")
-    source = da.map_blocks(boom, da.zeros((8, 8, 16, 16), chunks=(2, 8, 16, 16),
-                                          dtype=np.uint16), dtype=np.uint16)
+
+    source = da.map_blocks(
+        boom, da.zeros((8, 8, 16, 16), chunks=(2, 8, 16, 16), dtype=np.uint16), dtype=np.uint16
+    )
     dc = s4.from_array(source, chunks=None)
     out, mask = pp.filter_hot_pixels(dc, 10, return_mask=True)
     assert out.data.npartitions == dc.data.npartitions and mask.shape == (16, 16)
@@ -162,8 +169,9 @@ def test_accessor():
     dc = s4.from_array(HOT)
     xr.testing.assert_identical(dc.stem4d.filter_hot_pixels(100), pp.filter_hot_pixels(dc, 100))
     mask = FIX["hot_k2__mask"]
-    xr.testing.assert_identical(dc.stem4d.median_filter_masked_pixels(mask),
-                                pp.median_filter_masked_pixels(dc, mask))
+    xr.testing.assert_identical(
+        dc.stem4d.median_filter_masked_pixels(mask), pp.median_filter_masked_pixels(dc, mask)
+    )
 
 
 BAD = [

@@ -12,9 +12,15 @@ from stem4d_dask.preprocess import preprocess as pp_module
 
 
 def test_seed_names_importable_from_both_modules():
-    for name in ("bin_data_diffraction", "bin_data_mmap", "bin_data_real", "thin_data_real",
-                 "resample_data_diffraction", "pad_data_diffraction",
-                 "datacube_diffraction_shift"):
+    for name in (
+        "bin_data_diffraction",
+        "bin_data_mmap",
+        "bin_data_real",
+        "thin_data_real",
+        "resample_data_diffraction",
+        "pad_data_diffraction",
+        "datacube_diffraction_shift",
+    ):
         assert getattr(pp, name) is getattr(pp_module, name)
     from stem4d_dask.preprocess.utils import bin2D, get_shifted_ar  # noqa: F401
 
@@ -99,10 +105,10 @@ def test_resample_calibration_follows_actual_size(dc_u16, method):
 
 
 def test_resample_conserve_sums(cube_u16, dc_u16):
-    out = pp.resample_data_diffraction(dc_u16, output_size=(24, 20), method="fourier",
-                                       conserve_array_sums=True)
-    np.testing.assert_allclose(out.sum(axis=(2, 3)).values, cube_u16.sum(axis=(2, 3)),
-                               rtol=1e-5)
+    out = pp.resample_data_diffraction(
+        dc_u16, output_size=(24, 20), method="fourier", conserve_array_sums=True
+    )
+    np.testing.assert_allclose(out.sum(axis=(2, 3)).values, cube_u16.sum(axis=(2, 3)), rtol=1e-5)
 
 
 def test_pad_sizes_and_values(cube_u16, dc_u16):
@@ -120,8 +126,10 @@ def test_shift_forms_agree(cube_u16, dc_u16):
     xs, ys = rng.uniform(-2, 2, (7, 9)), rng.uniform(-2, 2, (7, 9))
     as_numpy = pp.datacube_diffraction_shift(dc_u16, xs, ys).values
     as_lazy = pp.datacube_diffraction_shift(
-        dc_u16, xr.DataArray(da.from_array(xs.T, chunks=(4, 2)), dims=("Ry", "Rx")),
-        xr.DataArray(ys, dims=("Rx", "Ry"))).values
+        dc_u16,
+        xr.DataArray(da.from_array(xs.T, chunks=(4, 2)), dims=("Ry", "Rx")),
+        xr.DataArray(ys, dims=("Rx", "Ry")),
+    ).values
     as_list = pp.datacube_diffraction_shift(dc_u16, xs.tolist(), ys).values
     np.testing.assert_array_equal(as_numpy, as_list)
     np.testing.assert_allclose(as_lazy, as_numpy, atol=1e-3)
@@ -138,8 +146,10 @@ def test_center_patterns_puts_origins_at_center():
     qx, qy = np.mgrid[:16, :16]
     cube = np.exp(-((qx - qx0[..., None, None]) ** 2 + (qy - qy0[..., None, None]) ** 2) / 4)
     out = pp.center_patterns(s4.from_array(cube), qx0, qy0, bilinear=False).values
-    com = (out * qx).sum(axis=(2, 3)) / out.sum(axis=(2, 3)), \
-        (out * qy).sum(axis=(2, 3)) / out.sum(axis=(2, 3))
+    com = (
+        (out * qx).sum(axis=(2, 3)) / out.sum(axis=(2, 3)),
+        (out * qy).sum(axis=(2, 3)) / out.sum(axis=(2, 3)),
+    )
     np.testing.assert_allclose(com[0], 8, atol=1e-3)
     np.testing.assert_allclose(com[1], 8, atol=1e-3)
 
@@ -148,10 +158,14 @@ def test_inputs_not_mutated(cube_u16, dc_u16):
     before = cube_u16.copy()
     attrs = dict(dc_u16.attrs)
     xs = np.ones((7, 9))
-    for out in (pp.bin_data_diffraction(dc_u16, 2), pp.bin_data_real(dc_u16, 2),
-                pp.thin_data_real(dc_u16, 2), pp.resample_data_diffraction(dc_u16, 2),
-                pp.pad_data_diffraction(dc_u16, 2),
-                pp.datacube_diffraction_shift(dc_u16, xs, xs, periodic=False)):
+    for out in (
+        pp.bin_data_diffraction(dc_u16, 2),
+        pp.bin_data_real(dc_u16, 2),
+        pp.thin_data_real(dc_u16, 2),
+        pp.resample_data_diffraction(dc_u16, 2),
+        pp.pad_data_diffraction(dc_u16, 2),
+        pp.datacube_diffraction_shift(dc_u16, xs, xs, periodic=False),
+    ):
         out.compute()
     np.testing.assert_array_equal(cube_u16, before)
     np.testing.assert_array_equal(xs, 1)
@@ -160,16 +174,19 @@ def test_inputs_not_mutated(cube_u16, dc_u16):
 
 def test_accessor_and_py4dstem_method_names(dc_u16):
     acc = dc_u16.stem4d
-    pairs = [(acc.bin_Q(2), pp.bin_data_diffraction(dc_u16, 2)),
-             (acc.bin_data_mmap(2), pp.bin_data_mmap(dc_u16, 2)),
-             (acc.bin_R(2), pp.bin_data_real(dc_u16, 2)),
-             (acc.thin_R(2), pp.thin_data_real(dc_u16, 2)),
-             (acc.resample_Q(output_size=(6, 5), method="fourier"),
-              pp.resample_data_diffraction(dc_u16, None, (6, 5), "fourier")),
-             (acc.pad_Q(output_size=(13, 13)), pp.pad_data_diffraction(dc_u16, None, (13, 13))),
-             (acc.datacube_diffraction_shift(0.5, 1), pp.datacube_diffraction_shift(
-                 dc_u16, 0.5, 1)),
-             (acc.center_patterns(5, 6), pp.center_patterns(dc_u16, 5, 6))]
+    pairs = [
+        (acc.bin_Q(2), pp.bin_data_diffraction(dc_u16, 2)),
+        (acc.bin_data_mmap(2), pp.bin_data_mmap(dc_u16, 2)),
+        (acc.bin_R(2), pp.bin_data_real(dc_u16, 2)),
+        (acc.thin_R(2), pp.thin_data_real(dc_u16, 2)),
+        (
+            acc.resample_Q(output_size=(6, 5), method="fourier"),
+            pp.resample_data_diffraction(dc_u16, None, (6, 5), "fourier"),
+        ),
+        (acc.pad_Q(output_size=(13, 13)), pp.pad_data_diffraction(dc_u16, None, (13, 13))),
+        (acc.datacube_diffraction_shift(0.5, 1), pp.datacube_diffraction_shift(dc_u16, 0.5, 1)),
+        (acc.center_patterns(5, 6), pp.center_patterns(dc_u16, 5, 6)),
+    ]
     for a, b in pairs:
         xr.testing.assert_identical(a, b)
 
@@ -196,8 +213,12 @@ BAD = [
     (lambda dc: pp.datacube_diffraction_shift(dc, 0, np.zeros(63)), "yshifts"),
     (lambda dc: pp.datacube_diffraction_shift(dc, np.nan, 0), "xshifts"),
     (lambda dc: pp.datacube_diffraction_shift(dc, "left", 0), "xshifts"),
-    (lambda dc: pp.datacube_diffraction_shift(
-        dc, xr.DataArray(np.zeros((7, 9)), dims=("a", "b")), 0), "xshifts"),
+    (
+        lambda dc: pp.datacube_diffraction_shift(
+            dc, xr.DataArray(np.zeros((7, 9)), dims=("a", "b")), 0
+        ),
+        "xshifts",
+    ),
     (lambda dc: pp.datacube_diffraction_shift(np.zeros((2, 2, 2, 2)), 0, 0), "datacube"),
     (lambda dc: pp.center_patterns(dc, 1, 1, center=(np.nan, 2)), "center"),
 ]
@@ -215,18 +236,25 @@ def test_different_parameters_give_different_graph_keys(cube_u16, dc_u16):
 
     xs = np.ones((7, 9))
     pairs = [
-        (pp.datacube_diffraction_shift(dc_u16, 1.0, 0),
-         pp.datacube_diffraction_shift(dc_u16, 2.0, 0)),
-        (pp.datacube_diffraction_shift(dc_u16, xs, 0),
-         pp.datacube_diffraction_shift(dc_u16, 2 * xs, 0)),
+        (
+            pp.datacube_diffraction_shift(dc_u16, 1.0, 0),
+            pp.datacube_diffraction_shift(dc_u16, 2.0, 0),
+        ),
+        (
+            pp.datacube_diffraction_shift(dc_u16, xs, 0),
+            pp.datacube_diffraction_shift(dc_u16, 2 * xs, 0),
+        ),
         (pp.bin_data_diffraction(dc_u16, 2), pp.bin_data_diffraction(dc_u16, 2, np.float32)),
         (pp.bin_data_real(dc_u16, 2), pp.bin_data_real(dc_u16, 3)),
-        (pp.resample_data_diffraction(dc_u16, output_size=(6, 5)),
-         pp.resample_data_diffraction(dc_u16, output_size=(12, 10))),
-        (pp.pad_data_diffraction(dc_u16, output_size=(14, 12)),
-         pp.pad_data_diffraction(dc_u16, output_size=(14, 13))),
-        (pp.subtract_dark(dc_u16, np.zeros((12, 10))),
-         pp.subtract_dark(dc_u16, np.ones((12, 10)))),
+        (
+            pp.resample_data_diffraction(dc_u16, output_size=(6, 5)),
+            pp.resample_data_diffraction(dc_u16, output_size=(12, 10)),
+        ),
+        (
+            pp.pad_data_diffraction(dc_u16, output_size=(14, 12)),
+            pp.pad_data_diffraction(dc_u16, output_size=(14, 13)),
+        ),
+        (pp.subtract_dark(dc_u16, np.zeros((12, 10))), pp.subtract_dark(dc_u16, np.ones((12, 10)))),
         (pp.filter_hot_pixels(dc_u16, 10), pp.filter_hot_pixels(dc_u16, 1000)),
     ]
     for a, b in pairs:

@@ -19,8 +19,9 @@ R_PIX, Q_PIX = 2.0, 0.5
 
 
 def cube(name):
-    return s4.from_array(FIXTURES[f"in__{name}"], r_pixel_size=R_PIX, q_pixel_size=Q_PIX,
-                         chunks=(2, 3))
+    return s4.from_array(
+        FIXTURES[f"in__{name}"], r_pixel_size=R_PIX, q_pixel_size=Q_PIX, chunks=(2, 3)
+    )
 
 
 def expect(case, out, *, rtol=1e-6, atol=0.0, check_calibration=True):
@@ -40,11 +41,16 @@ def test_fixture_script_recorded_no_errors():
     assert "errors" not in FIXTURES.files or len(FIXTURES["errors"]) == 0
 
 
-@pytest.mark.parametrize("case, name, factor, dtype", [
-    ("binQ_u16_b2", "u16", 2, None), ("binQ_u16_b3", "u16", 3, None),
-    ("binQ_f32_b2", "f32", 2, None), ("binQ_f32_b4", "f32", 4, None),
-    ("binQ_u16_b2_f32", "u16", 2, np.float32),
-])
+@pytest.mark.parametrize(
+    "case, name, factor, dtype",
+    [
+        ("binQ_u16_b2", "u16", 2, None),
+        ("binQ_u16_b3", "u16", 3, None),
+        ("binQ_f32_b2", "f32", 2, None),
+        ("binQ_f32_b4", "f32", 4, None),
+        ("binQ_u16_b2_f32", "u16", 2, np.float32),
+    ],
+)
 def test_bin_q_parity(case, name, factor, dtype):
     out = pp.bin_data_diffraction(cube(name), factor, dtype)
     expect(case, out)
@@ -66,16 +72,18 @@ def test_numpy_integer_factors_accepted():
     expect("binQ_u16_b2", pp.bin_data_diffraction(cube("u16"), np.int64(2)))
 
 
-@pytest.mark.parametrize("case, factor, dtype", [
-    ("binmmap_sq_b2", 2, np.float32), ("binmmap_sq_b3_f64", 3, np.float64)])
+@pytest.mark.parametrize(
+    "case, factor, dtype", [("binmmap_sq_b2", 2, np.float32), ("binmmap_sq_b3_f64", 3, np.float64)]
+)
 def test_bin_mmap_parity(case, factor, dtype):
     out = pp.bin_data_mmap(cube("sq"), factor, dtype)
     assert out.dtype == dtype
     expect(case, out)
 
 
-@pytest.mark.parametrize("case, name, factor", [("binR_u16_b2", "u16", 2),
-                                                ("binR_f32_b3", "f32", 3)])
+@pytest.mark.parametrize(
+    "case, name, factor", [("binR_u16_b2", "u16", 2), ("binR_f32_b3", "f32", 3)]
+)
 def test_bin_real_parity(case, name, factor):
     out = pp.bin_data_real(cube(name), factor)
     expect(case, out)
@@ -83,24 +91,31 @@ def test_bin_real_parity(case, name, factor):
         assert FIXTURES[f"{case}__dtype"] == "uint64" and out.dtype == np.uint32
 
 
-@pytest.mark.parametrize("case, name, factor", [("thinR_u16_t2", "u16", 2),
-                                                ("thinR_f32_t3", "f32", 3)])
+@pytest.mark.parametrize(
+    "case, name, factor", [("thinR_u16_t2", "u16", 2), ("thinR_f32_t3", "f32", 3)]
+)
 def test_thin_real_parity(case, name, factor):
     out = pp.thin_data_real(cube(name), factor)
     assert out.dtype == FIXTURES[case].dtype
     expect(case, out, rtol=0)
 
 
-@pytest.mark.parametrize("case, name, kwargs", [
-    ("resbil_f32_f2", "f32", dict(resampling_factor=2)),
-    ("resbil_f32_f15_05", "f32", dict(resampling_factor=(1.5, 0.5))),
-    ("resbil_u16_os14_6", "u16", dict(output_size=(14, 6))),
-    ("resfou_f32_os20_26", "f32", dict(output_size=(20, 26), method="fourier")),
-    ("resfou_f32_os7_9", "f32", dict(output_size=(7, 9), method="fourier")),
-    ("resfou_u16_os16_12", "u16", dict(output_size=(16, 12), method="fourier")),
-    ("resfou_f32_f2_cons", "f32", dict(resampling_factor=2, method="fourier",
-                                       conserve_array_sums=True)),
-])
+@pytest.mark.parametrize(
+    "case, name, kwargs",
+    [
+        ("resbil_f32_f2", "f32", dict(resampling_factor=2)),
+        ("resbil_f32_f15_05", "f32", dict(resampling_factor=(1.5, 0.5))),
+        ("resbil_u16_os14_6", "u16", dict(output_size=(14, 6))),
+        ("resfou_f32_os20_26", "f32", dict(output_size=(20, 26), method="fourier")),
+        ("resfou_f32_os7_9", "f32", dict(output_size=(7, 9), method="fourier")),
+        ("resfou_u16_os16_12", "u16", dict(output_size=(16, 12), method="fourier")),
+        (
+            "resfou_f32_f2_cons",
+            "f32",
+            dict(resampling_factor=2, method="fourier", conserve_array_sums=True),
+        ),
+    ],
+)
 @pytest.mark.filterwarnings("ignore:resampling")
 def test_resample_parity(case, name, kwargs):
     out = pp.resample_data_diffraction(cube(name), **kwargs)
@@ -123,8 +138,10 @@ def test_bilinear_conserve_sums_uses_the_size_produced():
     assert ours_err < 0.5 * theirs_err  # bilinear sums are approximate; ours 2.5%, theirs 8%
 
 
-@pytest.mark.parametrize("case, kwargs", [
-    ("pad_u16_f3", dict(pad_factor=3)), ("pad_u16_os15_12", dict(output_size=(15, 12)))])
+@pytest.mark.parametrize(
+    "case, kwargs",
+    [("pad_u16_f3", dict(pad_factor=3)), ("pad_u16_os15_12", dict(output_size=(15, 12)))],
+)
 def test_pad_parity(case, kwargs):
     out = pp.pad_data_diffraction(cube("u16"), **kwargs)
     assert out.dtype == np.uint16
@@ -132,8 +149,7 @@ def test_pad_parity(case, kwargs):
 
 
 def test_pad_parity_float():
-    expect("pad_f32_os13_16", pp.pad_data_diffraction(cube("f32"), output_size=(13, 16)),
-           rtol=0)
+    expect("pad_f32_os13_16", pp.pad_data_diffraction(cube("f32"), output_size=(13, 16)), rtol=0)
 
 
 def test_pad_factor_differs_only_where_rounding_did():
@@ -179,23 +195,30 @@ def test_utils_parity():
     out = pp.bin2D(frame, 3, dtype=np.float32)
     assert out.dtype == np.float32
     np.testing.assert_allclose(out, FIXTURES["bin2D_u16frame_f3_f32"], rtol=1e-6)
-    np.testing.assert_allclose(np.stack(pp.make_Fourier_coords2D(7, 10, pixelSize=(0.5, 2))),
-                               FIXTURES["fcoords_7_10"], rtol=1e-15)
-    np.testing.assert_allclose(np.stack(pp.make_Fourier_coords2D(8, 8)), FIXTURES["fcoords_8_8"],
-                               rtol=1e-15)
+    np.testing.assert_allclose(
+        np.stack(pp.make_Fourier_coords2D(7, 10, pixelSize=(0.5, 2))),
+        FIXTURES["fcoords_7_10"],
+        rtol=1e-15,
+    )
+    np.testing.assert_allclose(
+        np.stack(pp.make_Fourier_coords2D(8, 8)), FIXTURES["fcoords_8_8"], rtol=1e-15
+    )
     for case, args, kwargs in [
-            ("gsa_img", (1.3, -2.7), {}), ("gsa_img_bil", (1.3, -2.7), dict(bilinear=True)),
-            ("gsa_img_np", (1.3, -2.7), dict(periodic=False)),
-            ("gsa_img_bil_np", (1.3, -2.7), dict(bilinear=True, periodic=False)),
-            ("gsa_img_half_np", (0.5, -2.5), dict(periodic=False))]:
+        ("gsa_img", (1.3, -2.7), {}),
+        ("gsa_img_bil", (1.3, -2.7), dict(bilinear=True)),
+        ("gsa_img_np", (1.3, -2.7), dict(periodic=False)),
+        ("gsa_img_bil_np", (1.3, -2.7), dict(bilinear=True, periodic=False)),
+        ("gsa_img_half_np", (0.5, -2.5), dict(periodic=False)),
+    ]:
         out = pp.get_shifted_ar(img, *args, **kwargs)
         assert out.dtype == np.float64
         np.testing.assert_allclose(out, FIXTURES[case], atol=1e-12, err_msg=case)
     xy = FIXTURES["in__lin2d_xy"]
     values = [pp.linear_interpolation_2D(img, x, y) for x, y in xy]
     np.testing.assert_allclose(values, FIXTURES["lin2d_img"], rtol=1e-12)
-    np.testing.assert_allclose(pp.linear_interpolation_2D(img, xy[:, 0], xy[:, 1]),
-                               FIXTURES["lin2d_img"], rtol=1e-12)
+    np.testing.assert_allclose(
+        pp.linear_interpolation_2D(img, xy[:, 0], xy[:, 1]), FIXTURES["lin2d_img"], rtol=1e-12
+    )
 
 
 def test_get_shifted_ar_gpu_without_cupy_raises(monkeypatch):

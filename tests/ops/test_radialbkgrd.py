@@ -46,11 +46,15 @@ def args(kind, case):
 
 def fixture_cases(kind, has=""):
     prefix = f"args__{kind}__"
-    return [k[len(prefix):] for k in FIXTURES.files if k.startswith(prefix)
-            and f"{kind}__{k[len(prefix):]}{has}" in FIXTURES.files]
+    return [
+        k[len(prefix) :]
+        for k in FIXTURES.files
+        if k.startswith(prefix) and f"{kind}__{k[len(prefix) :]}{has}" in FIXTURES.files
+    ]
 
 
 # ---- parity with py4DSTEM where it is right -------------------------------------------------
+
 
 def test_fixture_script_recorded_only_the_known_error():
     assert "errors" not in FIXTURES.files
@@ -78,8 +82,11 @@ def test_transform_parity(case):
     np.testing.assert_array_equal(pp[:, :n], FIXTURES[f"tr__{case}__pp"])
 
 
-ITER0_CASES = [c for c in fixture_cases("bg1d") if args("bg1d", c)[1].get("maskUpdateIter") == 0
-               or "smooth" in c]
+ITER0_CASES = [
+    c
+    for c in fixture_cases("bg1d")
+    if args("bg1d", c)[1].get("maskUpdateIter") == 0 or "smooth" in c
+]
 
 
 @pytest.mark.parametrize("case", ITER0_CASES)
@@ -105,8 +112,9 @@ def test_mask_update_matches_py4dstem_peak_mask(case):
     name, kw = args("bg1d", case)
     ref_mask = FIXTURES[f"bg1d__{case}__polmask"]
     n = ref_mask.shape[1]
-    bg, r, polar = get_1D_polar_background(pattern(name), p_of(name), **{
-        **kw, "maskUpdateIter": min(kw["maskUpdateIter"], 1)})
+    bg, r, polar = get_1D_polar_background(
+        pattern(name), p_of(name), **{**kw, "maskUpdateIter": min(kw["maskUpdateIter"], 1)}
+    )
     np.testing.assert_array_equal(np.ma.getmaskarray(polar)[:, :n], ref_mask)
     data, _, _ = cartesian_to_polarelliptical_transform(pattern(name), p_of(name))
     expected = np.ma.median(np.ma.array(data.data[:, :n], mask=ref_mask), axis=0)
@@ -127,12 +135,14 @@ def test_background_2d_extrapolates_linearly():
     bg, r = np.array([10.0, 8.0, 7.0]), np.array([2.0, 3.0, 4.0])
     out = get_2D_polar_background(np.zeros((11, 13)), bg, r, (5, 6, 1, 1, 0))
     rad = elliptical_radius((11, 13), (5, 6, 1, 1, 0))
-    np.testing.assert_allclose(out, np.where(rad < 3, 10 - 2 * (rad - 2), 8 - (rad - 3)),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        out, np.where(rad < 3, 10 - 2 * (rad - 2), 8 - (rad - 3)), rtol=1e-12
+    )
     assert out[5, 6] == pytest.approx(14.0)  # r = 0: extrapolated from the first segment
 
 
 # ---- the documented differences -------------------------------------------------------------
+
 
 def test_center_overrides_p_ellipse():
     """py4DSTEM raises TypeError for any center (tuple[...]); ours replaces the centre."""
@@ -142,8 +152,9 @@ def test_center_overrides_p_ellipse():
     ref, ref_r = get_1D_polar_background(data, moved + p[2:])
     np.testing.assert_array_equal(bg, ref)
     np.testing.assert_array_equal(r, ref_r)
-    assert not np.allclose(bg[: min(len(bg), 20)],
-                           get_1D_polar_background(data, p)[0][: min(len(bg), 20)])
+    assert not np.allclose(
+        bg[: min(len(bg), 20)], get_1D_polar_background(data, p)[0][: min(len(bg), 20)]
+    )
 
 
 def test_mask_updates_iterate():
@@ -185,7 +196,7 @@ def test_crop_keeps_last_valid_column():
     np.testing.assert_array_equal(r[:-1], ref_r)
     plan = polar_plan(data.shape, p)
     assert plan.inside[:, r.shape[0] - 1].any()  # the bin py4DSTEM drops has samples
-    assert not plan.inside[:, r.shape[0]:].any()  # and every later bin is empty
+    assert not plan.inside[:, r.shape[0] :].any()  # and every later bin is empty
     assert np.isfinite(bg[-1])
 
 
@@ -335,14 +346,16 @@ def test_per_pattern_background_equals_frame_loop(np_cube):
     bg2 = get_2D_polar_background(dc, bg, r, CUBE_P).values
     sub = subtract_polar_background(dc, CUBE_P, smoothing=True, smoothingWindowSize=5).values
     for i, j in np.ndindex(*np_cube.shape[:2]):
-        one, r1 = get_1D_polar_background(np_cube[i, j], CUBE_P, smoothing=True,
-                                          smoothingWindowSize=5)
+        one, r1 = get_1D_polar_background(
+            np_cube[i, j], CUBE_P, smoothing=True, smoothingWindowSize=5
+        )
         np.testing.assert_array_equal(values[i, j], one)
         np.testing.assert_array_equal(r, r1)
         two = get_2D_polar_background(np_cube[i, j], one, r1, CUBE_P)
         np.testing.assert_allclose(bg2[i, j], two.astype(np.float32), rtol=1e-6)
-        np.testing.assert_allclose(sub[i, j], (np_cube[i, j] - two).astype(np.float32),
-                                   rtol=1e-6, atol=1e-3)
+        np.testing.assert_allclose(
+            sub[i, j], (np_cube[i, j] - two).astype(np.float32), rtol=1e-6, atol=1e-3
+        )
     assert not np.array_equal(values[1, 2], values[0, 0])  # a background per pattern
     np.testing.assert_array_equal(np_cube, before)
 
@@ -355,12 +368,14 @@ def test_mean_pattern_background(np_cube):
     bg, r = get_1D_polar_background(mean, CUBE_P, maskUpdateIter=1)
     expected = np_cube - get_2D_polar_background(mean, bg, r, CUBE_P)
     np.testing.assert_allclose(out.values, expected, rtol=1e-10, atol=1e-9)
-    lazy_bg, lazy_r = get_1D_polar_background(mean_diffraction_pattern(dc), CUBE_P,
-                                              maskUpdateIter=1)
+    lazy_bg, lazy_r = get_1D_polar_background(
+        mean_diffraction_pattern(dc), CUBE_P, maskUpdateIter=1
+    )
     np.testing.assert_allclose(lazy_bg.values, bg, rtol=1e-10)
     one_for_all = get_2D_polar_background(dc, lazy_bg, lazy_r, CUBE_P)
-    np.testing.assert_allclose(one_for_all.values[2, 3],
-                               get_2D_polar_background(mean, bg, r, CUBE_P), rtol=1e-10)
+    np.testing.assert_allclose(
+        one_for_all.values[2, 3], get_2D_polar_background(mean, bg, r, CUBE_P), rtol=1e-10
+    )
     lazy_2d = get_2D_polar_background(mean_diffraction_pattern(dc), lazy_bg, lazy_r, CUBE_P)
     assert lazy_2d.dims == ("Qx", "Qy") and isinstance(lazy_2d.data, da.Array)
 
@@ -395,43 +410,62 @@ FRAME = np.ones((20, 24))
 GOOD_P = (10.0, 12.0, 1.0, 0.9, 0.3)
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: get_1D_polar_background(FRAME, (10, 12, 1, 0.9)), "p_ellipse"),
-    (lambda: get_1D_polar_background(FRAME, "abcde"), "p_ellipse"),
-    (lambda: get_1D_polar_background(FRAME, (10, 12, 0, 0.9, 0)), "a=0.0"),
-    (lambda: get_1D_polar_background(FRAME, (10, 12, 1, -1, 0)), "b=-1.0"),
-    (lambda: get_1D_polar_background(FRAME, (10, np.nan, 1, 1, 0)), "p_ellipse"),
-    (lambda: get_1D_polar_background(np.ones((3, 20, 24)), GOOD_P), r"data.*\(3, 20, 24\)"),
-    (lambda: get_1D_polar_background(np.ones((2, 2, 20, 24)), GOOD_P), "from_array"),
-    (lambda: get_1D_polar_background(da.ones((2, 2, 20, 24)), GOOD_P), "from_array"),
-    (lambda: get_1D_polar_background(xr.DataArray(np.ones((2, 2, 4, 4))), GOOD_P), "dims"),
-    (lambda: get_1D_polar_background(FRAME.astype(complex), GOOD_P), "real"),
-    (lambda: get_1D_polar_background(FRAME, GOOD_P, center=(1, 2, 3)), "center"),
-    (lambda: get_1D_polar_background(np.ones((1, 24)), GOOD_P), "no polar sample"),
-    (lambda: get_1D_polar_background(FRAME, GOOD_P, maskUpdateIter=-1), "maskUpdateIter"),
-    (lambda: get_1D_polar_background(FRAME, GOOD_P, maskUpdateIter=1.5), "maskUpdateIter"),
-    (lambda: get_1D_polar_background(FRAME, GOOD_P, min_relative_threshold=0),
-     "min_relative_threshold"),
-    (lambda: get_1D_polar_background(FRAME, GOOD_P, smoothing=1), "smoothing"),
-    (lambda: get_1D_polar_background(FRAME, GOOD_P, smoothingWindowSize=4), "odd"),
-    (lambda: get_1D_polar_background(FRAME, GOOD_P, smoothingWindowSize=0),
-     "smoothingWindowSize"),
-    (lambda: get_1D_polar_background(FRAME, GOOD_P, smoothingPolyOrder=-1),
-     "smoothingPolyOrder"),
-    (lambda: get_1D_polar_background(FRAME, GOOD_P, smoothing=True, smoothingWindowSize=99),
-     "smoothingWindowSize"),
-    (lambda: get_1D_polar_background(FRAME, GOOD_P, smoothing=True, min_background_value=0),
-     "min_background_value"),
-    (lambda: get_1D_polar_background(FRAME, GOOD_P, return_polararr="yes"), "return_polararr"),
-    (lambda: get_2D_polar_background(FRAME, np.ones(5), np.arange(6.0), GOOD_P),
-     r"background1D.*\(5,\).*6"),
-    (lambda: get_2D_polar_background(FRAME, np.ones(5), np.ones(5), GOOD_P), "r_bins"),
-    (lambda: get_2D_polar_background(FRAME, np.ones(1), np.ones(1), GOOD_P), "r_bins"),
-    (lambda: get_2D_polar_background(FRAME, np.ones((2, 5)), np.arange(5.0), GOOD_P),
-     "background1D"),
-    (lambda: get_2D_polar_background(FRAME, np.ones(5), np.arange(5.0), (1, 2, 3)),
-     "p_ellipse"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: get_1D_polar_background(FRAME, (10, 12, 1, 0.9)), "p_ellipse"),
+        (lambda: get_1D_polar_background(FRAME, "abcde"), "p_ellipse"),
+        (lambda: get_1D_polar_background(FRAME, (10, 12, 0, 0.9, 0)), "a=0.0"),
+        (lambda: get_1D_polar_background(FRAME, (10, 12, 1, -1, 0)), "b=-1.0"),
+        (lambda: get_1D_polar_background(FRAME, (10, np.nan, 1, 1, 0)), "p_ellipse"),
+        (lambda: get_1D_polar_background(np.ones((3, 20, 24)), GOOD_P), r"data.*\(3, 20, 24\)"),
+        (lambda: get_1D_polar_background(np.ones((2, 2, 20, 24)), GOOD_P), "from_array"),
+        (lambda: get_1D_polar_background(da.ones((2, 2, 20, 24)), GOOD_P), "from_array"),
+        (lambda: get_1D_polar_background(xr.DataArray(np.ones((2, 2, 4, 4))), GOOD_P), "dims"),
+        (lambda: get_1D_polar_background(FRAME.astype(complex), GOOD_P), "real"),
+        (lambda: get_1D_polar_background(FRAME, GOOD_P, center=(1, 2, 3)), "center"),
+        (lambda: get_1D_polar_background(np.ones((1, 24)), GOOD_P), "no polar sample"),
+        (lambda: get_1D_polar_background(FRAME, GOOD_P, maskUpdateIter=-1), "maskUpdateIter"),
+        (lambda: get_1D_polar_background(FRAME, GOOD_P, maskUpdateIter=1.5), "maskUpdateIter"),
+        (
+            lambda: get_1D_polar_background(FRAME, GOOD_P, min_relative_threshold=0),
+            "min_relative_threshold",
+        ),
+        (lambda: get_1D_polar_background(FRAME, GOOD_P, smoothing=1), "smoothing"),
+        (lambda: get_1D_polar_background(FRAME, GOOD_P, smoothingWindowSize=4), "odd"),
+        (
+            lambda: get_1D_polar_background(FRAME, GOOD_P, smoothingWindowSize=0),
+            "smoothingWindowSize",
+        ),
+        (
+            lambda: get_1D_polar_background(FRAME, GOOD_P, smoothingPolyOrder=-1),
+            "smoothingPolyOrder",
+        ),
+        (
+            lambda: get_1D_polar_background(FRAME, GOOD_P, smoothing=True, smoothingWindowSize=99),
+            "smoothingWindowSize",
+        ),
+        (
+            lambda: get_1D_polar_background(FRAME, GOOD_P, smoothing=True, min_background_value=0),
+            "min_background_value",
+        ),
+        (lambda: get_1D_polar_background(FRAME, GOOD_P, return_polararr="yes"), "return_polararr"),
+        (
+            lambda: get_2D_polar_background(FRAME, np.ones(5), np.arange(6.0), GOOD_P),
+            r"background1D.*\(5,\).*6",
+        ),
+        (lambda: get_2D_polar_background(FRAME, np.ones(5), np.ones(5), GOOD_P), "r_bins"),
+        (lambda: get_2D_polar_background(FRAME, np.ones(1), np.ones(1), GOOD_P), "r_bins"),
+        (
+            lambda: get_2D_polar_background(FRAME, np.ones((2, 5)), np.arange(5.0), GOOD_P),
+            "background1D",
+        ),
+        (
+            lambda: get_2D_polar_background(FRAME, np.ones(5), np.arange(5.0), (1, 2, 3)),
+            "p_ellipse",
+        ),
+    ],
+)
 def test_bad_input_names_the_parameter(call, match):
     with pytest.raises(ValueError, match=match):
         call()
@@ -458,7 +492,6 @@ def test_bad_datacube_input(np_cube):
         subtract_polar_background(np_cube, CUBE_P)
 
 
-
 def test_accessor_delegates():
     import xarray as xr
 
@@ -468,8 +501,10 @@ def test_accessor_delegates():
     cube = np.random.default_rng(0).poisson(50, (4, 5, 32, 30)).astype(np.uint16)
     dc = s4.from_array(cube, chunks=(2, 5))
     p = (16, 15, 10, 9, 0.2)
-    xr.testing.assert_identical(dc.stem4d.subtract_polar_background(p, per_pattern=False),
-                                pp.subtract_polar_background(dc, p, per_pattern=False))
+    xr.testing.assert_identical(
+        dc.stem4d.subtract_polar_background(p, per_pattern=False),
+        pp.subtract_polar_background(dc, p, per_pattern=False),
+    )
     ours, r = dc.stem4d.get_1D_polar_background(p, maskUpdateIter=1)
     ref, r_ref = pp.get_1D_polar_background(dc, p, maskUpdateIter=1)
     xr.testing.assert_identical(ours, ref)

@@ -29,8 +29,9 @@ def big_npy(tmp_path_factory):
 
 def drained_peak(lazy) -> float:
     """Peak traced MiB while computing every chunk of ``lazy`` and keeping none of them."""
-    drain = da.map_blocks(lambda b: np.zeros((1,) * b.ndim, b.dtype), lazy.data,
-                          chunks=(1,) * lazy.ndim).sum()
+    drain = da.map_blocks(
+        lambda b: np.zeros((1,) * b.ndim, b.dtype), lazy.data, chunks=(1,) * lazy.ndim
+    ).sum()
     tracemalloc.start()
     with dask.config.set(scheduler="threads", num_workers=2):
         drain.compute()
@@ -43,9 +44,11 @@ def test_corrections_stream_in_bounded_memory(big_npy):
     dc = s4.read(big_npy, chunks={"Rx": 2})  # 4 MiB chunks, 32 of them
     assert dc.data.npartitions == 32
     dark = np.full(SHAPE[2:], 3.0)
-    for name, lazy in (("subtract_dark", pp.subtract_dark(dc, dark)),
-                       ("filter_hot_pixels", pp.filter_hot_pixels(dc, 500)),
-                       ("bin_data_diffraction", pp.bin_data_diffraction(dc, 2)),
-                       ("datacube_diffraction_shift", pp.datacube_diffraction_shift(dc, 1.5, 0))):
+    for name, lazy in (
+        ("subtract_dark", pp.subtract_dark(dc, dark)),
+        ("filter_hot_pixels", pp.filter_hot_pixels(dc, 500)),
+        ("bin_data_diffraction", pp.bin_data_diffraction(dc, 2)),
+        ("datacube_diffraction_shift", pp.datacube_diffraction_shift(dc, 1.5, 0)),
+    ):
         peak = drained_peak(lazy)
         assert peak < 64, f"{name}: {peak:.0f} MiB traced for a 128 MiB scan of 4 MiB chunks"

@@ -22,8 +22,10 @@ def test_virtual_image_equals_numpy(cube_u16, dc_u16):
     assert image.data.numblocks == dc_u16.data.numblocks[:2]
     np.testing.assert_array_equal(image.values, (cube_u16 * mask).sum(axis=(2, 3)))
     weights = np.random.default_rng(0).random((12, 10))
-    np.testing.assert_allclose(virtual_image(dc_u16, weights).values,
-                               np.einsum("ijkl,kl->ij", cube_u16.astype(float), weights))
+    np.testing.assert_allclose(
+        virtual_image(dc_u16, weights).values,
+        np.einsum("ijkl,kl->ij", cube_u16.astype(float), weights),
+    )
     with pytest.raises(ValueError, match="mask"):
         virtual_image(dc_u16, np.ones((3, 3)))
 
@@ -37,8 +39,10 @@ def test_mean_pattern_equals_numpy(cube_u16, dc_u16):
 
 def test_accessor_reductions(dc_u16, cube_u16):
     mask = circle_mask(dc_u16, 2)
-    np.testing.assert_array_equal(dc_u16.stem4d.virtual_image(mask).values,
-                                  virtual_image(dc_u16, mask).values)
-    np.testing.assert_allclose(dc_u16.stem4d.mean_diffraction_pattern().values,
-                               cube_u16.mean(axis=(0, 1)))
+    np.testing.assert_array_equal(
+        dc_u16.stem4d.virtual_image(mask).values, virtual_image(dc_u16, mask).values
+    )
+    np.testing.assert_allclose(
+        dc_u16.stem4d.mean_diffraction_pattern().values, cube_u16.mean(axis=(0, 1))
+    )
     assert s4.from_array(cube_u16).stem4d.describe()["shape"] == (7, 9, 12, 10)
