@@ -79,6 +79,26 @@ def check_energy(energy) -> float | None:
     return optional_positive(energy, "energy")
 
 
+def real_pair(value, name: str) -> tuple:
+    """One finite real number (for both) or a pair ``(x, y)`` of them, as two floats."""
+    values = tuple(np.ravel(value)) if np.ndim(value) else (value, value)
+    if len(values) != 2:
+        raise ValueError(f"{name} must be one number or a pair (x, y), got {value!r}")
+    return tuple(real(v, name) for v in values)
+
+
+def check_dtype(dtype, parameter) -> np.dtype:
+    """``dtype`` if it holds real numbers or booleans; else ``TypeError`` naming it."""
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "biuf":
+        hint = " (take .real, .imag or abs() first)" if dtype.kind == "c" else ""
+        raise TypeError(
+            f"{parameter}: dtype {dtype} is not supported; a datacube holds real "
+            f"numbers or booleans{hint}"
+        )
+    return dtype
+
+
 def flag(value, name: str) -> bool:
     """``value`` as a bool (Python or numpy bool only: 0 and "yes" are refused)."""
     if not isinstance(value, bool | np.bool_):

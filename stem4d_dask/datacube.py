@@ -21,7 +21,7 @@ import numpy as np
 import xarray as xr
 
 from .calibration import canonical_units, convert_q_pixel_size
-from .checks import check_energy, check_pixel_size
+from .checks import check_dtype, check_energy, check_pixel_size, real_pair
 from .chunks import MiB, normalize_chunks
 from .coords import (  # noqa: F401  (the datacube's dims, re-exported)
     DIMS,
@@ -132,7 +132,7 @@ def from_array(
     ):
         size = check_pixel_size(size, parameter=f"{space}_pixel_size")
         unit = canonical_units(unit, parameter=f"{space}_units", allowed=UNITS[space])
-        for d, o in zip(SPACES[space], _pair(origin, f"{space}_origin"), strict=True):
+        for d, o in zip(SPACES[space], real_pair(origin, f"{space}_origin"), strict=True):
             coords[d] = regular_coord(arr.shape[DIMS.index(d)], size, unit, d, o)
         out_attrs[f"{space}_pixel_size"] = size  # kept only where the coords cannot say
     e = check_energy(energy)
@@ -141,31 +141,6 @@ def from_array(
         out_attrs["energy"] = e
     dc = assemble(arr, coords, out_attrs)
     return dc if value_range is None else with_value_range(dc, value_range)
-
-
-def _pair(value, parameter) -> tuple:
-    values = tuple(np.ravel(value)) if np.ndim(value) else (value, value)
-    try:
-        values = tuple(float(v) for v in values)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"{parameter} must be one number or a pair (x, y), got {value!r}"
-        ) from None
-    if len(values) != 2 or not all(np.isfinite(values)):
-        raise ValueError(f"{parameter} must be one finite number or a pair (x, y), got {value!r}")
-    return values
-
-
-def check_dtype(dtype, parameter) -> np.dtype:
-    """``dtype`` if it holds real numbers or booleans; else ``TypeError`` naming it."""
-    dtype = np.dtype(dtype)
-    if dtype.kind not in "biuf":
-        hint = " (take .real, .imag or abs() first)" if dtype.kind == "c" else ""
-        raise TypeError(
-            f"{parameter}: dtype {dtype} is not supported; a datacube holds real "
-            f"numbers or booleans{hint}"
-        )
-    return dtype
 
 
 def assemble(arr, coords: dict, attrs: dict) -> xr.DataArray:
