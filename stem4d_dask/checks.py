@@ -15,6 +15,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from .calibration import canonical_units
 from .coords import Q_DIMS, R_DIMS, align
 
 # --- numbers ---------------------------------------------------------------------------------
@@ -249,4 +250,30 @@ def scan_field_pair(pair, name: str, shape=None, scalars: bool = False) -> list:
                 f"{' or scalars' if scalars else ''}, got shape {arr.shape}"
             )
         out.append(arr.astype(np.float64))
+    return out
+
+
+# --- calibration attrs -----------------------------------------------------------------------
+
+
+def checked_calibration_attrs(attrs, parameter: str = "attrs") -> dict:
+    """A copy of the calibration mapping ``attrs`` (None: ``{}``) with ``r_pixel_size``,
+    ``q_pixel_size`` (> 0, finite), ``r_units``, ``q_units`` (canonical spellings: ``"A"``,
+    ``"A^-1"`` ...) and ``energy`` (eV, > 0; dropped when None) checked where present; other
+    keys pass through. ``ValueError`` naming ``parameter[key]`` for a bad value, or
+    ``parameter`` when ``attrs`` is not a dict."""
+    if attrs is None:
+        return {}
+    if not isinstance(attrs, dict):
+        raise ValueError(
+            f"{parameter} must be a dict of calibration values, got {type(attrs).__name__}"
+        )
+    out = dict(attrs)
+    for key, check in (("pixel_size", check_pixel_size), ("units", canonical_units)):
+        for name in (f"r_{key}", f"q_{key}"):
+            if name in out:
+                out[name] = check(out[name], parameter=f"{parameter}[{name!r}]")
+    energy = check_energy(out.pop("energy", None))
+    if energy is not None:
+        out["energy"] = energy
     return out

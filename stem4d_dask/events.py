@@ -11,6 +11,9 @@ mass) are lazy with one task per scan chunk, and agree with the dense operations
 datacube (sub-pixel events fall in pixel ``rint(q)``, except for the centre of mass, which uses
 their coordinates).
 
+This module builds, describes, materialises and stores the events; the lazy results come
+from the mixin :class:`~stem4d_dask.events_results.EventResults`.
+
 The zarr store (:meth:`~ElectronEvents.to_zarr`, :meth:`~ElectronEvents.from_zarr`) is
 :mod:`stem4d_dask.io.events_store`'s; py4DSTEM's converters (to and from a counted datacube) sit
 beside ``electron_count`` in :mod:`stem4d_dask.preprocess.electroncount`.
@@ -29,21 +32,20 @@ from dask.base import tokenize
 from dask.delayed import Delayed
 
 from . import datacube as dcm
-from .calibration import canonical_units
-from .checks import check_energy, check_pixel_size, detector_weights, flag
+from .checks import checked_calibration_attrs, flag
 from .coords import coord, coord_values
-from .datacube import Q_DIMS, R_DIMS, axis_coord, calibration_attrs
-from .graph import chunk_location, delayed_chunks, frame_blocks, map_chunk_values, object_grid
+from .datacube import R_DIMS, axis_coord, calibration_attrs
+from .events_results import EventResults, located
+from .graph import chunk_location, delayed_chunks, frame_blocks, object_grid
 from .io.events_store import block_spec, read_events, write_events
 from .kernels import events as kev
 from .kernels.counting import EventBlock
-from .phase.com import com_dataset
 from .progress import compute as _compute
 
 __all__ = ["ElectronEvents"]
 
 
-class ElectronEvents:
+class ElectronEvents(EventResults):
     """Electron events of a scan, CSR per scan chunk (see the module docstring).
 
     Build with :meth:`from_blocks`, :meth:`from_datacube`, :meth:`from_zarr` or
@@ -68,7 +70,7 @@ class ElectronEvents:
         self._scan_chunks = kev.check_scan_chunks(scan_chunks)
         self._detector_shape = kev.check_detector_shape(detector_shape)
         self._subpixel = flag(subpixel, "subpixel")
-        self._attrs = _check_attrs(attrs)
+        self._attrs = checked_calibration_attrs(attrs)
         self._coord_map = self._check_coords(coords)
         self._blocks = self._check_blocks(blocks)
         self._n_events = _n_events
@@ -117,7 +119,7 @@ class ElectronEvents:
         tasks = {
             (i, j): (
                 functools.partial(
-                    _located,
+                    located,
                     kev.dense_to_events,
                     subpixel=subpixel,
                     where=chunk_location(data.chunks[:2], (i, j)),
@@ -217,77 +219,6 @@ class ElectronEvents:
         blocks stay ``dask.delayed`` handles on them."""
         return self._like(object_grid(dask.persist(*self._handles().flat), self.numblocks))
 
-    # --- lazy results --------------------------------------------------------------------
-
-    def to_datacube(self, dtype=None) -> xr.DataArray:
-        """Lazy dense datacube ``(Rx, Ry, Qx, Qy)``, chunked like the scan, with the
-        calibration attrs and coords.
-
-        dtype : None or bool -> bool, True where a pixel got at least one event (several
-            events on one pixel collapse, as py4DSTEM's counted datacube); an integer or float
-            dtype -> the number of events per pixel (uint8 for the usual counted cube), exact,
-            raising ``ValueError`` when a count does not fit. Sub-pixel events count in pixel
-            ``rint(q)``.
-        """
-        dtype = kev.dense_dtype(dtype)
-        kernel = functools.partial(
-            kev.events_to_dense, detector_shape=self._detector_shape, dtype=dtype
-        )
-        data = self._block_array(kernel, "events-to-datacube", self._detector_shape, dtype)
-        coords = {**self._coords(R_DIMS), **self._coords(Q_DIMS)}
-        return dcm.assemble(data, coords, self._attrs)
-
-    def counts(self) -> xr.DataArray:
-        """Lazy int64 ``(Rx, Ry)`` number of events at every scan position."""
-        data = self._block_array(kev.counts_image, "event-counts", (), np.int64)
-        return self._image(data, "counts", units="electrons")
-
-    def sum_scan(self) -> xr.DataArray:
-        """Lazy int64 ``(Rx, Ry)`` total of every pattern (= :meth:`counts`)."""
-        return self.counts()
-
-    def sum_diffraction(self) -> xr.DataArray:
-        """Lazy int64 ``(Qx, Qy)`` number of events on every detector pixel over the scan
-        (histogram of all events, sub-pixel ones in pixel ``rint(q)``): one partial per scan
-        chunk, then a tree sum."""
-        kernel = functools.partial(kev.diffraction_histogram, detector_shape=self._detector_shape)
-        partial = self._block_array(
-            kernel, "event-histogram", self._detector_shape, np.int64, per_block=True
-        )
-        total = partial.sum(axis=(0, 1), dtype=np.int64)
-        return xr.DataArray(
-            total,
-            dims=Q_DIMS,
-            coords=self._coords(Q_DIMS),
-            name="sum_diffraction",
-            attrs={**calibration_attrs(self._attrs, ("q",)), "units": "electrons"},
-        )
-
-    def virtual_image(self, mask) -> xr.DataArray:
-        """Lazy float64 ``(Rx, Ry)``: ``sum(mask[qx, qy])`` over each position's events
-        (sub-pixel positions rounded), = :func:`stem4d_dask.virtual.virtual_image` of the
-        counted datacube. ``mask``: ``(Qx, Qy)`` weights (bool, int or float)."""
-        mask = self._check_mask(mask)
-        data = self._block_array(kev.masked_sums, "event-virtual-image", (), np.float64, mask)
-        return self._image(data, "virtual_image")
-
-    def center_of_mass(self, mask=None) -> xr.Dataset:
-        """Lazy ``xr.Dataset`` over ``(Rx, Ry)``, as :func:`stem4d_dask.phase.center_of_mass`:
-        ``com_x``, ``com_y`` (float64 detector pixels from the corner pixel ``(0, 0)``; NaN
-        where a position has no (masked) event), ``intensity`` (the number of events, or their
-        ``mask`` weights), and ``com_qx``, ``com_qy`` in ``q_units`` when calibrated.
-
-        Sub-pixel events contribute their coordinates (the mask weight of the pixel
-        ``rint(q)``); pixel events give the dense centre of mass exactly.
-        """
-        args = () if mask is None else (self._check_mask(mask),)
-        stacked = self._block_array(
-            kev.center_of_mass, "event-center-of-mass", (3,), np.float64, *args
-        )
-        return com_dataset(
-            stacked, self._coords(R_DIMS), self._coords(Q_DIMS), calibration_attrs(self._attrs)
-        )
-
     # --- storage -------------------------------------------------------------------------
 
     def to_zarr(self, path, overwrite=False, progress=True) -> Path:
@@ -372,26 +303,6 @@ class ElectronEvents:
             )
         return self._handle_cache
 
-    def _block_array(self, kernel, name, tail, dtype, *args, per_block=False) -> da.Array:
-        """Dask array with one task per scan chunk: ``kernel(block, *args)`` after checking the
-        block. Chunks: the scan's plus ``tail`` (whole), or with ``per_block`` one ``(1, 1,
-        *tail)`` partial per chunk. ``args`` (masks) become one shared graph key each."""
-        scan = tuple((1,) * n for n in self.numblocks) if per_block else self._scan_chunks
-        return map_chunk_values(
-            functools.partial(_run_block, kernel, per_block=per_block),
-            self._handles(),
-            *args,
-            name=name,
-            dtype=dtype,
-            chunks=scan + tuple((int(n),) for n in tail),
-            keywords=lambda index: self._spec(*index),
-        )
-
-    def _check_mask(self, mask) -> np.ndarray:
-        """A ``(Qx, Qy)`` mask as numpy; a DataArray is aligned by dim name and coords."""
-        frame = xr.Dataset(coords=self._coords(Q_DIMS))
-        return detector_weights(mask, frame, "mask", self._detector_shape)
-
     def _coords(self, dims) -> dict:
         """The coords of ``dims``: the ones given (the counted datacube's), else made from the
         calibration attrs (origin 0)."""
@@ -403,40 +314,6 @@ class ElectronEvents:
             d: self._coord_map.get(d, axis_coord(n, size, units, d))
             for d, n in zip(dims, shape, strict=True)
         }
-
-    def _image(self, data, name, units=None) -> xr.DataArray:
-        attrs = {**calibration_attrs(self._attrs, ("r",)), **({"units": units} if units else {})}
-        return xr.DataArray(data, dims=R_DIMS, coords=self._coords(R_DIMS), name=name, attrs=attrs)
-
-
-def _run_block(kernel, block, *args, scan_shape, detector_shape, subpixel, where, per_block=False):
-    block = kev.check_block(block, scan_shape, detector_shape, subpixel, where)
-    out = _located(kernel, block, *args, where=where)
-    return out[None, None] if per_block else out
-
-
-def _located(func, *args, where, **kwargs):
-    """``func(*args, **kwargs)``, a ``ValueError`` it raises prefixed with ``where``."""
-    try:
-        return func(*args, **kwargs)
-    except ValueError as err:
-        raise ValueError(f"{where}: {err}") from None
-
-
-def _check_attrs(attrs) -> dict:
-    if attrs is None:
-        return {}
-    if not isinstance(attrs, dict):
-        raise ValueError(f"attrs must be a dict of calibration values, got {type(attrs).__name__}")
-    out = dict(attrs)
-    for key, check in (("pixel_size", check_pixel_size), ("units", canonical_units)):
-        for name in (f"r_{key}", f"q_{key}"):
-            if name in out:
-                out[name] = check(out[name], parameter=f"attrs[{name!r}]")
-    energy = check_energy(out.pop("energy", None))
-    if energy is not None:
-        out["energy"] = energy
-    return out
 
 
 def _as_counted_datacube(obj) -> xr.DataArray:

@@ -9,7 +9,7 @@ order. Opening walks the tree, skipping array payloads, and records where
 dimensions reversed; ``DataType`` gives the pixel type (1 int16, 2 float32, 6 uint8, 7 int32,
 9 int8, 10 uint16, 11 uint32, 12 float64, 14 bool; complex and RGB types are refused).
 
-Two 4D layouts exist:
+Two 4D layouts exist (told apart and read by :mod:`stem4d_dask.io.dm_layout`):
 
 - **frames** (``ImageTags.Meta Data.Data Order Swapped = 1``, recent GMS): Dimensions
   ``(kx, ky, scan x, scan y)``, every frame contiguous. Read like any frame stack.
@@ -40,25 +40,14 @@ from __future__ import annotations
 import math
 import os
 import struct
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..checks import checked_scan_shape
-from ..chunks import MAX_CHUNK_BYTES, auto_chunks, normalize_chunks
-from ..datacube import user_stacklevel
-from ..lazy import lazy_from_loader
+from .dm_layout import ScanFastestLoader, choose_layout, layout_axes, scan_fastest_array
 from .dm_tags import ArrayRef, read_tags, tags_metadata
-from .frames import (
-    FrameSegment,
-    FrameStack,
-    FrameStackLoader,
-    frame_count_error,
-    scan_array,
-    scan_runs,
-)
+from .frames import FrameSegment, FrameStack, FrameStackLoader, frame_count_error, scan_array
 from .metadata import Q_VENDOR_UNITS, R_VENDOR_UNITS, calibrated, positive_number
 
 DATA_TYPES = {1: "i2", 2: "f4", 6: "u1", 7: "i4", 9: "i1", 10: "u2", 11: "u4", 12: "f8", 14: "b1"}
@@ -72,7 +61,6 @@ UNSUPPORTED_TYPES = {
     27: "packed complex64",
     28: "packed complex128",
 }
-LAYOUTS = ("frames", "scan-fastest")
 
 
 def is_dm(path) -> bool:
@@ -89,46 +77,7 @@ def is_dm(path) -> bool:
     return version in (3, 4) and len(flag) == 4 and struct.unpack(">i", flag)[0] in (0, 1)
 
 
-# --- the scan-fastest layout ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ScanFastestLoader:
-    """Blocks ``(nrx, nry, Qx, Qy)`` of a file storing, for each detector pixel in C order,
-    the whole scan (``n_positions`` values, C order): ``(Qx, Qy, positions)`` at ``offset``."""
-
-    path: str
-    offset: int
-    dtype: str  # stored
-    frame_shape: tuple
-    n_positions: int
-    scan_shape: tuple
-    mtime_ns: int = 0
-    tile: int = 8  # detector pixels copied per step of the transpose
-
-    def __call__(self, slices):
-        nrx, nry, runs = scan_runs(slices, self.scan_shape)
-        runs = [(first, first + count) for first, count in runs]
-        stored = np.dtype(self.dtype)
-        pixels = int(np.prod(self.frame_shape))
-        mm = np.memmap(
-            self.path, dtype=stored, mode="r", offset=self.offset, shape=(pixels, self.n_positions)
-        )
-        n = nrx * nry
-        out = np.empty((n, pixels), dtype=stored.newbyteorder("="))
-        tmp = np.empty((min(self.tile, pixels), n), dtype=stored)
-        for p0 in range(0, pixels, self.tile):
-            p1 = min(p0 + self.tile, pixels)
-            at = 0
-            for a, b in runs:  # one run of positions per detector pixel
-                tmp[: p1 - p0, at : at + b - a] = mm[p0:p1, a:b]
-                at += b - a
-            out[:, p0:p1] = tmp[: p1 - p0].T
-        del mm
-        return out.reshape(nrx, nry, *self.frame_shape)
-
-
-# --- choosing the image and its layout -----------------------------------------------------
+# --- choosing the image, its calibrations and metadata -------------------------------------
 
 
 def _listed(group) -> list:
@@ -175,41 +124,6 @@ def _space(cals, table):
     if out[0][0] != out[1][0]:
         return None
     return tuple(o[1] for o in out), out[0][0], tuple(o[2] for o in out)
-
-
-def _is_q(c) -> bool:
-    return str(c.get("Units", "")).strip() in Q_VENDOR_UNITS
-
-
-def _is_r(c) -> bool:
-    return str(c.get("Units", "")).strip() in R_VENDOR_UNITS
-
-
-def _layout(image, cals, layout, path) -> tuple[str, str]:
-    """The 4D layout and how it was decided."""
-    if layout is not None:
-        if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS} or None, got {layout!r}")
-        return layout, "layout="
-    meta = image.get("ImageTags", {}).get("Meta Data", {})
-    if isinstance(meta, dict) and "Data Order Swapped" in meta:
-        try:
-            swapped = bool(int(meta["Data Order Swapped"]))
-        except (TypeError, ValueError):
-            swapped = str(meta["Data Order Swapped"]).strip().lower() in ("true", "yes")
-        return ("frames" if swapped else "scan-fastest"), "Data Order Swapped tag"
-    first, last = cals[:2], cals[2:4]
-    if all(map(_is_q, first)) and not any(map(_is_q, last)) and all(map(_is_r, last)):
-        return "frames", "calibration units"
-    if all(map(_is_q, last)) and not any(map(_is_q, first)) and all(map(_is_r, first)):
-        return "scan-fastest", "calibration units"
-    warnings.warn(
-        f"{path}: neither a 'Data Order Swapped' tag nor the calibration units say "
-        "how the 4D data are ordered; assuming the older scan-fastest layout (pass "
-        "layout='frames' if the frames are contiguous)",
-        stacklevel=user_stacklevel(),
-    )
-    return "scan-fastest", "assumed"
 
 
 def _image_metadata(tree, im) -> dict:
@@ -269,7 +183,6 @@ def read_dm(path, *, scan_shape=None, chunks="auto", layout=None, image=None):
     if dtype_code not in DATA_TYPES:
         raise ValueError(f"path: {path} image {index} has an unknown DataType {dtype_code!r}")
     stored = np.dtype(DATA_TYPES[dtype_code]).newbyteorder(endian)
-    native = stored.newbyteorder("=")
     ref = im["ImageData"].get("Data")
     if not isinstance(ref, ArrayRef):
         raise ValueError(f"path: {path} image {index} has no ImageData.Data array")
@@ -293,24 +206,10 @@ def read_dm(path, *, scan_shape=None, chunks="auto", layout=None, image=None):
         q_cals, r_cals = cals[:2], None
         meta["layout"] = "frames (3D stack)"
     else:
-        kind, how = _layout(im, cals, layout, path)
+        kind, how = choose_layout(im, cals, layout, path)
         meta["layout"], meta["layout_from"] = kind, how
-        if kind == "frames":
-            frame, positions, native_scan = (
-                (dims[1], dims[0]),
-                dims[2] * dims[3],
-                (dims[3], dims[2]),
-            )
-            q_cals, r_cals = cals[:2], cals[2:4]
-        else:
-            frame, positions, native_scan = (
-                (dims[3], dims[2]),
-                dims[0] * dims[1],
-                (dims[1], dims[0]),
-            )
-            q_cals, r_cals = cals[2:4], cals[:2]
+        frame, positions, native_scan, q_cals, r_cals = layout_axes(dims, cals, kind)
     shape = _scan(scan_shape, native_scan, positions, path)
-    full = (*shape, *frame)
     frame_bytes = frame[0] * frame[1] * stored.itemsize
     cut = truncated == f"ImageList.{index}.ImageData.Data"  # the file ends in our data
     if truncated is not None:
@@ -325,38 +224,8 @@ def read_dm(path, *, scan_shape=None, chunks="auto", layout=None, image=None):
         loader = FrameStackLoader(stack, scan_shape=shape, out_shape=frame, out_dtype=stored.str)
         data = scan_array(loader, chunks, f"dm-{path.name}")
     else:
-        if cut:
-            raise ValueError(
-                f"path: {path} is truncated inside {truncated} and stores the "
-                "scan fastest: every frame needs bytes from the end of the "
-                "file, so no frame can be read"
-            )
-        if shape[0] * shape[1] != positions:
-            raise ValueError(
-                f"scan_shape: {tuple(shape)} must hold exactly the {positions} "
-                f"positions of {path} (its scan-fastest layout cannot be read "
-                "in part)"
-            )
-        loader = ScanFastestLoader(
-            str(path.resolve()),
-            ref.offset,
-            stored.str,
-            frame,
-            positions,
-            shape,
-            os.stat(path).st_mtime_ns,
-        )
-        if chunks == "auto":  # long runs per detector pixel: the largest default chunks
-            chunks = auto_chunks(full, native.itemsize, target_bytes=MAX_CHUNK_BYTES)
-        warnings.warn(
-            f"{path} stores the scan fastest (older GMS layout): every chunk reads "
-            f"{frame[0] * frame[1]} short runs spread over the whole file. Convert "
-            "it once for fast reads: stem4d_dask.to_zarr(dc, 'scan.zarr') (or "
-            "`stem4d convert`) reads each byte of it once",
-            stacklevel=user_stacklevel(),
-        )
-        data = lazy_from_loader(
-            loader, full, native, normalize_chunks(chunks, full, native), f"dm-{path.name}"
+        data = scan_fastest_array(
+            path, ref.offset, stored, frame, positions, shape, chunks, truncated if cut else None
         )
     r = (
         _space(r_cals, R_VENDOR_UNITS)

@@ -9,9 +9,10 @@ Chunk format (bitshuffle's HDF5 filter 32008 with LZ4, see ``docs/formats.md``):
 
 A frame of ``n`` elements of ``s`` bytes has ``n // B`` blocks of ``B`` elements, then one
 block of ``(n % B)`` rounded down to a multiple of 8 elements (when not 0), then the last
-``n % 8`` elements unshuffled and uncompressed. Each block decompresses (LZ4 block format) to
-``8 * s`` bit planes of ``N / 8`` bytes: bit ``b`` of byte ``j`` of element ``e`` is bit
-``e % 8`` of byte ``e // 8`` of plane ``8 * j + b``. Unshuffling gathers the 8 bytes of
+``n % 8`` elements unshuffled and uncompressed. Each block decompresses (LZ4 block format:
+:func:`stem4d_dask.kernels.lz4.lz4_block`) to ``8 * s`` bit planes of ``N / 8`` bytes: bit
+``b`` of byte ``j`` of element ``e`` is bit ``e % 8`` of byte ``e // 8`` of plane
+``8 * j + b``. Unshuffling gathers the 8 bytes of
 planes ``8 j .. 8 j + 7`` at column ``k`` into a 64-bit word and transposes it as an 8 x 8 bit
 matrix (Hacker's Delight ``transpose8``): its byte ``t`` is byte ``j`` of element ``8 k + t``.
 For ``s`` > 1 one loop per ``j`` writes these bytes to a scratch block, then one loop
@@ -33,8 +34,10 @@ import sys
 import numba
 import numpy as np
 from llvmlite import ir
-from numba.core import cgutils, types
+from numba.core import types
 from numba.extending import intrinsic
+
+from .lz4 import lz4_block, memcpy
 
 OK = 0
 SHORT = 1  # chunk shorter than its header
@@ -119,118 +122,6 @@ def decode_run(buf, sizes, out, raw=None, *, start=0):
     raise Bslz4Error(message, index)
 
 
-def _copier(width):
-    """A compiled ``copy(dst, dp, src, sp)``: ``dst[dp:dp + width] = src[sp:sp + width]`` as one
-    unaligned load and store (the caller checks the bounds)."""
-
-    @intrinsic
-    def copy(typingctx, dst, dp, src, sp):
-        def codegen(context, builder, signature, args):
-            d = context.make_array(signature.args[0])(context, builder, args[0])
-            s = context.make_array(signature.args[2])(context, builder, args[2])
-            ptr = ir.IntType(8 * width).as_pointer()
-            target = builder.bitcast(builder.gep(d.data, [args[1]]), ptr)
-            source = builder.bitcast(builder.gep(s.data, [args[3]]), ptr)
-            builder.store(builder.load(source, align=1), target, align=1)
-
-        return types.void(dst, dp, src, sp), codegen
-
-    return copy
-
-
-_copy8 = _copier(8)
-_copy16 = _copier(16)
-
-
-@intrinsic
-def _memcpy(typingctx, dst, dp, src, sp, n):
-    """``dst[dp:dp + n] = src[sp:sp + n]`` (no overlap; the caller checks the bounds)."""
-
-    def codegen(context, builder, signature, args):
-        d = context.make_array(signature.args[0])(context, builder, args[0])
-        s = context.make_array(signature.args[2])(context, builder, args[2])
-        cgutils.raw_memcpy(
-            builder, builder.gep(d.data, [args[1]]), builder.gep(s.data, [args[3]]), args[4], 1
-        )
-
-    return types.void(dst, dp, src, sp, n), codegen
-
-
-@numba.njit(nogil=True)
-def _lz4_block(src, sp, send, dst, dsize):
-    """LZ4-block-decompress ``src[sp:send]`` into ``dst[:dsize]``; the bytes written, or -1
-    when the data is corrupt. Nothing outside ``src`` is read, nothing outside ``dst`` written
-    (copies run 8 or 16 bytes at a time where ``src`` and ``dst`` have room past the data:
-    they may read past ``send`` and write past ``dsize``, never past the arrays)."""
-    scap = src.size
-    dcap = dst.size
-    dp = 0
-    while True:
-        if sp >= send:
-            return -1
-        token = np.int64(src[sp])
-        sp += 1
-        lit = token >> 4
-        if lit == 15:
-            while True:
-                if sp >= send:
-                    return -1
-                c = np.int64(src[sp])
-                sp += 1
-                lit += c
-                if c != 255:
-                    break
-        if lit > send - sp or lit > dsize - dp:
-            return -1
-        if lit <= 16 and sp + 16 <= scap and dp + 16 <= dcap:
-            _copy16(dst, dp, src, sp)
-        elif lit > 0:
-            _memcpy(dst, dp, src, sp, lit)
-        dp += lit
-        sp += lit
-        if sp == send:  # the last sequence has literals only
-            return dp
-        if send - sp < 2:
-            return -1
-        off = np.int64(src[sp]) | (np.int64(src[sp + 1]) << 8)
-        sp += 2
-        if off == 0 or off > dp:
-            return -1
-        ml = token & 15
-        if ml == 15:
-            while True:
-                if sp >= send:
-                    return -1
-                c = np.int64(src[sp])
-                sp += 1
-                ml += c
-                if c != 255:
-                    break
-        ml += 4
-        if ml > dsize - dp:
-            return -1
-        if dp + ml + 16 > dcap:  # no room to copy in words: byte by byte
-            for q in range(ml):
-                dst[dp + q] = dst[dp - off + q]
-        elif off >= 16:
-            for q in range(0, ml, 16):
-                _copy16(dst, dp + q, dst, dp - off + q)
-        else:
-            q = 0
-            if off < 8:  # the data repeats every ``off`` bytes: so it does every ``step``
-                step = off * ((7 + off) // off)
-                first = min(step, ml)
-                while q < first:
-                    dst[dp + q] = dst[dp - off + q]
-                    q += 1
-            else:
-                step = off
-            while q < ml:
-                _copy8(dst, dp + q, dst, dp - step + q)
-                q += 8
-        dp += ml
-
-
 @numba.njit
 def _be32(src, p):
     return (
@@ -263,7 +154,7 @@ def _decode(src, start, sizes, raw, dst, nbytes, s):
             if size != nbytes:
                 return TAIL, i, 0
             if nbytes:
-                _memcpy(dst, d0, src, pos, nbytes)
+                memcpy(dst, d0, src, pos, nbytes)
             pos = end
             continue
         if size < 12:
@@ -294,7 +185,7 @@ def _decode(src, start, sizes, raw, dst, nbytes, s):
             p += 4
             if csize > end - p:
                 return OVERRUN, i, 0
-            got = _lz4_block(src, p, p + csize, scratch, m * s)
+            got = lz4_block(src, p, p + csize, scratch, m * s)
             if got < 0:
                 return LZ4, i, 0
             if got != m * s:
@@ -306,7 +197,7 @@ def _decode(src, start, sizes, raw, dst, nbytes, s):
         if end - p != rest:
             return TAIL, i, 0
         if rest:
-            _memcpy(dst, d0 + e0 * s, src, p, rest)
+            memcpy(dst, d0 + e0 * s, src, p, rest)
         pos = end
     return OK, count, 0
 

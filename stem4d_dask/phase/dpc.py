@@ -6,19 +6,10 @@ DPC tutorial. The datacube is read once, by the lazy centre-of-mass pass
 in memory (the descan fit, the rotation search, the Fourier integration). Results are
 ``(Rx, Ry)`` DataArrays with the datacube's scan coords.
 
-Differences from py4DSTEM 0.14.18 (see ``reference/py4dstem-behaviour.md`` §7, B20, B21):
-
-- the datacube is never modified (py4DSTEM's loop CoM multiplies ``dp_mask`` into a float32
-  datacube in place) and never loaded whole; ``dp_mask`` may be boolean or real weights;
-- a ``'mrad'`` calibration without a beam energy raises ``ValueError`` naming ``energy``
-  (py4DSTEM: ``AttributeError``); the energy defaults to ``datacube.attrs['energy']``;
-- backtracking really reverts to the object before the update that raised the error (py4DSTEM's
-  revert is a no-op, so its first error increase ends the run keeping the worse object), and
-  with ``backtrack=True`` the returned object is the best one seen and ``error`` its error;
-- ``fit_function='constant'`` averages the finite CoM values only (py4DSTEM's plain mean is
-  NaN, hence a zero field, as soon as one pattern is empty);
-- ``preprocess`` clears any previous reconstruction; the object stays float32 throughout
-  (py4DSTEM's Butterworth constraint turns it into float64 on the CPU).
+Where it deliberately differs from py4DSTEM 0.14.18 (the datacube is never modified nor
+loaded whole, ``ValueError`` for a missing ``energy``, a real backtracking revert, the
+``'constant'`` fit over finite values, ``preprocess`` starting afresh, float32 throughout) is
+listed, with the tests that show it, in ``docs/py4dstem-differences.md`` (rows ``DPC.*``).
 
 Like py4DSTEM, ``fit_function=None`` uses the measured CoM as the fitted one, so the
 normalised CoM is identically zero (a warning says so when ``verbose``), and the phase has no
@@ -40,26 +31,11 @@ from ..progress import ProgressLine, compute
 from . import integrate, plots
 from .com import center_of_mass
 from .dpc_checks import check_reconstruct, dpc_datacube, dpc_samplings, preprocess_arguments
+from .dpc_results import DPCResults, NotComputedError
 from .fit import fit_descan
 
 
-class NotComputedError(AttributeError):
-    """A result asked for before the step that computes it."""
-
-
-def _scan_result(attr: str, units, long_name: str, doc: str) -> property:
-    """A read-only ``(Rx, Ry)`` DataArray result set by ``preprocess``; ``units``: a string, or
-    the index of the reciprocal units (0: Qx/Rx, 1: Qy/Ry)."""
-
-    def get(self) -> xr.DataArray:
-        values = self._pre(attr)
-        unit = units if isinstance(units, str) else self._reciprocal_units[units]
-        return self._field(values, attr, unit, long_name)
-
-    return property(get, doc=doc)
-
-
-class DPC:
+class DPC(DPCResults):
     """Iterative DPC reconstruction (py4DSTEM's ``process.phase.DPC``).
 
     Parameters
@@ -71,6 +47,10 @@ class DPC:
     initial_object_guess : optional ``(Rx, Ry)`` starting phase.
     verbose : warnings about calibrations and the rotation found, CoM progress bar.
     device : ``'cpu'`` (numpy) or ``'gpu'`` (cupy, imported here, for the reconstruction).
+
+    Results are the read-only properties of :class:`~stem4d_dask.phase.dpc_results.DPCResults`
+    (``com_*``, ``rotation_deg``, ``transpose``, ``rotation_curve``, ``object_phase``,
+    ``sampling``); figures go to ``self.figures``.
     """
 
     def __init__(
@@ -286,8 +266,8 @@ class DPC:
         max_iter : iterations (int >= 0); step_size : initial step (default: the previous
             step, else 0.5); stopping_criterion : stop once the step falls below it.
         backtrack : on an error increase, revert to the object before the offending update,
-            halve the step and retry (a real revert, unlike py4DSTEM 0.14.18; see the module
-            docstring). With False, results equal py4DSTEM's.
+            halve the step and retry (a real revert, unlike py4DSTEM 0.14.18; see
+            ``docs/py4dstem-differences.md``). With False, results equal py4DSTEM's.
         progress_bar : a one-line progress display on stderr.
         gaussian_filter_sigma : Å (scan units); applied when ``gaussian_filter`` is True.
         q_lowpass, q_highpass : Butterworth cutoffs in Å⁻¹ (inverse scan units), applied when
@@ -366,116 +346,6 @@ class DPC:
             self.object_phase_iterations.extend(result.iterations)
         if self._step_size < stopping_criterion:
             self._warn(f"Step-size has decreased below stopping criterion {stopping_criterion}.")
-
-    # ------------------------------------------------------------------ results
-
-    def _field(self, values, name, units, long_name):
-        return xr.DataArray(
-            np.asarray(values),
-            dims=R_DIMS,
-            coords=self._coords,
-            name=name,
-            attrs={"units": units, "long_name": long_name},
-        )
-
-    def _pre(self, attr):
-        if not self._preprocessed:
-            raise NotComputedError(f"{attr} is computed by preprocess(); call it first")
-        return getattr(self, f"_{attr}")
-
-    com_measured_x = _scan_result(
-        "com_measured_x",
-        "pixels",
-        "measured centre of mass, Qx",
-        "Measured CoM along Qx, detector pixels from the corner pixel, float32 (Rx, Ry).",
-    )
-    com_measured_y = _scan_result(
-        "com_measured_y",
-        "pixels",
-        "measured centre of mass, Qy",
-        "Measured CoM along Qy, detector pixels from the corner pixel, float32 (Rx, Ry).",
-    )
-    com_fitted_x = _scan_result(
-        "com_fitted_x",
-        "pixels",
-        "fitted descan, Qx",
-        "Fitted descan along Qx, detector pixels, float32 (Rx, Ry).",
-    )
-    com_fitted_y = _scan_result(
-        "com_fitted_y",
-        "pixels",
-        "fitted descan, Qy",
-        "Fitted descan along Qy, detector pixels, float32 (Rx, Ry).",
-    )
-    com_normalized_x = _scan_result(
-        "com_normalized_x",
-        0,
-        "descan-corrected centre of mass, Qx",
-        "``nan_to_num(measured - fitted) * reciprocal sampling`` along Qx (Å⁻¹ or pixels).",
-    )
-    com_normalized_y = _scan_result(
-        "com_normalized_y",
-        1,
-        "descan-corrected centre of mass, Qy",
-        "``nan_to_num(measured - fitted) * reciprocal sampling`` along Qy (Å⁻¹ or pixels).",
-    )
-    com_x = _scan_result(
-        "com_x",
-        0,
-        "corrected centre of mass, Rx",
-        "Corrected CoM along Rx (rotated and transposed into the scan frame), Å⁻¹ or pixels.",
-    )
-    com_y = _scan_result(
-        "com_y",
-        1,
-        "corrected centre of mass, Ry",
-        "Corrected CoM along Ry (rotated and transposed into the scan frame), Å⁻¹ or pixels.",
-    )
-
-    @property
-    def rotation_deg(self) -> float:
-        """Scan rotation found (or forced), degrees (py4DSTEM's ``_rotation_best_rad``)."""
-        return float(self._pre("rotation").rotation_deg)
-
-    @property
-    def transpose(self) -> bool:
-        """Whether the detector axes are exchanged (py4DSTEM's ``_rotation_best_transpose``)."""
-        return bool(self._pre("rotation").transpose)
-
-    @property
-    def rotation_curve(self) -> xr.Dataset:
-        """Curl (or divergence) against the rotation angle (dim ``angle``, degrees) for the
-        ``untransposed`` and ``transposed`` branches; NaN where a branch was not evaluated.
-        attrs: ``metric``, ``rotation_deg``, ``transpose``."""
-        sol = self._pre("rotation")
-        angle = xr.DataArray(sol.angles_deg, dims=("angle",), attrs={"units": "deg"})
-        return xr.Dataset(
-            {"untransposed": ("angle", sol.untransposed), "transposed": ("angle", sol.transposed)},
-            coords={"angle": angle},
-            attrs={
-                "metric": sol.metric,
-                "rotation_deg": float(sol.rotation_deg),
-                "transpose": int(sol.transpose),
-            },
-        )
-
-    @property
-    def object_phase(self) -> xr.DataArray:
-        """Reconstructed phase, float32 (Rx, Ry); ``phase / (2 pi)`` in calibrated units (no
-        2π factor, as py4DSTEM), arbitrary offset."""
-        if "_object_phase" not in self.__dict__:
-            raise NotComputedError("object_phase is computed by reconstruct(); call it first")
-        units = (
-            "rad/(2 pi)"
-            if self._scan_units[0] == "A" and self._reciprocal_units[0] == "A^-1"
-            else "arbitrary"
-        )
-        return self._field(self._object_phase, "object_phase", units, "DPC phase")
-
-    @property
-    def sampling(self):
-        """Scan sampling ``(dx, dy)`` in Å (or pixels)."""
-        return self._scan_sampling
 
     # ------------------------------------------------------------------ figures
     # (drawn by stem4d_dask.phase.plots; stored in self.figures, shown inside Jupyter only)

@@ -14,6 +14,7 @@ import pytest
 
 from stem4d_dask.kernels import bslz4
 from stem4d_dask.kernels.bslz4 import Bslz4Error, decode_run
+from stem4d_dask.kernels.lz4 import lz4_block
 
 DTYPES = ["u1", "u2", "u4", "f4", "u8"]
 
@@ -186,9 +187,9 @@ def test_handmade_lz4_blocks(lz4, n):
     assert np.array_equal(decode_u1(c, n), ref)
     src = np.frombuffer(lz4, np.uint8)
     plain = np.empty(n, np.uint8)
-    assert bslz4._lz4_block(src, 0, src.size, plain, n) == n
+    assert lz4_block(src, 0, src.size, plain, n) == n
     roomy = np.empty(n + 64, np.uint8)
-    assert bslz4._lz4_block(src, 0, src.size, roomy, n) == n
+    assert lz4_block(src, 0, src.size, roomy, n) == n
     assert np.array_equal(plain, roomy[:n])
 
 
@@ -209,7 +210,7 @@ def test_lz4_streams_of_other_encoders():
         src = np.frombuffer(block.compress(data, mode=mode, store_size=False), np.uint8)
         for room in (0, 40):
             dst = np.empty(n + room, np.uint8)
-            assert bslz4._lz4_block(src, 0, src.size, dst, n) == n
+            assert lz4_block(src, 0, src.size, dst, n) == n
             assert dst[:n].tobytes() == data
 
 

@@ -485,3 +485,16 @@ def test_device_path_agrees_with_cpu(monkeypatch):
     dpc.reconstruct(progress_bar=False, backtrack=False, q_lowpass=0.3)
     assert fake.calls > 0
     assert rel_err(dpc.object_phase.values, expected.object_phase.values) < 1e-5
+
+
+def test_preprocess_again_clears_the_reconstruction():
+    """py4DSTEM 0.14.18 keeps the previous object, error history and step size, so the next
+    reconstruct() continues from it and mixes both runs; ours starts again."""
+    dpc = run_preprocess("default")
+    first = dpc.reconstruct(max_iter=4, progress_bar=False).object_phase.values.copy()
+    assert len(dpc.error_iterations) >= 1
+    dpc.preprocess(plot_rotation=False, plot_center_of_mass=False)
+    with pytest.raises(AttributeError):
+        dpc.error  # noqa: B018 - cleared with the rest of the previous reconstruction
+    again = dpc.reconstruct(max_iter=4, progress_bar=False).object_phase.values
+    np.testing.assert_array_equal(again, first)  # the same start gives the same result

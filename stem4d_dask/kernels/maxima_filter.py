@@ -1,0 +1,123 @@
+"""Filtering a set of local maxima, as py4DSTEM's ``filter_2D_maxima``: absolute and relative
+intensity thresholds, a minimum spacing (greedy, in list order) and a maximum count, plus the
+check of the filter arguments shared with :func:`~stem4d_dask.kernels.maxima.get_maxima_2D`.
+
+A set of maxima is a numpy structured array ``(n,)`` with float64 fields ``x``, ``y`` (pixels;
+``x`` along array axis 0) and ``intensity`` (:data:`~stem4d_dask.kernels.maxima.MAXIMA_DTYPE`).
+Its differences from py4DSTEM 0.14.18 (errors naming the parameter instead of ``assert``, no
+negative indices, always a new array) are listed in :mod:`stem4d_dask.kernels.maxima`.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from ..backend import to_host
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def check_filter_args(relativeToPeak, edgeBoundary, maxNumPeaks):
+    """Check the filters' arguments, raising ``ValueError`` naming the parameter:
+    ``relativeToPeak`` an int >= 0, ``edgeBoundary`` an int (pixels), ``maxNumPeaks`` None or an
+    int >= 0."""
+    if not (_is_int(relativeToPeak) and relativeToPeak >= 0):
+        raise ValueError(
+            f"relativeToPeak must be an int >= 0 (the index of the reference "
+            f"peak), got {relativeToPeak!r}"
+        )
+    if not _is_int(edgeBoundary):
+        raise ValueError(f"edgeBoundary must be an int (pixels), got {edgeBoundary!r}")
+    if maxNumPeaks is not None and not (_is_int(maxNumPeaks) and maxNumPeaks >= 0):
+        raise ValueError(f"maxNumPeaks must be None or an int >= 0, got {maxNumPeaks!r}")
+
+
+def _spacing_keep(x, y, min_spacing):
+    """Greedy suppression in list order: peak ``j`` is dropped when an earlier *kept* peak ``i``
+    has ``(x[j] - x[i])**2 + (y[j] - y[i])**2 < min_spacing**2``. ``x``, ``y``: ``(n,)`` float
+    (pixels). Returns the ``(n,)`` bool keep-mask.
+
+    The close pairs come from a k-d tree (searched with a slightly larger radius, then tested
+    with py4DSTEM's exact expression). The greedy pass is done in rounds, each vectorised: a
+    still-undecided peak with no undecided earlier neighbour is kept (its earlier neighbours are
+    all dropped, by induction), and the later neighbours of kept peaks are dropped. This gives
+    exactly the sequential result.
+    """
+    n = len(x)
+    keep_state = np.zeros(n, dtype=np.int8)  # 0 undecided, 1 kept, 2 dropped
+    finite = np.flatnonzero(np.isfinite(x) & np.isfinite(y))  # NaN/inf are never "close"
+    if len(finite) >= 2:
+        tree = cKDTree(np.column_stack([x[finite], y[finite]]))
+        pairs = tree.query_pairs(r=float(min_spacing) * (1 + 1e-9), output_type="ndarray")
+        a, b = finite[pairs[:, 0]], finite[pairs[:, 1]]
+        a, b = np.minimum(a, b), np.maximum(a, b)
+        close = ((x[b] - x[a]) ** 2 + (y[b] - y[a]) ** 2) < min_spacing**2
+        a, b = a[close], b[close]
+    else:
+        a = b = np.zeros(0, dtype=np.intp)
+    while True:
+        undecided = keep_state == 0
+        if not undecided.any():
+            break
+        blocked = np.zeros(n, dtype=bool)
+        blocked[b[undecided[a]]] = True
+        keep_state[undecided & ~blocked] = 1
+        drop = (keep_state[a] == 1) & (keep_state[b] == 0)
+        keep_state[b[drop]] = 2
+    return keep_state == 1
+
+
+def filter_2D_maxima(
+    maxima,
+    minAbsoluteIntensity=0,
+    minRelativeIntensity=0,
+    relativeToPeak=0,
+    minSpacing=0,
+    edgeBoundary=1,
+    maxNumPeaks=1,
+):
+    """Filter a set of maxima, as py4DSTEM's ``filter_2D_maxima``.
+
+    maxima: structured array ``(n,)`` with fields ``x``, ``y`` (pixels) and ``intensity``,
+    expected in order of descending intensity (the order decides which peak of a close pair
+    survives). The filters run in this order:
+
+    1. ``minAbsoluteIntensity > 0``: drop peaks with ``intensity < minAbsoluteIntensity``;
+    2. ``minRelativeIntensity > 0`` and more than ``relativeToPeak`` peaks left: drop peaks with
+       ``intensity / intensity[relativeToPeak] < minRelativeIntensity``;
+    3. ``minSpacing > 0`` (pixels): walking down the list, each peak not yet dropped drops every
+       later peak closer than ``minSpacing`` (Euclidean, strictly less);
+    4. ``maxNumPeaks`` not None: keep the first ``maxNumPeaks`` (default 1).
+
+    ``edgeBoundary`` is accepted and ignored, as in py4DSTEM. Returns a new structured array of
+    the input's dtype, shape ``(m,)``, ``m <= n``.
+    """
+    check_filter_args(relativeToPeak, edgeBoundary, maxNumPeaks)
+    maxima = np.array(to_host(maxima), copy=True)
+    names = maxima.dtype.names or ()
+    if maxima.ndim != 1 or not {"x", "y", "intensity"} <= set(names):
+        raise ValueError(
+            "maxima must be a 1D structured array with fields 'x', 'y', "
+            f"'intensity', got dtype {maxima.dtype} and shape {maxima.shape}"
+        )
+
+    if minAbsoluteIntensity > 0:
+        maxima = maxima[~(maxima["intensity"] < minAbsoluteIntensity)]
+
+    if (minRelativeIntensity > 0) & (len(maxima) > relativeToPeak):
+        intensity = maxima["intensity"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            too_dim = intensity / intensity[relativeToPeak] < minRelativeIntensity
+        maxima = maxima[~too_dim]
+
+    if minSpacing > 0:
+        maxima = maxima[_spacing_keep(maxima["x"], maxima["y"], minSpacing)]
+
+    if maxNumPeaks is not None:
+        maxima = maxima[:maxNumPeaks]
+    return maxima
