@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import xarray as xr
 
+from .checks import positive
 from .chunks import normalize_chunks
 from .datacube import from_array
 from .lazy import lazy_from_loader
@@ -159,11 +160,6 @@ def _blobs(scan_shape, rng) -> Blobs:
     )
 
 
-def _check_positive(name, value):
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be positive, got {value!r}")
-
-
 def dpc_scan(
     scan_shape=(64, 64),
     detector_shape=(64, 64),
@@ -213,7 +209,7 @@ def dpc_scan(
         ("max_shift", max_shift),
         ("electrons_per_pattern", electrons_per_pattern),
     ):
-        _check_positive(name, value)
+        positive(value, name)
     if disk_radius + max_shift >= min(detector_shape) / 2:
         raise ValueError(
             f"disk_radius: a disk of {disk_radius} px shifted by {max_shift} px "

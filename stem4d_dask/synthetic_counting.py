@@ -41,7 +41,7 @@ import numpy as np
 import xarray as xr
 from scipy.special import ndtr
 
-from .checks import checked_int
+from .checks import checked_int, real
 from .chunks import normalize_chunks
 from .datacube import from_array
 from .lazy import lazy_from_loader
@@ -272,14 +272,8 @@ class CountingScan:
 
 
 def _check(name, value, low=0.0, high=None, strict=False):
-    value = float(value)
-    bad = not np.isfinite(value) or value < low or (strict and value == low)
-    if bad or (high is not None and value > high):
-        rng = f"({low}, " if strict else f"[{low}, "
-        raise ValueError(
-            f"{name} must be in {rng}{'inf)' if high is None else f'{high}]'}, got {value!r}"
-        )
-    return value
+    """A model parameter as a float in ``[low, high]`` (``strict``: ``low`` excluded)."""
+    return real(value, name, low=None if np.isinf(low) else low, high=high, strict=strict)
 
 
 def counting_scan(
