@@ -25,6 +25,9 @@ REL_TOL = 1e-6
 DIMS = ("Rx", "Ry", "Qx", "Qy")  # scan first, detector last; "x" is array axis 0 in both
 R_DIMS, Q_DIMS = DIMS[:2], DIMS[2:]
 SPACES = {"r": R_DIMS, "q": Q_DIMS}
+# the calibration attrs: the first four are derived from the coords, never trusted from attrs
+CALIBRATION_KEYS = ("r_pixel_size", "r_units", "q_pixel_size", "q_units", "energy")
+DERIVED_KEYS = CALIBRATION_KEYS[:4]
 UNITS = {"r": R_UNITS, "q": Q_UNITS}
 
 
@@ -210,7 +213,7 @@ def is_checked(dc: xr.DataArray) -> bool:
         if len({dc.coords[d].attrs["units"] for d in dims}) != 1:
             return False
     derived = derived_attrs(dc)
-    keys = ("r_pixel_size", "r_units", "q_pixel_size", "q_units")
+    keys = DERIVED_KEYS
     return all(dc.attrs.get(k) == derived.get(k) for k in keys)
 
 

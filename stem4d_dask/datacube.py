@@ -23,7 +23,9 @@ import xarray as xr
 from .calibration import canonical_units, convert_q_pixel_size
 from .checks import check_dtype, check_energy, check_pixel_size, real_pair
 from .chunks import MiB, normalize_chunks
-from .coords import (  # noqa: F401  (the datacube's dims, re-exported)
+from .coords import (  # noqa: F401  (the datacube's dims and calibration keys, re-exported)
+    CALIBRATION_KEYS,
+    DERIVED_KEYS,
     DIMS,
     Q_DIMS,
     R_DIMS,
@@ -42,9 +44,6 @@ from .lazy import from_memory, lazy_from_loader, memmap_loader
 from .values import value_range, with_value_range
 
 NAME = "datacube"
-
-CALIBRATION_KEYS = ("r_pixel_size", "r_units", "q_pixel_size", "q_units", "energy")
-_DERIVED = CALIBRATION_KEYS[:4]  # made from the coords, never trusted from attrs
 
 
 def _to_dask(data, chunks):
@@ -124,7 +123,7 @@ def from_array(
     if 0 in arr.shape:
         raise ValueError(f"data must not have an empty axis, got shape {tuple(arr.shape)}")
     check_dtype(arr.dtype, "data")
-    out_attrs = {k: v for k, v in dict(attrs or {}).items() if k not in _DERIVED}
+    out_attrs = {k: v for k, v in dict(attrs or {}).items() if k not in DERIVED_KEYS}
     coords = {}
     for space, size, unit, origin in (
         ("r", r_pixel_size, r_units, r_origin),
@@ -153,7 +152,7 @@ def assemble(arr, coords: dict, attrs: dict) -> xr.DataArray:
 
 
 def _with_derived(dc, attrs):
-    dc.attrs = {**{k: v for k, v in attrs.items() if k not in _DERIVED}, **derived_attrs(dc)}
+    dc.attrs = {**{k: v for k, v in attrs.items() if k not in DERIVED_KEYS}, **derived_attrs(dc)}
     return _order_attrs(dc)
 
 
@@ -182,7 +181,7 @@ def with_calibration(dc: xr.DataArray, **changes) -> xr.DataArray:
     (``origin / old step``): a crop keeps its place in the scan or on the detector. That space
     must have regular coords (else ``ValueError``; give new coords with ``assign_coords``).
     """
-    allowed = {"r_pixel_size", "r_units", "q_pixel_size", "q_units", "energy"}
+    allowed = set(CALIBRATION_KEYS)
     unknown = set(changes) - allowed
     if unknown:
         raise TypeError(f"with_calibration: unknown parameters {sorted(unknown)}")
@@ -259,7 +258,7 @@ def _energy_ok(attrs) -> bool:
 
 def _warn_stale(given: dict, derived: dict, parameter: str):
     stale = []
-    for key in ("r_pixel_size", "q_pixel_size"):
+    for key in DERIVED_KEYS[::2]:  # the pixel sizes
         if (
             key in given
             and key in derived
