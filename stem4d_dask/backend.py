@@ -5,10 +5,23 @@ asks for it."""
 
 from __future__ import annotations
 
+from types import ModuleType
+from typing import Any, TypeAlias
+
 import numpy as np
+import numpy.typing as npt
+
+#: A numpy or a cupy array (``numpy.ndarray`` or ``cupy.ndarray``): what a chunk is, and what a
+#: kernel takes and returns (arrays of its input's module). cupy is optional and untyped, so
+#: for a type checker this is ``Any``; functions that take numpy arrays only say
+#: ``numpy.ndarray``.
+Array: TypeAlias = Any
+
+#: An array module: ``numpy`` or ``cupy`` (:func:`array_module`).
+ArrayModule: TypeAlias = ModuleType
 
 
-def array_module(x):
+def array_module(x: object) -> ArrayModule:
     """``cupy`` when ``x`` is a cupy array, else ``numpy``."""
     if type(x).__module__.split(".")[0] == "cupy":
         import cupy
@@ -17,7 +30,7 @@ def array_module(x):
     return np
 
 
-def require_cupy(what: str):
+def require_cupy(what: str) -> ArrayModule:
     """The cupy module, with a CUDA device; else ``ImportError`` saying that ``what`` needs it
     and how to install it."""
     try:
@@ -31,7 +44,7 @@ def require_cupy(what: str):
     return cupy
 
 
-def device_module(device: str, what: str):
+def device_module(device: str, what: str) -> ArrayModule:
     """numpy for ``device='cpu'``, cupy for ``'gpu'`` (:func:`require_cupy`); ``ValueError``
     for anything else."""
     if device == "cpu":
@@ -41,17 +54,17 @@ def device_module(device: str, what: str):
     raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
 
 
-def to_host(a) -> np.ndarray:
+def to_host(a: Array) -> np.ndarray:
     """A numpy array of a numpy or cupy array (a view for numpy)."""
     return a.get() if array_module(a) is not np else np.asarray(a)
 
 
-def native_dtype(dtype) -> np.dtype:
+def native_dtype(dtype: npt.DTypeLike) -> np.dtype:
     """``dtype`` in the machine's byte order (``>u2`` -> ``uint16`` on x86 and ARM)."""
     return np.dtype(dtype).newbyteorder("=")
 
 
-def native(x):
+def native(x: Array) -> Array:
     """``x`` itself when its dtype is in the machine's byte order, else a copy that is, with the
     same values: for code that cannot read other byte orders (numba, cupy, zarr codecs).
 
@@ -63,7 +76,7 @@ def native(x):
     return x.astype(native_dtype(dtype))
 
 
-def meta(like, ndim: int, dtype):
+def meta(like: Array, ndim: int, dtype: npt.DTypeLike) -> Array:
     """An empty ``ndim``-dimensional array of ``dtype`` of ``like``'s array module: the ``meta``
     of a dask array whose kernel returns arrays of the module its input chunks have."""
     return array_module(like).empty((0,) * ndim, dtype=dtype)

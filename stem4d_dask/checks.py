@@ -10,18 +10,22 @@ dimension name and coordinates (:func:`stem4d_dask.coords.align`).
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
+from typing import Any
 
 import dask.array as da
 import numpy as np
+import numpy.typing as npt
 import xarray as xr
 
+from .backend import Array
 from .calibration import canonical_units
 from .coords import Q_DIMS, R_DIMS, align
 
 # --- numbers ---------------------------------------------------------------------------------
 
 
-def checked_int(value, name: str, minimum: int = 1, below: int | None = None) -> int:
+def checked_int(value: object, name: str, minimum: int = 1, below: int | None = None) -> int:
     """``value`` as an int in ``[minimum, below)`` (Python or numpy integer, not bool); else
     ``ValueError`` naming ``name``."""
     if (
@@ -35,13 +39,19 @@ def checked_int(value, name: str, minimum: int = 1, below: int | None = None) ->
     return int(value)
 
 
-def positive_int(value, name: str) -> int:
+def positive_int(value: object, name: str) -> int:
     """``value`` as an int >= 1; else ``ValueError`` naming it."""
     return checked_int(value, name)
 
 
 def real(
-    value, name: str, *, low=None, high=None, strict: bool = False, finite: bool = True
+    value: object,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    strict: bool = False,
+    finite: bool = True,
 ) -> float:
     """``value`` (a Python or numpy real number, or a 0-d array of one; not a bool or a string)
     as a float, finite unless ``finite=False`` (NaN is always refused), within ``[low, high]``
@@ -60,35 +70,35 @@ def real(
     return number
 
 
-def positive(value, name: str) -> float:
+def positive(value: object, name: str) -> float:
     """``value`` as a positive finite float; else ``ValueError`` naming it."""
     return real(value, name, low=0, strict=True)
 
 
-def optional_positive(value, name: str) -> float | None:
+def optional_positive(value: object, name: str) -> float | None:
     """None, or ``value`` as a positive finite float."""
     return None if value is None else positive(value, name)
 
 
-def check_pixel_size(value, *, parameter: str) -> float:
+def check_pixel_size(value: object, *, parameter: str) -> float:
     """A pixel size (or any calibration scale) as a positive finite float."""
     return positive(value, parameter)
 
 
-def check_energy(energy) -> float | None:
+def check_energy(energy: object) -> float | None:
     """Beam energy in eV as a positive float, or None when unknown."""
     return optional_positive(energy, "energy")
 
 
-def real_pair(value, name: str) -> tuple:
+def real_pair(value: npt.ArrayLike, name: str) -> tuple[float, float]:
     """One finite real number (for both) or a pair ``(x, y)`` of them, as two floats."""
     values = tuple(np.ravel(value)) if np.ndim(value) else (value, value)
     if len(values) != 2:
         raise ValueError(f"{name} must be one number or a pair (x, y), got {value!r}")
-    return tuple(real(v, name) for v in values)
+    return (real(values[0], name), real(values[1], name))
 
 
-def check_dtype(dtype, parameter) -> np.dtype:
+def check_dtype(dtype: npt.DTypeLike, parameter: str) -> np.dtype:
     """``dtype`` if it holds real numbers or booleans; else ``TypeError`` naming it."""
     dtype = np.dtype(dtype)
     if dtype.kind not in "biuf":
@@ -100,14 +110,14 @@ def check_dtype(dtype, parameter) -> np.dtype:
     return dtype
 
 
-def flag(value, name: str) -> bool:
+def flag(value: object, name: str) -> bool:
     """``value`` as a bool (Python or numpy bool only: 0 and "yes" are refused)."""
     if not isinstance(value, bool | np.bool_):
         raise ValueError(f"{name} must be True or False, got {value!r}")
     return bool(value)
 
 
-def checked_scan_shape(value, name: str = "scan_shape") -> tuple:
+def checked_scan_shape(value: Sequence[int], name: str = "scan_shape") -> tuple[int, int]:
     """``value`` as ``(Rx, Ry)``, two integers >= 1; ``ValueError`` naming ``name``."""
     try:
         rx, ry = value
@@ -119,7 +129,14 @@ def checked_scan_shape(value, name: str = "scan_shape") -> tuple:
 # --- arrays ----------------------------------------------------------------------------------
 
 
-def checked_array(value, shape, parameter, kinds="biuf", finite=True, what=""):
+def checked_array(
+    value: npt.ArrayLike | da.Array,
+    shape: Sequence[int],
+    parameter: str,
+    kinds: str = "biuf",
+    finite: bool = True,
+    what: str = "",
+) -> np.ndarray | da.Array:
     """``value`` (numpy or dask; anything else becomes numpy) of ``shape`` and a dtype kind in
     ``kinds``, else ``ValueError`` naming ``parameter``. With ``finite``, NaN/inf values raise
     too: now for numpy, when computed for dask."""
@@ -143,7 +160,7 @@ def checked_array(value, shape, parameter, kinds="biuf", finite=True, what=""):
     return finite_or_raise(value, parameter)
 
 
-def finite_or_raise(array, parameter):
+def finite_or_raise(array: Array, parameter: str) -> Array:
     """``array`` unchanged; ``ValueError`` naming ``parameter`` when it holds NaN or inf."""
     if array.dtype.kind == "f":
         bad = ~np.isfinite(array)
@@ -156,7 +173,12 @@ def finite_or_raise(array, parameter):
     return array
 
 
-def detector_array(value, datacube, parameter, kinds="biuf") -> da.Array:
+def detector_array(
+    value: npt.ArrayLike | da.Array | xr.DataArray,
+    datacube: xr.DataArray,
+    parameter: str,
+    kinds: str = "biuf",
+) -> da.Array:
     """A ``(Qx, Qy)`` detector-sized argument (numpy, dask or DataArray: a mask, a dark
     reference, weights) as a one-chunk dask array (one graph key, shared by every task; lazy
     inputs stay lazy). DataArrays are aligned to the checked ``datacube`` by dimension name and
@@ -172,20 +194,29 @@ def detector_array(value, datacube, parameter, kinds="biuf") -> da.Array:
     return value.rechunk(-1) if isinstance(value, da.Array) else da.from_array(value, chunks=-1)
 
 
-def detector_weights(value, frame, parameter, shape=None) -> np.ndarray:
+def detector_weights(
+    value: npt.ArrayLike | da.Array | xr.DataArray,
+    frame: xr.DataArray | xr.Dataset,
+    parameter: str,
+    shape: Sequence[int] | None = None,
+) -> np.ndarray:
     """A ``(Qx, Qy)`` mask or weights (bool or real, finite) as a numpy array, for operations
     that need it now (a mask matrix, a mask of events). ``frame``: the datacube (or anything
     with its Qx, Qy coords); ``shape``: the detector shape (default ``frame``'s last two).
     DataArrays are aligned as in :func:`detector_array`; a lazy one is computed (it is
     detector-sized)."""
     shape = tuple(frame.shape[-2:]) if shape is None else tuple(shape)
-    value = checked_array(
-        align(value, frame, Q_DIMS, parameter), shape, parameter, what="detector "
-    )
+    # coords.align reads only frame.coords (a Dataset's too), though it is annotated DataArray
+    aligned = align(value, frame, Q_DIMS, parameter)
+    value = checked_array(aligned, shape, parameter, what="detector ")
     return np.asarray(value.compute() if isinstance(value, da.Array) else value)
 
 
-def mask_stack(masks, datacube, parameter="masks") -> np.ndarray:
+def mask_stack(
+    masks: npt.ArrayLike | da.Array | xr.DataArray | Sequence[npt.ArrayLike],
+    datacube: xr.DataArray,
+    parameter: str = "masks",
+) -> np.ndarray:
     """Masks ``(n, Qx, Qy)`` (a list of ``(Qx, Qy)`` arrays, one ``(Qx, Qy)`` mask, or a
     DataArray with the detector dims and at most one of its own) as float64 ``(Qx, Qy, n)``,
     C-contiguous: bool or real, finite weights."""
@@ -216,7 +247,13 @@ def mask_stack(masks, datacube, parameter="masks") -> np.ndarray:
     return weights
 
 
-def scan_array(value, datacube, parameter, kinds="biuf", finite=True):
+def scan_array(
+    value: npt.ArrayLike | da.Array | xr.DataArray,
+    datacube: xr.DataArray,
+    parameter: str,
+    kinds: str = "biuf",
+    finite: bool = True,
+) -> np.ndarray | da.Array:
     """An ``(Rx, Ry)`` scan-sized argument aligned like :func:`detector_array`: numpy or
     dask (lazy stays lazy), checked as :func:`checked_array` does."""
     return checked_array(
@@ -229,7 +266,12 @@ def scan_array(value, datacube, parameter, kinds="biuf", finite=True):
     )
 
 
-def scan_field_pair(pair, name: str, shape=None, scalars: bool = False) -> list:
+def scan_field_pair(
+    pair: Sequence[npt.ArrayLike],
+    name: str,
+    shape: tuple[int, ...] | None = None,
+    scalars: bool = False,
+) -> list[np.ndarray]:
     """A pair ``(x, y)`` of ``(Rx, Ry)`` real arrays (numpy-convertible; with ``scalars``, numbers
     are allowed too) as two float64 numpy arrays. ``shape``: the scan shape they must have
     (None: any 2D shape). ``ValueError`` naming ``name`` for anything but a pair, a non-real
@@ -256,7 +298,9 @@ def scan_field_pair(pair, name: str, shape=None, scalars: bool = False) -> list:
 # --- calibration attrs -----------------------------------------------------------------------
 
 
-def checked_calibration_attrs(attrs, parameter: str = "attrs") -> dict:
+def checked_calibration_attrs(
+    attrs: dict[str, Any] | None, parameter: str = "attrs"
+) -> dict[str, Any]:
     """A copy of the calibration mapping ``attrs`` (None: ``{}``) with ``r_pixel_size``,
     ``q_pixel_size`` (> 0, finite), ``r_units``, ``q_units`` (canonical spellings: ``"A"``,
     ``"A^-1"`` ...) and ``energy`` (eV, > 0; dropped when None) checked where present; other

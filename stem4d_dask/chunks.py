@@ -3,8 +3,12 @@ roughly 32-128 MiB (never kilobyte chunks: a 256^4 scan must not become 100 000 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TypeAlias
+
 import dask.array as da
 import numpy as np
+import numpy.typing as npt
 
 from .coords import DIMS
 
@@ -13,10 +17,18 @@ TARGET_CHUNK_BYTES = 64 * MiB
 MIN_CHUNK_BYTES = 32 * MiB
 MAX_CHUNK_BYTES = 128 * MiB
 
+#: One axis's chunking, as dask takes it: a size, a tuple of sizes, -1 or None (whole), "auto".
+AxisChunks: TypeAlias = int | tuple[int, ...] | str | None
+#: A datacube's chunking: ``"auto"``, ``{dim: axis chunks}``, or 2 (scan) or 4 axis chunks.
+Chunks: TypeAlias = str | dict[str, AxisChunks] | Sequence[AxisChunks]
+
 
 def auto_chunks(
-    shape, itemsize: int, target_bytes: int = TARGET_CHUNK_BYTES, multiple_of=(1, 1)
-) -> tuple:
+    shape: Sequence[int],
+    itemsize: int,
+    target_bytes: int = TARGET_CHUNK_BYTES,
+    multiple_of: Sequence[int] = (1, 1),
+) -> tuple[int, int, int, int]:
     """Default chunks for a 4D scan: whole frames, scan blocks of about ``target_bytes``.
 
     Whole scan rows are kept together when a row fits (each chunk is then one contiguous byte
@@ -34,7 +46,9 @@ def auto_chunks(
     return (hx, blocks * hy, qx, qy)
 
 
-def normalize_chunks(chunks, shape, dtype):
+def normalize_chunks(
+    chunks: Chunks, shape: Sequence[int], dtype: npt.DTypeLike
+) -> tuple[tuple[int, ...], ...]:
     """Turn ``"auto"``, a ``{dim: size}`` dict or a 2-/4-tuple into dask chunks for ``shape``."""
     itemsize = np.dtype(dtype).itemsize
     if isinstance(chunks, str):

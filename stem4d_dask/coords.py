@@ -292,7 +292,7 @@ def q_pixels(dc: xr.DataArray, value, units_: str, parameter: str, *, dim: str |
 # --- arguments that are DataArrays ----------------------------------------------------------
 
 
-def align(value, dc: xr.DataArray, dims: tuple, parameter: str, extra: int = 0):
+def align(value, dc: xr.DataArray | xr.Dataset, dims: tuple, parameter: str, extra: int = 0):
     """A detector- or scan-sized argument in the datacube's frame, by dimension name.
 
     A DataArray must have ``dims`` (and ``extra`` leading dims of its own, e.g. a stack of

@@ -15,14 +15,17 @@ import os
 import sys
 import types
 import warnings
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import Any
 
 import dask.array as da
 import numpy as np
+import numpy.typing as npt
 import xarray as xr
 
 from .calibration import canonical_units, convert_q_pixel_size
 from .checks import check_dtype, check_energy, check_pixel_size, real_pair
-from .chunks import MiB, normalize_chunks
+from .chunks import Chunks, MiB, normalize_chunks
 from .coords import (  # noqa: F401  (the datacube's dims and calibration keys, re-exported)
     CALIBRATION_KEYS,
     DERIVED_KEYS,
@@ -46,7 +49,8 @@ from .values import value_range, with_value_range
 NAME = "datacube"
 
 
-def _to_dask(data, chunks):
+def _to_dask(data: Any, chunks: Chunks | None) -> da.Array:
+    # data: what from_array takes, or any array with shape, dtype and slicing (h5py, zarr)
     if isinstance(data, xr.DataArray):
         data = data.data
     if isinstance(data, da.Array):
@@ -85,18 +89,18 @@ class StaleCalibrationWarning(UserWarning):
 
 
 def from_array(
-    data,
+    data: npt.ArrayLike | da.Array | xr.DataArray,
     *,
-    r_pixel_size=1,
-    r_units="pixels",
-    q_pixel_size=1,
-    q_units="pixels",
-    energy=None,
-    r_origin=0,
-    q_origin=0,
-    value_range=None,
-    chunks="auto",
-    attrs=None,
+    r_pixel_size: float = 1,
+    r_units: str = "pixels",
+    q_pixel_size: float = 1,
+    q_units: str = "pixels",
+    energy: float | None = None,
+    r_origin: float | Sequence[float] = 0,
+    q_origin: float | Sequence[float] = 0,
+    value_range: Sequence[int] | None = None,
+    chunks: Chunks | None = "auto",
+    attrs: Mapping[str, Any] | None = None,
 ) -> xr.DataArray:
     """Wrap a 4D array ``(Rx, Ry, Qx, Qy)`` as a lazy, calibrated datacube.
 
@@ -142,7 +146,9 @@ def from_array(
     return dc if value_range is None else with_value_range(dc, value_range)
 
 
-def assemble(arr, coords: dict, attrs: dict) -> xr.DataArray:
+def assemble(
+    arr: da.Array | np.ndarray, coords: Mapping[str, xr.DataArray], attrs: Mapping[str, Any]
+) -> xr.DataArray:
     """The datacube over dask array ``arr`` with ``coords`` (``{dim: coord}``, all four) and
     ``attrs``: the calibration entries are derived from the coords (a ``*_pixel_size`` in
     ``attrs`` survives only for a space whose axes have one pixel each, which no coordinate
@@ -151,12 +157,12 @@ def assemble(arr, coords: dict, attrs: dict) -> xr.DataArray:
     return _with_derived(dc, attrs)
 
 
-def _with_derived(dc, attrs):
+def _with_derived(dc: xr.DataArray, attrs: Mapping[str, Any]) -> xr.DataArray:
     dc.attrs = {**{k: v for k, v in attrs.items() if k not in DERIVED_KEYS}, **derived_attrs(dc)}
     return _order_attrs(dc)
 
 
-def _order_attrs(dc):
+def _order_attrs(dc: xr.DataArray) -> xr.DataArray:
     keys = [k for k in CALIBRATION_KEYS if k in dc.attrs]
     dc.attrs = {
         **{k: dc.attrs[k] for k in keys},
@@ -165,14 +171,16 @@ def _order_attrs(dc):
     return dc
 
 
-def calibration_attrs(attrs, spaces=("r", "q")) -> dict:
+def calibration_attrs(
+    attrs: Mapping[str, Any], spaces: Iterable[str] = ("r", "q")
+) -> dict[str, Any]:
     """The calibration entries of ``attrs`` (a datacube's, or any mapping) for ``spaces``
     (``"r"``: scan, ``"q"``: detector), plus ``energy`` when known."""
     keys = [f"{s}_{k}" for s in spaces for k in ("pixel_size", "units")] + ["energy"]
     return {k: attrs[k] for k in keys if k in attrs}
 
 
-def with_calibration(dc: xr.DataArray, **changes) -> xr.DataArray:
+def with_calibration(dc: xr.DataArray, **changes: Any) -> xr.DataArray:
     """A new datacube with some of ``r_pixel_size``, ``r_units``, ``q_pixel_size``,
     ``q_units``, ``energy`` changed. Pixel data are untouched (same graph).
 
@@ -215,7 +223,7 @@ def with_calibration(dc: xr.DataArray, **changes) -> xr.DataArray:
     return assemble(dc.data, coords, attrs)
 
 
-def check_datacube(dc, *, parameter: str = "datacube") -> xr.DataArray:
+def check_datacube(dc: object, *, parameter: str = "datacube") -> xr.DataArray:
     """Check a datacube and return it ready for an operation; ``TypeError``/``ValueError``
     naming ``parameter`` when it is not one.
 
@@ -251,12 +259,12 @@ def check_datacube(dc, *, parameter: str = "datacube") -> xr.DataArray:
     return out
 
 
-def _energy_ok(attrs) -> bool:
+def _energy_ok(attrs: Mapping[str, Any]) -> bool:
     e = attrs.get("energy")
     return e is None and "energy" not in attrs or isinstance(e, float) and np.isfinite(e) and e > 0
 
 
-def _warn_stale(given: dict, derived: dict, parameter: str):
+def _warn_stale(given: Mapping[str, Any], derived: Mapping[str, Any], parameter: str) -> None:
     stale = []
     for key in DERIVED_KEYS[::2]:  # the pixel sizes
         if (
@@ -294,7 +302,7 @@ def user_stacklevel() -> int:
     return level
 
 
-def as_datacube(obj, *, name=None) -> xr.DataArray:
+def as_datacube(obj: xr.DataArray | xr.Dataset, *, name: Hashable | None = None) -> xr.DataArray:
     """Adopt an xarray DataArray (or the datacube variable of a Dataset, e.g. from
     ``xr.open_zarr``) with dims ``(Rx, Ry, Qx, Qy)`` in any order.
 
@@ -313,7 +321,7 @@ def as_datacube(obj, *, name=None) -> xr.DataArray:
     return dc
 
 
-def pick_variable(ds: xr.Dataset, name):
+def pick_variable(ds: xr.Dataset, name: Hashable | None) -> xr.DataArray:
     if name is not None:
         if name not in ds.data_vars:
             raise ValueError(f"name: no variable {name!r}; the store has {list(ds.data_vars)}")
@@ -345,7 +353,7 @@ def with_q_units(dc: xr.DataArray, units: str) -> xr.DataArray:
     return assemble(dc.data, coords, dc.attrs)
 
 
-def describe(dc: xr.DataArray) -> dict:
+def describe(dc: xr.DataArray) -> dict[str, Any]:
     """Shape, dtype, chunking and calibration of a datacube as a plain dict (no data read).
 
     ``r_pixel_size``/``q_pixel_size`` are None when the coords define none (irregular or

@@ -8,24 +8,32 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 import dask
 import dask.array as da
 import numpy as np
+import numpy.typing as npt
 import xarray as xr
 from dask.base import tokenize
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 
-from .backend import meta
+from .backend import Array, meta
 from .checks import positive_int
 from .chunks import normalize_chunks
 from .datacube import DIMS, R_DIMS, assemble, calibration_attrs, check_datacube
 from .values import VALUE_RANGE_OF, with_value_range
 
 
-def rebuild(dc: xr.DataArray, data, coords=None, value_range=None, scale=None) -> xr.DataArray:
+def rebuild(
+    dc: xr.DataArray,
+    data: da.Array,
+    coords: Mapping[str, xr.DataArray] | None = None,
+    value_range: Sequence[int] | None = None,
+    scale: Mapping[str, float] | None = None,
+) -> xr.DataArray:
     """A datacube over ``data`` (an operation's result on checked datacube ``dc``): ``dc``'s
     coords, with those in ``coords`` (``{dim: coord}``) replaced, and ``dc``'s attrs with the
     calibration derived from the coords. ``value_range``: the ``(min, max)`` the result can hold
@@ -49,7 +57,7 @@ def whole_frames(data: da.Array) -> da.Array:
     return data.rechunk(normalize_chunks("auto", data.shape, data.dtype))
 
 
-def frame_blocks(datacube, parameter: str = "datacube") -> tuple:
+def frame_blocks(datacube: object, parameter: str = "datacube") -> tuple[xr.DataArray, da.Array]:
     """``(checked datacube, dask array)``: the datacube as :func:`check_datacube` returns it
     (dims in order, calibration from the coords), and its data with each chunk holding whole
     frames. An operation uses both, never its raw argument.
@@ -77,16 +85,16 @@ _LETTERS = "abcdefgh"  # index letters of a kernel's extra output / argument axe
 
 
 def map_frames(
-    kernel,
-    datacube,
-    *detector_args,
-    out_dims=(),
-    out_sizes=(),
-    dtype=np.float64,
+    kernel: Callable[..., Array],
+    datacube: xr.DataArray,
+    *detector_args: npt.ArrayLike | da.Array,
+    out_dims: Sequence[str] = (),
+    out_sizes: Sequence[int] = (),
+    dtype: npt.DTypeLike = np.float64,
     name: str,
-    coords=None,
-    attrs=None,
-    **kwargs,
+    coords: Mapping[str, Any] | None = None,
+    attrs: Mapping[str, Any] | None = None,
+    **kwargs: Any,
 ) -> xr.DataArray:
     """Map ``kernel`` over the frames of ``datacube``, one task per chunk, lazily.
 
@@ -126,18 +134,20 @@ def map_frames(
     )
 
 
-def _frames_task(block, *args, kernel, kwargs):
+def _frames_task(
+    block: Array | list, *args: Array | list, kernel: Callable[..., Array], kwargs: dict[str, Any]
+) -> Array:
     # concatenate=False: the contracted Qx, Qy axes hold one block each, handed over in nested
     # lists; concatenating them would copy every chunk
     return kernel(only_block(block), *(only_block(a) for a in args), **kwargs)
 
 
-def single_key(array: da.Array):
+def single_key(array: da.Array) -> Delayed:
     """A one-chunk dask array as one ``Delayed``: an argument every task receives whole."""
     return array.rechunk(-1).to_delayed().ravel()[0]
 
 
-def only_block(nested):
+def only_block(nested: Array | list) -> Array:
     """The single array inside dask's nested lists of blocks along contracted axes.
 
     ``blockwise(..., concatenate=False)`` hands each task the blocks of the axes it contracts
@@ -149,7 +159,9 @@ def only_block(nested):
     return nested
 
 
-def drawn_frames(data: da.Array, n_frames: int, rng, parameter="N_frames"):
+def drawn_frames(
+    data: da.Array, n_frames: int, rng: np.random.Generator, parameter: str = "N_frames"
+) -> tuple[np.ndarray, list[tuple[Delayed, np.ndarray]]]:
     """Draw ``n_frames`` distinct scan positions with ``rng`` and return ``(selected, parts)``:
     the bool ``(Rx, Ry)`` selection and, for every chunk holding a drawn frame, a
     ``(delayed block, local selection)`` pair. Chunks without a drawn frame are never read."""
@@ -173,7 +185,7 @@ def drawn_frames(data: da.Array, n_frames: int, rng, parameter="N_frames"):
     return selected, parts
 
 
-def scan_location(block_info) -> str:
+def scan_location(block_info: Mapping[Hashable, Mapping[str, Any]] | None) -> str:
     """'scan rows a:b, columns c:d' of the block a map_blocks task is working on."""
     if not block_info or 0 not in block_info:
         return "an unknown scan block"
@@ -181,7 +193,7 @@ def scan_location(block_info) -> str:
     return f"scan rows {r0}:{r1}, columns {c0}:{c1}"
 
 
-def result_float_dtype(dtype) -> np.dtype:
+def result_float_dtype(dtype: npt.DTypeLike) -> np.dtype:
     """The float dtype of an interpolated result: float32 for (u)int8/16 and float16/32 data,
     float64 for wider integers and float64 (``numpy.result_type(dtype, float32)``)."""
     out = np.result_type(np.dtype(dtype), np.float32)
@@ -190,7 +202,7 @@ def result_float_dtype(dtype) -> np.dtype:
     return out
 
 
-def chunk_location(chunks, index) -> str:
+def chunk_location(chunks: Sequence[Sequence[int]], index: tuple[int, int]) -> str:
     """``'scan chunk (i, j) (rows a:b, columns c:d)'``: where chunk ``index`` ``(i, j)`` of the
     dask-style scan ``chunks`` ``((rows, ...), (columns, ...))`` lies, for error messages."""
     i, j = index
@@ -200,7 +212,9 @@ def chunk_location(chunks, index) -> str:
     )
 
 
-def chunk_tasks(name: str, tasks: dict, dependencies) -> HighLevelGraph:
+def chunk_tasks(
+    name: str, tasks: Mapping[tuple[int, ...], tuple], dependencies: Iterable[Any]
+) -> HighLevelGraph:
     """One graph layer ``name`` with one task per chunk: ``{index: task}`` (``index`` a tuple of
     ints, ``task`` a dask task tuple ``(callable, *args)`` whose args may be keys of
     ``dependencies``, the collections it reads) becomes key ``(name, *index)``.
@@ -213,7 +227,12 @@ def chunk_tasks(name: str, tasks: dict, dependencies) -> HighLevelGraph:
     return HighLevelGraph.from_collections(name, layer, dependencies=list(dependencies))
 
 
-def delayed_chunks(name: str, tasks: dict, dependencies, shape) -> np.ndarray:
+def delayed_chunks(
+    name: str,
+    tasks: Mapping[tuple[int, ...], tuple],
+    dependencies: Iterable[Any],
+    shape: tuple[int, ...],
+) -> np.ndarray:
     """The :func:`chunk_tasks` layer as an object array of ``shape``: a ``Delayed`` per task at
     its index, ``None`` where there is no task."""
     graph = chunk_tasks(name, tasks, dependencies)
@@ -223,7 +242,7 @@ def delayed_chunks(name: str, tasks: dict, dependencies, shape) -> np.ndarray:
     return out
 
 
-def object_grid(values, shape) -> np.ndarray:
+def object_grid(values: Iterable[Any], shape: tuple[int, ...]) -> np.ndarray:
     """``values`` (one per chunk, in C order: e.g. what ``dask.compute`` returns for the
     ``.flat`` of a :func:`delayed_chunks` grid) as an object array of ``shape``."""
     out = np.empty(shape, dtype=object)
@@ -233,7 +252,13 @@ def object_grid(values, shape) -> np.ndarray:
 
 
 def map_chunk_values(
-    func, values: np.ndarray, *shared, chunks, dtype, name: str, keywords=None
+    func: Callable[..., Any],
+    values: np.ndarray,
+    *shared: object,
+    chunks: tuple[tuple[int, ...], ...],
+    dtype: npt.DTypeLike,
+    name: str,
+    keywords: Callable[[tuple[int, ...]], dict[str, Any]] | None = None,
 ) -> da.Array:
     """A numpy-backed dask array with one task per chunk over ``values``, an object array of
     ``Delayed`` (one per chunk, e.g. from :func:`delayed_chunks`): the block at index ``(*ix,

@@ -4,14 +4,17 @@ very dask array it describes so that no xarray operation can leave a stale recor
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import dask.array as da
 import numpy as np
+import numpy.typing as npt
 import xarray as xr
 
 VALUE_RANGE_OF = "value_range_of"  # the dask array a recorded value_range belongs to
 
 
-def value_range(dc: xr.DataArray):
+def value_range(dc: xr.DataArray) -> tuple[int, int] | None:
     """``(min, max)`` the datacube's values can take: the range recorded for this very array
     (a detector's bit depth, a previous binning), else its dtype's; None for floats."""
     recorded = dc.attrs.get("value_range")
@@ -26,7 +29,7 @@ def value_range(dc: xr.DataArray):
     return None
 
 
-def with_value_range(dc: xr.DataArray, value_range) -> xr.DataArray:
+def with_value_range(dc: xr.DataArray, value_range: Sequence[int]) -> xr.DataArray:
     """``dc`` recording that its values lie in ``value_range`` = ``(min, max)`` (integers).
 
     The record is tied to this array's dask graph: any xarray operation that makes new data
@@ -57,7 +60,7 @@ def with_value_range(dc: xr.DataArray, value_range) -> xr.DataArray:
     return out
 
 
-def value_range_of_dtype(dtype) -> tuple:
+def value_range_of_dtype(dtype: npt.DTypeLike) -> tuple[int, int]:
     dtype = np.dtype(dtype)
     if dtype == np.bool_:
         return (0, 1)
@@ -65,6 +68,6 @@ def value_range_of_dtype(dtype) -> tuple:
     return (int(info.min), int(info.max))
 
 
-def _data_key(dc) -> str:
+def _data_key(dc: xr.DataArray) -> str:
     data = dc.data
     return data.name if isinstance(data, da.Array) else f"numpy-{id(data)}"

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import array_module, native, native_dtype  # noqa: F401  (re-exported)
+# re-exported: the kernels' array types and backend helpers
+from ..backend import Array, ArrayModule, array_module, native, native_dtype  # noqa: F401
 
 
-def frame_stacks(block):
+def frame_stacks(block: np.ndarray) -> list[np.ndarray]:
     """``(..., Qx, Qy)`` numpy frames as a list of 3D ``(n, Qx, Qy)`` arrays in C order of the
     frames, without copying: one view of all frames when the leading axes merge into one
     stride (a C-contiguous block, or frames at a fixed stride such as a file's frames with
@@ -32,7 +33,7 @@ def frame_stacks(block):
     return [flat[i] for i in range(flat.shape[0])]
 
 
-def frame_rows(frames):
+def frame_rows(frames: np.ndarray) -> tuple[np.ndarray, int, int]:
     """``(flat, stride, swap)`` to read ``(n, Qx, Qy)`` numpy frames row by row in a compiled
     loop, without copying when each row is contiguous: frame ``i``'s row ``x`` is
     ``flat[i * stride + x * Qy: i * stride + (x + 1) * Qy]``.

@@ -6,15 +6,20 @@ a sum never wraps; narrowing to a requested integer dtype is checked (``narrow``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numba
 import numpy as np
+import numpy.typing as npt
 
-from . import array_module, frame_stacks, native_dtype
+from . import Array, array_module, frame_stacks, native_dtype
 
 COPY_BYTES = 8 * 2**20  # the most a non-contiguous or big-endian chunk is copied at once
 
 
-def accumulator_dtype(dtype, n_summed: int, value_range=None) -> np.dtype:
+def accumulator_dtype(
+    dtype: npt.DTypeLike, n_summed: int, value_range: Sequence[int] | None = None
+) -> np.dtype:
     """The smallest dtype that holds a sum of ``n_summed`` values of ``dtype`` exactly.
 
     Integers and bool: the smallest of uint8/16/32/64 (unsigned and bool data) or
@@ -42,7 +47,7 @@ def accumulator_dtype(dtype, n_summed: int, value_range=None) -> np.dtype:
     return np.dtype(np.int64 if dtype.kind == "i" else np.uint64)
 
 
-def narrow(result, dtype):
+def narrow(result: Array, dtype: npt.DTypeLike) -> Array:
     """``result.astype(dtype)``; raises ``OverflowError`` if an integer value does not fit."""
     xp = array_module(result)
     dtype = np.dtype(dtype)
@@ -57,7 +62,7 @@ def narrow(result, dtype):
     return result.astype(dtype, copy=False) if xp is np else result.astype(dtype)
 
 
-def bin_frames(block, factor: int, dtype=None):
+def bin_frames(block: Array, factor: int, dtype: npt.DTypeLike | None = None) -> Array:
     """Sum ``factor x factor`` pixel blocks of the last two axes.
 
     block: ``(..., Qx, Qy)``; returns ``(..., Qx // factor, Qy // factor)`` (trailing remainder
@@ -96,7 +101,7 @@ def bin_frames(block, factor: int, dtype=None):
 
 
 @numba.njit(nogil=True, cache=True)
-def _bin_frames_loop(frames, factor, out):  # pragma: no cover - compiled
+def _bin_frames_loop(frames, factor, out):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
     n, ox, oy = out.shape
     for i in range(n):
         for x in range(ox):
@@ -109,7 +114,7 @@ def _bin_frames_loop(frames, factor, out):  # pragma: no cover - compiled
                         orow[y] += row[y * factor + dy]
 
 
-def bin_scan(block, factor: int, dtype=None):
+def bin_scan(block: Array, factor: int, dtype: npt.DTypeLike | None = None) -> Array:
     """Sum ``factor x factor`` blocks of scan positions (the first two axes).
 
     block: ``(Rx, Ry, ...)`` with ``Rx`` and ``Ry`` multiples of ``factor``; returns

@@ -30,14 +30,21 @@ machines only (the frames' bytes are assembled as little-endian words).
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
+import numpy.typing as npt
 from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic
 
 from .lz4 import lz4_block, memcpy
+
+if TYPE_CHECKING:
+    from numba.core.base import BaseContext
+    from numba.core.typing import Signature
 
 OK = 0
 SHORT = 1  # chunk shorter than its header
@@ -68,12 +75,19 @@ _MESSAGES = {
 class Bslz4Error(ValueError):
     """A chunk that does not decode; ``index``: which chunk of the run (0-based)."""
 
-    def __init__(self, message, index):
+    def __init__(self, message: str, index: int) -> None:
         super().__init__(message)
         self.index = index
 
 
-def decode_run(buf, sizes, out, raw=None, *, start=0):
+def decode_run(
+    buf: bytes | bytearray | memoryview | np.ndarray,
+    sizes: npt.ArrayLike,
+    out: np.ndarray,
+    raw: npt.ArrayLike | None = None,
+    *,
+    start: int = 0,
+) -> np.ndarray:
     """Decode ``len(sizes)`` bitshuffle-LZ4 chunks lying back to back in ``buf`` (bytes-like
     or uint8 array; the first at byte ``start``) into the frames ``out`` ``(len(sizes), ...)``
     (a C-contiguous little-endian array, on a little-endian machine; element size 1, 2, 4
@@ -123,7 +137,7 @@ def decode_run(buf, sizes, out, raw=None, *, start=0):
 
 
 @numba.njit
-def _be32(src, p):
+def _be32(src, p):  # type: ignore[no-untyped-def]
     return (
         (np.int64(src[p]) << 24)
         | (np.int64(src[p + 1]) << 16)
@@ -133,7 +147,7 @@ def _be32(src, p):
 
 
 @numba.njit(nogil=True, cache=True)
-def _decode(src, start, sizes, raw, dst, nbytes, s):
+def _decode(src, start, sizes, raw, dst, nbytes, s):  # type: ignore[no-untyped-def]
     """Decode the chunks into ``dst`` (the frames' bytes, ``nbytes`` each, elements of ``s``
     bytes); returns (status, chunk, detail)."""
     count = sizes.size
@@ -203,10 +217,12 @@ def _decode(src, start, sizes, raw, dst, nbytes, s):
 
 
 @intrinsic
-def _store8(typingctx, dst, dp, value):
+def _store8(typingctx, dst, dp, value):  # type: ignore[no-untyped-def]
     """``dst[dp:dp + 8] = value`` (uint64, little-endian machine), unaligned."""
 
-    def codegen(context, builder, signature, args):
+    def codegen(
+        context: BaseContext, builder: ir.IRBuilder, signature: Signature, args: Sequence[ir.Value]
+    ) -> None:
         d = context.make_array(signature.args[0])(context, builder, args[0])
         target = builder.bitcast(builder.gep(d.data, [args[1]]), ir.IntType(64).as_pointer())
         builder.store(args[2], target, align=1)
@@ -215,7 +231,7 @@ def _store8(typingctx, dst, dp, value):
 
 
 @numba.njit
-def _transpose8(x):
+def _transpose8(x):  # type: ignore[no-untyped-def]
     """Transpose the 8 x 8 bit matrix in ``x`` (byte ``i`` = row ``i``, bit ``j`` = column
     ``j``): bit ``8 i + j`` goes to ``8 j + i`` (Hacker's Delight, transpose8)."""
     t = (x ^ (x >> np.uint64(7))) & np.uint64(0x00AA00AA00AA00AA)
@@ -227,11 +243,13 @@ def _transpose8(x):
 
 
 @intrinsic
-def _byte(typingctx, src, i):
+def _byte(typingctx, src, i):  # type: ignore[no-untyped-def]
     """``src[i]`` as a uint64, without numba's negative-index wraparound (which keeps LLVM
     from vectorizing the loops below; the caller checks the bounds)."""
 
-    def codegen(context, builder, signature, args):
+    def codegen(
+        context: BaseContext, builder: ir.IRBuilder, signature: Signature, args: Sequence[ir.Value]
+    ) -> ir.Value:
         a = context.make_array(signature.args[0])(context, builder, args[0])
         return builder.zext(builder.load(builder.gep(a.data, [args[1]])), ir.IntType(64))
 
@@ -239,7 +257,7 @@ def _byte(typingctx, src, i):
 
 
 @numba.njit
-def _gather(buf, base, stride):
+def _gather(buf, base, stride):  # type: ignore[no-untyped-def]
     """Bytes ``buf[base + b * stride]``, b = 0..7, as one word (byte ``b`` = the ``b``-th)."""
     return (
         _byte(buf, base)
@@ -253,13 +271,18 @@ def _gather(buf, base, stride):
     )
 
 
-def _storer(width):
+def _storer(width: int) -> Callable[..., None]:
     """A compiled ``store(dst, dp, value)``: the ``width`` low bytes of ``value`` (uint64) at
     ``dst[dp:]``, unaligned (little-endian machine; the caller checks the bounds)."""
 
     @intrinsic
-    def store(typingctx, dst, dp, value):
-        def codegen(context, builder, signature, args):
+    def store(typingctx, dst, dp, value):  # type: ignore[no-untyped-def]
+        def codegen(
+            context: BaseContext,
+            builder: ir.IRBuilder,
+            signature: Signature,
+            args: Sequence[ir.Value],
+        ) -> None:
             d = context.make_array(signature.args[0])(context, builder, args[0])
             kind = ir.IntType(8 * width)
             target = builder.bitcast(builder.gep(d.data, [args[1]]), kind.as_pointer())
@@ -275,7 +298,7 @@ _store4 = _storer(4)
 
 
 @numba.njit(nogil=True)
-def _unshuffle(buf, m, s, dst, d0, planes):
+def _unshuffle(buf, m, s, dst, d0, planes):  # type: ignore[no-untyped-def]
     """Bit-unshuffle the ``m`` elements (a multiple of 8) of ``s`` bytes in ``buf`` into the
     bytes ``dst[d0:d0 + m * s]``. ``planes``: scratch of ``m * s`` bytes (for ``s`` > 1).
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from . import array_module, frame_rows, frame_stacks, native
+from . import Array, ArrayModule, array_module, frame_rows, frame_stacks, native
 from .virtual import masked_sums_stack
 
 
-def center_of_mass_frames(block, mask=None):
+def center_of_mass_frames(block: Array, mask: Array | None = None) -> Array:
     """``(..., Qx, Qy)`` frames -> float64 ``(..., 3)``: intensity, com_x, com_y (pixels).
 
     Frames are read in place when each row is contiguous, whatever lies between frames (a
@@ -48,7 +48,7 @@ def center_of_mass_frames(block, mask=None):
 
 
 @numba.njit(inline="always")
-def _swapped(v, swap):  # pragma: no cover - compiled
+def _swapped(v, swap):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
     """``v`` (int64 holding an unsigned value of ``swap`` bytes) with its bytes reversed."""
     if swap == 2:
         return ((v >> 8) & 0xFF) | ((v & 0xFF) << 8)
@@ -58,7 +58,7 @@ def _swapped(v, swap):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True)
-def _com_integer(flat, stride, n, qx, qy, swap, weights, out):  # pragma: no cover - compiled
+def _com_integer(flat, stride, n, qx, qy, swap, weights, out):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
     # rows are contiguous slices of ``flat`` (see frame_rows). Per pixel only additions: the
     # row sums give S and Sx, the column sums Sy (= sum_y y * column_y, once per frame). The
     # swap and weights tests are loop-invariant: the compiler hoists them and vectorises each
@@ -92,7 +92,7 @@ def _com_integer(flat, stride, n, qx, qy, swap, weights, out):  # pragma: no cov
 
 
 @numba.njit(nogil=True, cache=True)
-def _com_float(frames, weights, out):  # pragma: no cover - compiled
+def _com_float(frames, weights, out):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
     n, qx, qy = frames.shape
     for i in range(n):
         total = 0.0
@@ -112,7 +112,7 @@ def _com_float(frames, weights, out):  # pragma: no cover - compiled
 
 
 @numba.njit(inline="always")
-def _finish(out, i, total, sum_x, sum_y):  # pragma: no cover - compiled
+def _finish(out, i, total, sum_x, sum_y):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
     out[i, 0] = total
     if total == 0:
         out[i, 1] = np.nan
@@ -122,7 +122,7 @@ def _finish(out, i, total, sum_x, sum_y):  # pragma: no cover - compiled
         out[i, 2] = sum_y / total
 
 
-def com_masks(shape, mask=None, xp=np):
+def com_masks(shape: tuple[int, int], mask: Array | None = None, xp: ArrayModule = np) -> Array:
     """The three detector weights of a centre of mass, ``(Qx, Qy, 3)`` float64: ``w``,
     ``w * x`` and ``w * y`` (pixel indices from the corner; ``w`` = ``mask`` or ones). Masked
     sums with them (:func:`stem4d_dask.kernels.virtual.masked_sums_stack`, a virtual detector)
@@ -135,7 +135,7 @@ def com_masks(shape, mask=None, xp=np):
     return xp.stack([w, w * x, w * y], axis=-1)
 
 
-def com_from_sums(sums):
+def com_from_sums(sums: Array) -> Array:
     """``(..., 3)`` sums ``S, Sx, Sy`` -> ``(..., 3)`` float64 ``S, Sx / S, Sy / S``, NaN
     positions where ``S == 0``: the finish step of every centre of mass (dense, GPU, events)."""
     xp = array_module(sums)

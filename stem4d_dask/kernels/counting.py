@@ -9,12 +9,14 @@ indices, or float32 pixel coordinates with sub-pixel positions, the centre of pi
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import numba
 import numpy as np
+import numpy.typing as npt
 
-from . import array_module, native_dtype
+from . import Array, array_module, native_dtype
 
 
 class EventBlock(NamedTuple):
@@ -27,8 +29,15 @@ class EventBlock(NamedTuple):
 
 
 def count_frames(
-    block, dark, thresh_bkgrnd, thresh_xray, *, sub_pixel=True, binfactor=1, centroid_floor=0.0
-):
+    block: Array,
+    dark: Array,
+    thresh_bkgrnd: float,
+    thresh_xray: float,
+    *,
+    sub_pixel: bool = True,
+    binfactor: int = 1,
+    centroid_floor: float = 0.0,
+) -> EventBlock:
     """Electron events of every frame of ``block`` ``(n1, n2, Qx, Qy)`` -> :class:`EventBlock`.
 
     With ``w = frame - dark`` (``dark``: ``(Qx, Qy)``), a pixel is an event when
@@ -75,7 +84,16 @@ def count_frames(
     return _finish_events(indptr, xs[:found], ys[:found], (n1, n2), qx, qy, sub_pixel, binfactor)
 
 
-def _finish_events(indptr, xs, ys, scan_shape, qx, qy, sub_pixel, binfactor):
+def _finish_events(
+    indptr: np.ndarray,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    scan_shape: tuple[int, int],
+    qx: int,
+    qy: int,
+    sub_pixel: bool,
+    binfactor: int,
+) -> EventBlock:
     if binfactor > 1:
         xs, ys, indptr = _bin_events(xs, ys, indptr, int(binfactor), qx, qy, sub_pixel)
     if sub_pixel:
@@ -83,7 +101,9 @@ def _finish_events(indptr, xs, ys, scan_shape, qx, qy, sub_pixel, binfactor):
     return EventBlock(indptr, xs.astype(np.uint16), ys.astype(np.uint16), scan_shape)
 
 
-def _count_array_module(frames, dark, t_bg, t_xray, sub_pixel, floor):
+def _count_array_module(
+    frames: Array, dark: Array, t_bg: float, t_xray: float, sub_pixel: bool, floor: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Vectorised version of the compiled loop for GPU (cupy) frames ``(n, Qx, Qy)``: the same
     events, found with shifted comparisons; only the events come back to the host."""
     xp = array_module(frames)
@@ -119,7 +139,9 @@ def _count_array_module(frames, dark, t_bg, t_xray, sub_pixel, floor):
     return host(indptr), host(xs).astype(np.float32), host(ys).astype(np.float32)
 
 
-def _bin_events(xs, ys, indptr, b, qx, qy, sub_pixel):
+def _bin_events(
+    xs: np.ndarray, ys: np.ndarray, indptr: np.ndarray, b: int, qx: int, qy: int, sub_pixel: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if sub_pixel:
         bx, by = (xs + 0.5) / b - 0.5, (ys + 0.5) / b - 0.5
     else:
@@ -131,7 +153,9 @@ def _bin_events(xs, ys, indptr, b, qx, qy, sub_pixel):
     return bx[keep].astype(np.float32), by[keep].astype(np.float32), new_indptr
 
 
-def events_to_dense(events: EventBlock, detector_shape, dtype=np.bool_):
+def events_to_dense(
+    events: EventBlock, detector_shape: tuple[int, int], dtype: npt.DTypeLike = np.bool_
+) -> np.ndarray:
     """``(n1, n2, Qx, Qy)`` array with each event added at its (rounded) pixel."""
     n1, n2 = events.scan_shape
     qx, qy = detector_shape
@@ -147,7 +171,7 @@ def events_to_dense(events: EventBlock, detector_shape, dtype=np.bool_):
 
 
 @numba.njit(nogil=True, cache=True)
-def _count(frames, dark, t_bg, t_xray, sub_pixel, floor, xs, ys, indptr):  # pragma: no cover
+def _count(frames, dark, t_bg, t_xray, sub_pixel, floor, xs, ys, indptr):  # type: ignore[no-untyped-def]  # pragma: no cover
     n, qx, qy = frames.shape
     rows = np.empty((3, qy + 2), np.float32)  # w of rows x-1, x, x+1, padded with -inf
     k = 0
@@ -187,14 +211,14 @@ def _count(frames, dark, t_bg, t_xray, sub_pixel, floor, xs, ys, indptr):  # pra
 
 
 @numba.njit(inline="always")
-def _fill_row(frames, dark, i, x, row):  # pragma: no cover
+def _fill_row(frames, dark, i, x, row):  # type: ignore[no-untyped-def]  # pragma: no cover
     qy = frames.shape[2]
     for y in range(qy):
         row[y + 1] = np.float32(frames[i, x, y]) - dark[x, y]
 
 
 @numba.njit(inline="always")
-def _is_maximum(prev, cur, nxt, y, w, t_xray):  # pragma: no cover
+def _is_maximum(prev, cur, nxt, y, w, t_xray):  # type: ignore[no-untyped-def]  # pragma: no cover
     """``w = cur[y]`` above its 8 neighbours: strictly above the ones before it in C order
     (row above, left), at least equal to the ones after; no neighbour at the X-ray level."""
     for v in range(y - 1, y + 2):
@@ -208,7 +232,7 @@ def _is_maximum(prev, cur, nxt, y, w, t_xray):  # pragma: no cover
 
 
 @numba.njit(inline="always")
-def _centroid(prev, cur, nxt, x, y, floor):  # pragma: no cover
+def _centroid(prev, cur, nxt, x, y, floor):  # type: ignore[no-untyped-def]  # pragma: no cover
     """Centroid of ``max(w - floor, 0)`` in the 3x3 window (row ``x``, padded column ``y``)."""
     total = 0.0
     sx = 0.0
@@ -225,7 +249,9 @@ def _centroid(prev, cur, nxt, x, y, floor):  # pragma: no cover
     return sx / total, sy / total
 
 
-def fit_thresholds(values, thresh_bkgrnd_Nsigma=4, thresh_xray_Nsigma=10):
+def fit_thresholds(
+    values: npt.ArrayLike, thresh_bkgrnd_Nsigma: float = 4, thresh_xray_Nsigma: float = 10
+) -> tuple[float, float, np.ndarray, np.ndarray, tuple[float, float, float]]:
     """Background and X-ray thresholds from pooled dark-subtracted pixel values (1D float).
 
     ``thresh_xray = mean + thresh_xray_Nsigma * std`` over all values, but at least ``mu`` plus
@@ -268,7 +294,9 @@ def fit_thresholds(values, thresh_bkgrnd_Nsigma=4, thresh_xray_Nsigma=10):
     return thresh_bkgrnd, float(thresh_xray), counts, edges, (a, mu, abs(sigma))
 
 
-def pooled_values(frames_and_masks, dark):
+def pooled_values(
+    frames_and_masks: Iterable[tuple[np.ndarray, np.ndarray]], dark: np.ndarray
+) -> np.ndarray:
     """Dark-subtracted values of the selected frames: ``[(block, local_mask), ...]`` -> 1D."""
     parts = [
         np.asarray(block)[np.asarray(local)].astype(np.float64) - dark

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
+import numpy.typing as npt
 
-from . import array_module
+from . import Array, array_module
 
 
-def strip_sums(block, selected, width, side, direction):
+def strip_sums(
+    block: Array,
+    selected: Array,
+    width: int,
+    side: Literal["start", "end"],
+    direction: Literal["x", "y"],
+) -> Array:
     """Sum, over the frames of ``block`` ``(n1, n2, Qx, Qy)`` where ``selected`` ``(n1, n2)`` is
     True, of an edge strip collapsed across its width.
 
@@ -22,7 +31,7 @@ def strip_sums(block, selected, width, side, direction):
     return frames[:, :, edge].sum(axis=(0, 2), dtype=np.float64)
 
 
-def subtract_reference(block, reference, dtype):
+def subtract_reference(block: Array, reference: Array, dtype: npt.DTypeLike) -> Array:
     """``block`` ``(..., Qx, Qy)`` minus ``reference`` ``(Qx, Qy)``, computed and returned in
     float ``dtype``."""
     xp = array_module(block)

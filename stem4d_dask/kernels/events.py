@@ -10,8 +10,12 @@ indices, or float32 sub-pixel coordinates. Dense outputs put a sub-pixel event i
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Iterable, Sequence
 
+import numpy as np
+import numpy.typing as npt
+
+from . import Array
 from .com import com_from_sums
 from .counting import EventBlock
 
@@ -23,7 +27,7 @@ def position_dtype(subpixel: bool) -> np.dtype:
     return np.dtype(np.float32) if subpixel else np.dtype(np.uint16)
 
 
-def empty_block(scan_shape, subpixel: bool) -> EventBlock:
+def empty_block(scan_shape: Sequence[int], subpixel: bool) -> EventBlock:
     """An :class:`EventBlock` of ``scan_shape`` positions with no event."""
     n = int(scan_shape[0]) * int(scan_shape[1])
     dtype = position_dtype(subpixel)
@@ -35,7 +39,7 @@ def empty_block(scan_shape, subpixel: bool) -> EventBlock:
     )
 
 
-def check_scan_chunks(scan_chunks) -> tuple:
+def check_scan_chunks(scan_chunks: Iterable[Iterable[int]]) -> tuple[tuple[int, ...], ...]:
     """``scan_chunks`` (the scan positions of each block, dask style) as ``((rows, ...),
     (columns, ...))`` of ints >= 1; ``ValueError`` naming ``scan_chunks`` otherwise."""
     try:
@@ -51,7 +55,9 @@ def check_scan_chunks(scan_chunks) -> tuple:
     return chunks
 
 
-def check_detector_shape(detector_shape, parameter: str = "detector_shape") -> tuple:
+def check_detector_shape(
+    detector_shape: Iterable[int], parameter: str = "detector_shape"
+) -> tuple[int, ...]:
     """``detector_shape`` as ``(Qx, Qy)`` ints in ``1 .. MAX_DETECTOR`` (the format's uint16
     pixel indices); ``ValueError`` naming ``parameter`` otherwise."""
     try:
@@ -66,7 +72,13 @@ def check_detector_shape(detector_shape, parameter: str = "detector_shape") -> t
     return shape
 
 
-def check_block(block, scan_shape, detector_shape, subpixel: bool, where: str) -> EventBlock:
+def check_block(
+    block: object,
+    scan_shape: Sequence[int],
+    detector_shape: Sequence[int],
+    subpixel: bool,
+    where: str,
+) -> EventBlock:
     """Validate one block against the format; ``ValueError`` naming ``where`` (the scan block)
     and what is wrong. Returns the block (an :class:`EventBlock`).
 
@@ -130,7 +142,7 @@ def check_block(block, scan_shape, detector_shape, subpixel: bool, where: str) -
     return block
 
 
-def dense_to_events(block, subpixel: bool = False) -> EventBlock:
+def dense_to_events(block: Array, subpixel: bool = False) -> EventBlock:
     """Counted frames ``(n1, n2, Qx, Qy)`` (bool or non-negative integers) -> EventBlock.
 
     Every nonzero pixel gives ``count`` events at its index (C order within each frame), so
@@ -163,7 +175,7 @@ def frame_index(block: EventBlock) -> np.ndarray:
     return np.repeat(np.arange(block.indptr.size - 1), np.diff(block.indptr))
 
 
-def pixels(block: EventBlock):
+def pixels(block: EventBlock) -> tuple[np.ndarray, np.ndarray]:
     """``(qx, qy)`` int64 detector pixels of the events (sub-pixel positions rounded)."""
     if block.qx.dtype.kind == "f":
         return np.rint(block.qx).astype(np.int64), np.rint(block.qy).astype(np.int64)
@@ -175,7 +187,7 @@ def counts_image(block: EventBlock) -> np.ndarray:
     return np.diff(block.indptr).reshape(block.scan_shape)
 
 
-def dense_dtype(dtype) -> np.dtype:
+def dense_dtype(dtype: npt.DTypeLike) -> np.dtype:
     """The dtype of :func:`events_to_dense`'s frames: None -> bool; else ``dtype`` when bool,
     integer or float (``ValueError`` naming ``dtype`` otherwise)."""
     if dtype is None:
@@ -189,7 +201,9 @@ def dense_dtype(dtype) -> np.dtype:
     return dtype
 
 
-def events_to_dense(block: EventBlock, detector_shape, dtype=np.bool_) -> np.ndarray:
+def events_to_dense(
+    block: EventBlock, detector_shape: Sequence[int], dtype: npt.DTypeLike = np.bool_
+) -> np.ndarray:
     """``(n1, n2, Qx, Qy)`` frames of ``dtype``: bool marks the pixels hit at least once; other
     dtypes hold the number of events per pixel, counted exactly (``ValueError`` when a count
     does not fit ``dtype``)."""
@@ -212,14 +226,14 @@ def events_to_dense(block: EventBlock, detector_shape, dtype=np.bool_) -> np.nda
     return out.reshape(n1, n2, nqx, nqy)
 
 
-def diffraction_histogram(block: EventBlock, detector_shape) -> np.ndarray:
+def diffraction_histogram(block: EventBlock, detector_shape: Sequence[int]) -> np.ndarray:
     """int64 ``(Qx, Qy)`` number of events on every pixel, over all positions of the block."""
     nqx, nqy = detector_shape
     x, y = pixels(block)
     return np.bincount(x * nqy + y, minlength=nqx * nqy).reshape(nqx, nqy)
 
 
-def masked_sums(block: EventBlock, mask) -> np.ndarray:
+def masked_sums(block: EventBlock, mask: npt.ArrayLike) -> np.ndarray:
     """float64 ``(n1, n2)``: ``sum(mask[qx, qy])`` over each position's events (rounded)."""
     x, y = pixels(block)
     n = block.indptr.size - 1
@@ -228,7 +242,7 @@ def masked_sums(block: EventBlock, mask) -> np.ndarray:
     ).reshape(block.scan_shape)
 
 
-def center_of_mass(block: EventBlock, mask=None) -> np.ndarray:
+def center_of_mass(block: EventBlock, mask: npt.ArrayLike | None = None) -> np.ndarray:
     """float64 ``(n1, n2, 3)``: intensity, com_x, com_y (detector pixels from the corner pixel)
     of every position's events; NaN positions where the (masked) intensity is 0.
 

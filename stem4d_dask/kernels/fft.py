@@ -11,11 +11,13 @@ in cache. Every dask worker thread thus runs its own single-threaded transforms.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import numpy as np
+import numpy.typing as npt
 import scipy.fft
 
-from . import array_module
+from . import Array, array_module
 
 try:  # optional: 2-3x faster than scipy's pocketfft on small frames
     import pyfftw
@@ -36,7 +38,9 @@ def use_fftw(enabled: bool) -> None:
 _fftw_enabled = pyfftw is not None
 
 
-def rfft_filter(frames, multiply, out_dtype):
+def rfft_filter(
+    frames: Array, multiply: Callable[[Array, int, int], object], out_dtype: npt.DTypeLike
+) -> Array:
     """``irfft2(multiply(rfft2(frames), start, stop))`` over the last two axes of ``frames``.
 
     frames: ``(n, Nx, Ny)`` real; ``multiply(spectrum, start, stop)`` changes the half spectrum
@@ -68,7 +72,9 @@ def rfft_filter(frames, multiply, out_dtype):
     return out
 
 
-def _fftw_plan(n, nx, ny, dtype):
+def _fftw_plan(
+    n: int, nx: int, ny: int, dtype: np.dtype
+) -> tuple[np.ndarray, np.ndarray, Callable[[], np.ndarray], Callable[[], np.ndarray]]:
     """This thread's (real buffer, spectrum buffer, forward, backward) for ``(n, nx, ny)``."""
     cache = getattr(_plans, "cache", None)
     if cache is None:
@@ -88,7 +94,7 @@ def _fftw_plan(n, nx, ny, dtype):
     return cache[key]
 
 
-def fft2(frames, dtype):
+def fft2(frames: Array, dtype: npt.DTypeLike) -> Array:
     """Complex 2D FFT of the last two axes, computed in the complex type of ``dtype``."""
     xp = array_module(frames)
     cdtype = np.result_type(dtype, np.complex64)
@@ -97,7 +103,7 @@ def fft2(frames, dtype):
     return scipy.fft.fft2(frames.astype(cdtype, copy=False), axes=(-2, -1))
 
 
-def ifft2(spectrum):
+def ifft2(spectrum: Array) -> Array:
     """Inverse of ``fft2`` (normalised by the number of pixels)."""
     xp = array_module(spectrum)
     if xp is not np:

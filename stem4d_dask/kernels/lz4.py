@@ -16,20 +16,32 @@ numba's typing context first, which the compiled call does not pass.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
 import numba
 import numpy as np
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
+if TYPE_CHECKING:
+    from numba.core.base import BaseContext
+    from numba.core.typing import Signature
 
-def _copier(width):
+
+def _copier(width: int) -> Callable[..., None]:
     """A compiled ``copy(dst, dp, src, sp)``: ``dst[dp:dp + width] = src[sp:sp + width]`` as one
     unaligned load and store (the caller checks the bounds)."""
 
     @intrinsic
-    def copy(typingctx, dst, dp, src, sp):
-        def codegen(context, builder, signature, args):
+    def copy(typingctx, dst, dp, src, sp):  # type: ignore[no-untyped-def]
+        def codegen(
+            context: BaseContext,
+            builder: ir.IRBuilder,
+            signature: Signature,
+            args: Sequence[ir.Value],
+        ) -> None:
             d = context.make_array(signature.args[0])(context, builder, args[0])
             s = context.make_array(signature.args[2])(context, builder, args[2])
             ptr = ir.IntType(8 * width).as_pointer()
@@ -47,11 +59,13 @@ _copy16 = _copier(16)
 
 
 @intrinsic
-def memcpy(typingctx, dst, dp, src, sp, n):
+def memcpy(typingctx, dst, dp, src, sp, n):  # type: ignore[no-untyped-def]
     """``dst[dp:dp + n] = src[sp:sp + n]`` (uint8 arrays, no overlap; the caller checks the
     bounds)."""
 
-    def codegen(context, builder, signature, args):
+    def codegen(
+        context: BaseContext, builder: ir.IRBuilder, signature: Signature, args: Sequence[ir.Value]
+    ) -> None:
         d = context.make_array(signature.args[0])(context, builder, args[0])
         s = context.make_array(signature.args[2])(context, builder, args[2])
         cgutils.raw_memcpy(
@@ -62,7 +76,7 @@ def memcpy(typingctx, dst, dp, src, sp, n):
 
 
 @numba.njit(nogil=True)
-def lz4_block(src, sp, send, dst, dsize):
+def lz4_block(src, sp, send, dst, dsize):  # type: ignore[no-untyped-def]
     """LZ4-block-decompress ``src[sp:send]`` into ``dst[:dsize]``; the bytes written, or -1
     when the data is corrupt. Nothing outside ``src`` is read, nothing outside ``dst`` written
     (copies run 8 or 16 bytes at a time where ``src`` and ``dst`` have room past the data:

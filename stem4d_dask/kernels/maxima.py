@@ -55,8 +55,9 @@ numpy 1.x, whose FFT always returns complex128).
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
-from ..backend import array_module, to_host
+from ..backend import Array, ArrayModule, array_module, to_host
 from .maxima_filter import check_filter_args, filter_2D_maxima
 
 #: dtype of a set of maxima: positions ``x``, ``y`` (pixels) and ``intensity``.
@@ -69,7 +70,7 @@ SUBPIXEL_MODES = ("pixel", "poly", "multicorr")
 # helpers
 
 
-def _ndimage(xp):
+def _ndimage(xp: ArrayModule) -> ArrayModule:
     """``cupyx.scipy.ndimage`` for cupy, ``scipy.ndimage`` for anything else."""
     if getattr(xp, "__name__", "") == "cupy":
         import cupyx.scipy.ndimage as ndi
@@ -78,7 +79,11 @@ def _ndimage(xp):
     return ndi
 
 
-def _parabolic_delta(minus, centre, plus):
+def _parabolic_delta(
+    minus: npt.NDArray[np.floating] | float,
+    centre: npt.NDArray[np.floating] | float,
+    plus: npt.NDArray[np.floating] | float,
+) -> np.ndarray:
     """Vertex offset (pixels) of the parabola through ``(-1, minus), (0, centre), (1, plus)``,
     py4DSTEM's formula, set to 0 where the denominator is 0 or the offset is not within
     ``[-1, 1]`` (NaN included). Arrays of any (common) shape, float64."""
@@ -94,7 +99,9 @@ def _parabolic_delta(minus, centre, plus):
 # multicorr
 
 
-def _dft_upsample(xp, image_corr, upsample_factor, centre):
+def _dft_upsample(
+    xp: ArrayModule, image_corr: Array, upsample_factor: float, centre: np.ndarray
+) -> Array:
     """Real part of the matrix-multiply DFT of ``image_corr`` ``(Nx, Ny)`` on a
     ``ceil(1.5 u) x ceil(1.5 u)`` grid of step ``1/u``, offset by ``centre`` (2, in upsampled
     pixels). py4DSTEM's ``dftUpsample``, operation for operation."""
@@ -111,7 +118,9 @@ def _dft_upsample(xp, image_corr, upsample_factor, centre):
     return xp.real(row_kern @ image_corr @ col_kern)
 
 
-def upsampled_correlation(imageCorr, upsampleFactor, xyShift):
+def upsampled_correlation(
+    imageCorr: Array, upsampleFactor: float, xyShift: npt.ArrayLike
+) -> np.ndarray:
     """Refine a peak position by DFT upsampling (Guizar-Sicairos et al., Opt. Lett. 33, 156,
     2008), as py4DSTEM's ``process.utils.multicorr.upsampled_correlation``.
 
@@ -149,8 +158,8 @@ def upsampled_correlation(imageCorr, upsampleFactor, xyShift):
     i, j = np.unravel_index(int(np.argmax(patch)), patch.shape)
     if 1 <= i <= patch.shape[0] - 2 and 1 <= j <= patch.shape[1] - 2:
         icc = patch[i - 1 : i + 2, j - 1 : j + 2]
-        dx = _parabolic_delta(icc[0, 1], icc[1, 1], icc[2, 1])
-        dy = _parabolic_delta(icc[1, 0], icc[1, 1], icc[1, 2])
+        dx: np.ndarray | float = _parabolic_delta(icc[0, 1], icc[1, 1], icc[2, 1])
+        dy: np.ndarray | float = _parabolic_delta(icc[1, 0], icc[1, 1], icc[1, 2])
     else:  # the maximum is on the patch edge: no parabolic correction on either axis
         dx = dy = 0.0
     sub_shift = np.array([i, j]) - global_shift
@@ -161,7 +170,9 @@ def upsampled_correlation(imageCorr, upsampleFactor, xyShift):
 # maxima
 
 
-def _pixel_maxima(xp, ar, edge):
+def _pixel_maxima(
+    xp: ArrayModule, ar: Array, edge: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pixel maxima of ``ar`` ``(Nx, Ny)`` at least ``edge >= 1`` pixels from every border.
 
     A maximum is ``>=`` its neighbours at ``(x+1, y)``, ``(x, y+1)``, ``(x+1, y+1)``,
@@ -174,7 +185,7 @@ def _pixel_maxima(xp, ar, edge):
     x0, x1 = edge, max(nx - edge, edge)
     y0, y1 = edge, max(ny - edge, edge)
 
-    def nb(dx, dy):
+    def nb(dx: int, dy: int) -> Array:
         return ar[x0 + dx : x1 + dx, y0 + dy : y1 + dy]
 
     c = nb(0, 0)
@@ -194,7 +205,7 @@ def _pixel_maxima(xp, ar, edge):
     return to_host(xs), to_host(ys), to_host(ar[xs, ys])
 
 
-def _sorted(maxima):
+def _sorted(maxima: np.ndarray) -> np.ndarray:
     """By descending intensity, ties by descending x then y: py4DSTEM's
     ``np.sort(maxima, order="intensity")[::-1]`` (NaN first, as there), done with a lexsort,
     which is much faster than sorting the structured array."""
@@ -202,18 +213,18 @@ def _sorted(maxima):
 
 
 def get_maxima_2D(
-    ar,
-    subpixel="poly",
-    upsample_factor=16,
-    sigma=0,
-    minAbsoluteIntensity=0,
-    minRelativeIntensity=0,
-    relativeToPeak=0,
-    minSpacing=0,
-    edgeBoundary=1,
-    maxNumPeaks=1,
-    _ar_FT=None,
-):
+    ar: Array,
+    subpixel: str = "poly",
+    upsample_factor: float = 16,
+    sigma: float = 0,
+    minAbsoluteIntensity: float = 0,
+    minRelativeIntensity: float = 0,
+    relativeToPeak: int = 0,
+    minSpacing: float = 0,
+    edgeBoundary: int = 1,
+    maxNumPeaks: int | None = 1,
+    _ar_FT: Array | None = None,
+) -> np.ndarray:
     """Local maxima of a 2D array, as py4DSTEM's ``get_maxima_2D``.
 
     ar: ``(Nx, Ny)`` real numpy or cupy array (not modified).

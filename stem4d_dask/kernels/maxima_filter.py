@@ -18,11 +18,11 @@ from scipy.spatial import cKDTree
 from ..backend import to_host
 
 
-def _is_int(value):
+def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
-def check_filter_args(relativeToPeak, edgeBoundary, maxNumPeaks):
+def check_filter_args(relativeToPeak: int, edgeBoundary: int, maxNumPeaks: int | None) -> None:
     """Check the filters' arguments, raising ``ValueError`` naming the parameter:
     ``relativeToPeak`` an int >= 0, ``edgeBoundary`` an int (pixels), ``maxNumPeaks`` None or an
     int >= 0."""
@@ -37,7 +37,7 @@ def check_filter_args(relativeToPeak, edgeBoundary, maxNumPeaks):
         raise ValueError(f"maxNumPeaks must be None or an int >= 0, got {maxNumPeaks!r}")
 
 
-def _spacing_keep(x, y, min_spacing):
+def _spacing_keep(x: np.ndarray, y: np.ndarray, min_spacing: float) -> np.ndarray:
     """Greedy suppression in list order: peak ``j`` is dropped when an earlier *kept* peak ``i``
     has ``(x[j] - x[i])**2 + (y[j] - y[i])**2 < min_spacing**2``. ``x``, ``y``: ``(n,)`` float
     (pixels). Returns the ``(n,)`` bool keep-mask.
@@ -73,14 +73,14 @@ def _spacing_keep(x, y, min_spacing):
 
 
 def filter_2D_maxima(
-    maxima,
-    minAbsoluteIntensity=0,
-    minRelativeIntensity=0,
-    relativeToPeak=0,
-    minSpacing=0,
-    edgeBoundary=1,
-    maxNumPeaks=1,
-):
+    maxima: np.ndarray,
+    minAbsoluteIntensity: float = 0,
+    minRelativeIntensity: float = 0,
+    relativeToPeak: int = 0,
+    minSpacing: float = 0,
+    edgeBoundary: int = 1,
+    maxNumPeaks: int | None = 1,
+) -> np.ndarray:
     """Filter a set of maxima, as py4DSTEM's ``filter_2D_maxima``.
 
     maxima: structured array ``(n,)`` with fields ``x``, ``y`` (pixels) and ``intensity``,

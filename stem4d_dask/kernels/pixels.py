@@ -4,9 +4,12 @@ listed pixels by the median of their good neighbours, for every frame of a chunk
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Sequence
 
-from . import array_module
+import numpy as np
+import numpy.typing as npt
+
+from . import Array, array_module
 
 # the 20 neighbours of py4DSTEM's hot-pixel window: a 5x5 square without its corners and centre
 CROSS_OFFSETS = tuple(
@@ -18,7 +21,7 @@ CROSS_OFFSETS = tuple(
 FRAMES_PER_BATCH = 256  # bounds the (frames, pixels, neighbours) gather
 
 
-def hot_pixel_mask(mean, thresh, ind_compare=1):
+def hot_pixel_mask(mean: Array, thresh: float, ind_compare: int = 1) -> Array:
     """Pixels of the mean pattern ``mean`` ``(Qx, Qy)`` brighter by more than ``thresh`` than the
     ``ind_compare``-th brightest (0 = brightest) of their 20 neighbours (5x5 window without
     corners and centre). Windows are clipped at the detector edges (no wrap-around); a pixel with
@@ -36,7 +39,7 @@ def hot_pixel_mask(mean, thresh, ind_compare=1):
     return xp.isfinite(compare) & ((mean - compare) > thresh)
 
 
-def repair_plan(mask, half_width=1):
+def repair_plan(mask: npt.ArrayLike, half_width: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
     """For each True pixel of ``mask`` ``(Qx, Qy)``: the flat indices of the unmasked pixels in
     its ``(2 h + 1)``-square window (clipped at the edges), widening ``h`` until there is one.
 
@@ -58,7 +61,7 @@ def repair_plan(mask, half_width=1):
     return [(np.array(t, dtype=np.int64), np.array(n, dtype=np.int64)) for t, n in groups.values()]
 
 
-def repair_pixels(block, plan):
+def repair_pixels(block: Array, plan: Sequence[tuple[np.ndarray, np.ndarray]]) -> Array:
     """Replace, in a copy of ``block`` ``(..., Qx, Qy)``, each planned pixel of every frame by
     the median of its planned neighbours (values of the input frame, so the order of repairs
     does not matter). Integer data are rounded to nearest. Returns ``block`` itself when the

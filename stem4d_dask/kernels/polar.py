@@ -18,21 +18,35 @@ the host by the 1D functions; the 2D background (:func:`background_2d`,
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 
-from . import array_module
+from . import Array, ArrayModule, array_module
 
 DPHI = float(np.radians(2))  # default angular bin width, radians (2 degrees)
 
+#: An ellipse ``(qx0, qy0, a, b, theta)``: centre (pixels), semi-axes, orientation (radians).
+Ellipse: TypeAlias = Sequence[float]
+#: ``r_range`` of :func:`polar_bins`: None, ``r_max``, or ``(r_min, r_max)`` (pixels).
+RRange: TypeAlias = float | Sequence[float] | None
 
-def _host(x):
+
+def _host(x: Array) -> np.ndarray:
     """``x`` as a numpy array (cupy arrays are copied to the host)."""
     return x.get() if array_module(x) is not np else np.asarray(x)
 
 
-def polar_bins(shape, p_ellipse, dr=1, dphi=DPHI, r_range=None):
+def polar_bins(
+    shape: Sequence[int],
+    p_ellipse: Ellipse,
+    dr: float = 1,
+    dphi: float = DPHI,
+    r_range: RRange = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Bin centres ``(r_bins, phi_bins)`` of the polar grid of a ``shape = (Nx, Ny)`` frame.
 
     r_range : None (``r`` from 0 to ``r_max = ceil`` of the largest distance, in pixels, from the
@@ -43,6 +57,7 @@ def polar_bins(shape, p_ellipse, dr=1, dphi=DPHI, r_range=None):
     """
     qx0, qy0 = p_ellipse[0], p_ellipse[1]
     nx, ny = shape
+    r_min: float
     if r_range is None:
         corners = np.array([[0, 0], [nx, 0], [0, ny], [nx, ny]])
         dist = np.sqrt(
@@ -51,7 +66,7 @@ def polar_bins(shape, p_ellipse, dr=1, dphi=DPHI, r_range=None):
         r_min, r_max = 0, np.ceil(np.max(dist)).astype(int)
     else:
         try:
-            r_min, r_max = r_range[0], r_range[1]
+            r_min, r_max = r_range[0], r_range[1]  # type: ignore[index]  # a number: TypeError
         except TypeError:
             r_min, r_max = 0, r_range
     r_bins = np.arange(r_min + dr / 2.0, r_max + dr / 2.0, dr)
@@ -78,7 +93,7 @@ class PolarPlan:
     weights: np.ndarray
     shape: tuple
 
-    def sample(self, frame) -> np.ndarray:
+    def sample(self, frame: np.ndarray) -> np.ndarray:
         """Bilinear samples of a ``shape`` frame at the cells: ``(N_phi, N_r)`` float64, 0 at
         the cells outside the frame."""
         out = np.zeros(self.rr.size)
@@ -101,7 +116,13 @@ class PolarPlan:
         return float(self.rr[0, n - 1]) if n else 0.0
 
 
-def polar_plan(shape, p_ellipse, dr=1, dphi=DPHI, r_range=None) -> PolarPlan:
+def polar_plan(
+    shape: Sequence[int],
+    p_ellipse: Ellipse,
+    dr: float = 1,
+    dphi: float = DPHI,
+    r_range: RRange = None,
+) -> PolarPlan:
     """The :class:`PolarPlan` of a ``shape`` frame for the geometry ``p_ellipse`` and the bins
     of :func:`polar_bins`."""
     qx0, qy0, a, b, theta = p_ellipse
@@ -124,8 +145,14 @@ def polar_plan(shape, p_ellipse, dr=1, dphi=DPHI, r_range=None) -> PolarPlan:
 
 
 def cartesian_to_polarelliptical_transform(
-    data, p_ellipse, dr=1, dphi=DPHI, r_range=None, mask=None, maskThresh=0.99
-):
+    data: Array,
+    p_ellipse: Ellipse,
+    dr: float = 1,
+    dphi: float = DPHI,
+    r_range: RRange = None,
+    mask: Array | None = None,
+    maskThresh: float = 0.99,
+) -> tuple[np.ma.MaskedArray, np.ndarray, np.ndarray]:
     """Resample a 2D frame onto the polar-elliptical grid (py4DSTEM's function of that name).
 
     data : ``(Nx, Ny)`` real array. p_ellipse : ``(qx0, qy0, a, b, theta)`` (pixels, radians).
@@ -153,7 +180,7 @@ def cartesian_to_polarelliptical_transform(
     return np.ma.array(data=values, mask=polar_mask), plan.rr, plan.pp
 
 
-def masked_median(values, mask) -> np.ndarray:
+def masked_median(values: npt.ArrayLike, mask: np.ndarray) -> np.ndarray:
     """Median over axis 0 (phi) of the cells of ``values`` where ``mask`` is False, like
     ``numpy.ma.median(numpy.ma.array(values, mask=mask), axis=0)``: the mean of the two middle
     values for an even count, NaN for a fully masked column or an unmasked NaN in it.
@@ -171,7 +198,12 @@ def masked_median(values, mask) -> np.ndarray:
     return out
 
 
-def iterated_median(values, geometric_mask, mask_update_iter=3, min_relative_threshold=4):
+def iterated_median(
+    values: np.ndarray,
+    geometric_mask: np.ndarray,
+    mask_update_iter: int = 3,
+    min_relative_threshold: float = 4,
+) -> tuple[np.ndarray, np.ndarray]:
     """Median over phi with the bright cells (Bragg peaks) masked iteratively.
 
     ``mask_update_iter + 1`` medians are taken; before each one but the first the mask is
@@ -196,12 +228,12 @@ def iterated_median(values, geometric_mask, mask_update_iter=3, min_relative_thr
 
 
 def finish_background(
-    background,
-    min_background_value=1e-3,
-    smoothing=False,
-    window=3,
-    polyorder=2,
-    smoothing_log=True,
+    background: npt.ArrayLike,
+    min_background_value: float = 1e-3,
+    smoothing: bool = False,
+    window: int = 3,
+    polyorder: int = 2,
+    smoothing_log: bool = True,
 ) -> np.ndarray:
     """Clamp a 1D background to ``>= min_background_value`` and optionally smooth it with a
     Savitzky-Golay filter (``window`` odd, ``polyorder < window``; in log space when
@@ -219,18 +251,18 @@ def finish_background(
 
 
 def background_1d(
-    frame,
+    frame: Array,
     plan: PolarPlan,
     *,
-    mask_update_iter=3,
-    min_relative_threshold=4,
-    min_background_value=1e-3,
-    smoothing=False,
-    window=3,
-    polyorder=2,
-    smoothing_log=True,
-    return_polar=False,
-):
+    mask_update_iter: int = 3,
+    min_relative_threshold: float = 4,
+    min_background_value: float = 1e-3,
+    smoothing: bool = False,
+    window: int = 3,
+    polyorder: int = 2,
+    smoothing_log: bool = True,
+    return_polar: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ma.MaskedArray]:
     """Radial background of one frame on the first ``plan.n_valid_r`` r bins.
 
     Returns the ``(n_valid_r,)`` float64 background (NaN in a bin with no sample inside the
@@ -250,7 +282,7 @@ def background_1d(
     return background
 
 
-def elliptical_radius(shape, p_ellipse, xp=np):
+def elliptical_radius(shape: Sequence[int], p_ellipse: Ellipse, xp: ArrayModule = np) -> Array:
     """``(Nx, Ny)`` elliptical radius (semi-major pixels) of every pixel of a ``shape`` frame,
     the inverse of the polar sampling: ``sqrt((xc cos t + yc sin t)^2 + (xc sin t - yc cos
     t)^2 / (b/a)^2)`` with ``xc = i - qx0``, ``yc = j - qy0``."""
@@ -267,7 +299,9 @@ class RadialInterpolator:
     ``r_bins[-1]`` (``scipy.interpolate.interp1d(..., fill_value="extrapolate")``, same
     arithmetic), precomputed for the elliptical radius of every pixel of a ``shape`` frame."""
 
-    def __init__(self, shape, r_bins, p_ellipse, xp=np):
+    def __init__(
+        self, shape: Sequence[int], r_bins: Array, p_ellipse: Ellipse, xp: ArrayModule = np
+    ) -> None:
         r = elliptical_radius(shape, p_ellipse, xp)
         x = xp.asarray(r_bins, dtype=xp.float64)
         hi = xp.clip(xp.searchsorted(x, r), 1, x.shape[0] - 1)
@@ -275,13 +309,15 @@ class RadialInterpolator:
         self.offset = r - x[self.lo]
         self.step = x[self.hi] - x[self.lo]
 
-    def __call__(self, background1d):
+    def __call__(self, background1d: Array) -> Array:
         """The ``shape`` float64 frame of ``background1d`` (``(N_r,)``) at every pixel."""
         y_lo, y_hi = background1d[self.lo], background1d[self.hi]
         return (y_hi - y_lo) / self.step * self.offset + y_lo
 
 
-def background_2d(shape, background1d, r_bins, p_ellipse):
+def background_2d(
+    shape: Sequence[int], background1d: Array, r_bins: Array, p_ellipse: Ellipse
+) -> Array:
     """2D background of a ``shape`` frame: ``background1d`` (``(N_r,)``, at the elliptical
     radii ``r_bins``, pixels, increasing) interpolated linearly at the elliptical radius of
     every pixel, extrapolated linearly outside ``[r_bins[0], r_bins[-1]]``. Returns ``shape``
@@ -294,11 +330,11 @@ def background_2d(shape, background1d, r_bins, p_ellipse):
 # ---- chunk kernels (a block of whole frames, shape (cRx, cRy, Qx, Qy)) ----------------------
 
 
-def _frames(block):
+def _frames(block: Array) -> Iterator[tuple[int, int]]:
     return ((i, j) for i in range(block.shape[0]) for j in range(block.shape[1]))
 
 
-def background_1d_frames(block, p_ellipse, options):
+def background_1d_frames(block: Array, p_ellipse: Ellipse, options: Mapping[str, Any]) -> Array:
     """``(cRx, cRy, n_valid_r)`` float64: :func:`background_1d` of every frame of ``block``
     (``options`` are its keyword arguments), in the array module of ``block``."""
     xp = array_module(block)
@@ -310,7 +346,13 @@ def background_1d_frames(block, p_ellipse, options):
     return out if xp is np else xp.asarray(out)
 
 
-def background_2d_frames(backgrounds, r_bins, shape, p_ellipse, dtype=np.float64):
+def background_2d_frames(
+    backgrounds: Array,
+    r_bins: Array,
+    shape: Sequence[int],
+    p_ellipse: Ellipse,
+    dtype: npt.DTypeLike = np.float64,
+) -> Array:
     """``(cRx, cRy, Nx, Ny)`` ``dtype``: the 2D background of every 1D background in
     ``backgrounds`` (``(cRx, cRy, N_r)``) for frames of ``shape``."""
     xp = array_module(backgrounds)
@@ -322,7 +364,9 @@ def background_2d_frames(backgrounds, r_bins, shape, p_ellipse, dtype=np.float64
     return out
 
 
-def subtract_background_frames(block, p_ellipse, options, out_dtype):
+def subtract_background_frames(
+    block: Array, p_ellipse: Ellipse, options: Mapping[str, Any], out_dtype: npt.DTypeLike
+) -> Array:
     """Every frame of ``block`` minus its own 2D radial background (1D background of the
     frame with ``options``, then :func:`background_2d`), as ``out_dtype``."""
     xp = array_module(block)
@@ -336,7 +380,7 @@ def subtract_background_frames(block, p_ellipse, options, out_dtype):
     return out if xp is np else xp.asarray(out)
 
 
-def subtract_fixed_background(block, background2d, out_dtype):
+def subtract_fixed_background(block: Array, background2d: Array, out_dtype: npt.DTypeLike) -> Array:
     """``block - background2d`` (one ``(Nx, Ny)`` background for every frame) as
     ``out_dtype``."""
     xp = array_module(block)

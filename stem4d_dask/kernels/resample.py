@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Sequence
 
-from . import array_module
+import numpy as np
+import numpy.typing as npt
+
+from . import Array, array_module
 from .fft import fft2, ifft2
 
 
-def bilinear_weights(n_in: int, n_out: int):
+def bilinear_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Source indices ``(i0, i1)`` and weight ``w`` of ``i1`` for each of ``n_out`` samples.
 
     Output pixel ``i`` samples the input at ``(i + 0.5) * n_in / n_out - 0.5``, clamped to
@@ -21,7 +24,12 @@ def bilinear_weights(n_in: int, n_out: int):
     return i0, i1, coord - i0
 
 
-def bilinear_resample(block, output_size, conserve_array_sums=False, dtype=np.float32):
+def bilinear_resample(
+    block: Array,
+    output_size: Sequence[int],
+    conserve_array_sums: bool = False,
+    dtype: npt.DTypeLike = np.float32,
+) -> Array:
     """Resample ``(..., Nx, Ny)`` to ``(..., Sx, Sy)`` by separable linear interpolation,
     computed in float ``dtype``. ``conserve_array_sums`` divides by ``Sx*Sy / (Nx*Ny)``."""
     xp = array_module(block)
@@ -39,7 +47,12 @@ def bilinear_resample(block, output_size, conserve_array_sums=False, dtype=np.fl
     return out
 
 
-def fourier_resample(block, output_size, conserve_array_sums=False, dtype=np.float32):
+def fourier_resample(
+    block: Array,
+    output_size: Sequence[int],
+    conserve_array_sums: bool = False,
+    dtype: npt.DTypeLike = np.float32,
+) -> Array:
     """Resample ``(..., Nx, Ny)`` to ``(..., Sx, Sy)`` by zero-padding or cropping the spectrum.
 
     Along each axis the lowest ``ceil(m / 2)`` non-negative and ``floor(m / 2)`` negative
@@ -63,7 +76,7 @@ def fourier_resample(block, output_size, conserve_array_sums=False, dtype=np.flo
     return result
 
 
-def _kept(n_in, n_out):
+def _kept(n_in: int, n_out: int) -> list[tuple[slice, slice]]:
     """(source slice, destination slice) pairs of the frequencies kept along one axis."""
     m = min(n_in, n_out)
     pos, neg = (m + 1) // 2, m // 2
@@ -73,7 +86,7 @@ def _kept(n_in, n_out):
     return pairs
 
 
-def pad_frames(block, before, after):
+def pad_frames(block: Array, before: Sequence[int], after: Sequence[int]) -> Array:
     """Zero-pad the last two axes: ``before``/``after`` are ``(px, py)`` pixel counts."""
     xp = array_module(block)
     widths = [(0, 0)] * (block.ndim - 2) + list(zip(before, after, strict=True))

@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+import numpy.typing as npt
 
-from . import array_module
+from . import Array, ArrayModule, array_module
 from .fft import rfft_filter
 
 
-def shift_frames(frames, xshifts, yshifts, *, periodic=True, bilinear=False, dtype=np.float32):
+def shift_frames(
+    frames: Array,
+    xshifts: Array | float,
+    yshifts: Array | float,
+    *,
+    periodic: bool = True,
+    bilinear: bool = False,
+    dtype: npt.DTypeLike = np.float32,
+) -> Array:
     """Shift every frame of ``frames`` by its own ``(xshift, yshift)``.
 
     frames: ``(..., Nx, Ny)`` real; xshifts, yshifts: scalars or arrays of shape
@@ -35,7 +44,7 @@ def shift_frames(frames, xshifts, yshifts, *, periodic=True, bilinear=False, dty
     return out.reshape(frames.shape)
 
 
-def fourier_shift(frames, xs, ys, dtype=np.float32):
+def fourier_shift(frames: Array, xs: Array, ys: Array, dtype: npt.DTypeLike = np.float32) -> Array:
     """Band-limited shift of ``(n, Nx, Ny)`` frames by ``xs``, ``ys`` ``(n,)``.
 
     Equals py4DSTEM's ``real(ifft2(fft2(frame) * exp(-2 pi i (qx xs + qy ys))))`` but uses real
@@ -51,11 +60,11 @@ def fourier_shift(frames, xs, ys, dtype=np.float32):
 
     if xp is np:
 
-        def multiply(spectrum, start, stop):
+        def multiply(spectrum: Array, start: int, stop: int) -> None:
             _apply_ramp(spectrum, xs[start:stop], ys[start:stop], kx, ky)
     else:
 
-        def multiply(spectrum, start, stop):
+        def multiply(spectrum: Array, start: int, stop: int) -> None:
             corner = spectrum[:, nx // 2, -1].copy()
             spectrum *= _ramp(xp, xs[start:stop], kx, spectrum.dtype)[:, :, None]
             spectrum *= _ramp(xp, ys[start:stop], ky, spectrum.dtype)[:, None, :]
@@ -65,7 +74,7 @@ def fourier_shift(frames, xs, ys, dtype=np.float32):
     return rfft_filter(frames, multiply, dtype)
 
 
-def _ramp(xp, shifts, freqs, dtype):
+def _ramp(xp: ArrayModule, shifts: Array, freqs: Array, dtype: npt.DTypeLike) -> Array:
     """``exp(-2 pi i shift k)`` ``(n, len(freqs))``, real at the Nyquist frequency -0.5/0.5."""
     phase = (-2 * np.pi) * shifts[:, None] * freqs[None, :]
     ramp = xp.exp(1j * phase)
@@ -75,7 +84,7 @@ def _ramp(xp, shifts, freqs, dtype):
 
 
 @numba.njit(nogil=True, cache=True)
-def _apply_ramp(spectrum, xs, ys, kx, ky):  # pragma: no cover - compiled
+def _apply_ramp(spectrum, xs, ys, kx, ky):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
     n, nx, nyh = spectrum.shape
     ex = np.empty(nx, dtype=spectrum.dtype)
     ey = np.empty(nyh, dtype=spectrum.dtype)
@@ -95,7 +104,7 @@ def _apply_ramp(spectrum, xs, ys, kx, ky):  # pragma: no cover - compiled
             spectrum[i, nx // 2, nyh - 1] = corner * np.cos(np.pi * (xs[i] + ys[i]))
 
 
-def bilinear_shift(frames, xs, ys, dtype=np.float32):
+def bilinear_shift(frames: Array, xs: Array, ys: Array, dtype: npt.DTypeLike = np.float32) -> Array:
     """Periodic bilinear shift of ``(n, Nx, Ny)`` frames (py4DSTEM's four weighted rolls)."""
     xp = array_module(frames)
     n, nx, ny = frames.shape
@@ -118,7 +127,7 @@ def bilinear_shift(frames, xs, ys, dtype=np.float32):
     return out
 
 
-def blank_wrapped(out, xs, ys):
+def blank_wrapped(out: Array, xs: Array, ys: Array) -> Array:
     """Zero, in place, the rows/columns of ``out`` ``(n, Nx, Ny)`` that wrapped around: the
     first ``round(xs)`` rows if positive, the last ``-round(xs)`` if negative; same for y."""
     xp = array_module(out)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from . import array_module
+from . import Array, array_module
 
 BATCH_BYTES = 32 * 2**20  # bounds the float64 copy of a batch of frames
 
 
-def masked_sums_stack(block, masks):
+def masked_sums_stack(block: Array, masks: Array) -> Array:
     """``sum(frame * mask_m)`` for every frame of ``block`` and every mask ``m``.
 
     block: ``(..., Qx, Qy)`` chunk of frames (any real dtype); masks: ``(Qx, Qy, n)`` weights.
