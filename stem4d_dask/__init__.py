@@ -6,8 +6,10 @@ A datacube is an ``xarray.DataArray`` with dims ``(Rx, Ry, Qx, Qy)`` over a dask
 
 from . import accessor as _accessor  # noqa: F401  (registers .stem4d)
 from .calibration import electron_wavelength_angstrom, inv_angstrom_to_mrad, mrad_to_inv_angstrom
+from .convert import convert, read_provenance
 from .datacube import DIMS, as_datacube, describe, from_array, with_calibration, with_q_units
 from .io import read, read_npy, read_raw, to_h5, to_zarr, write
+from .steps import apply_steps
 
 __version__ = "0.1.0"
 
@@ -25,6 +27,9 @@ __all__ = [
     "to_zarr",
     "to_h5",
     "write",
+    "convert",
+    "read_provenance",
+    "apply_steps",
     "electron_wavelength_angstrom",
     "mrad_to_inv_angstrom",
     "inv_angstrom_to_mrad",

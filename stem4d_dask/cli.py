@@ -13,17 +13,15 @@ import dask
 
 
 def _size_on_disk(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    from .convert import disk_usage
+
+    return disk_usage(path)[0]
 
 
 def _human(nbytes: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if nbytes < 1024 or unit == "TiB":
-            return f"{nbytes:.1f} {unit}" if unit != "B" else f"{int(nbytes)} B"
-        nbytes /= 1024
-    return f"{nbytes:.1f} TiB"
+    from .convert import human_bytes
+
+    return human_bytes(nbytes)
 
 
 def _ints(text: str, parameter: str) -> tuple:
@@ -102,6 +100,10 @@ def cmd_info(args) -> int:
         print(f"format       {dc.attrs['format']}")
     for line in _metadata_lines(dc.attrs.get("metadata") or {}, args.all):
         print(line)
+    from .steps import provenance_lines
+
+    for line in provenance_lines(dc.attrs.get("provenance")):
+        print(line)
     return 0
 
 
@@ -144,39 +146,70 @@ def _scheduler(address):
             yield
 
 
-def _reduce(dc, args):
-    """Apply ``--thin-r``, ``--bin-r`` and ``--bin-q`` (in that order) to a datacube."""
-    from .preprocess import bin_data_diffraction, bin_data_real, thin_data_real
-
+def _steps(args) -> list:
+    """The processing steps the flags ask for, in the order they run: dark subtraction, hot
+    pixels, thinning, binning in R then Q, centring; with ``--count``, electron counting last
+    (the dark and the Q binning then go to ``electron_count``)."""
+    if args.count and not args.dark:
+        raise ValueError("--count: needs --dark DARK.npy, the dark reference of the counting")
+    if args.count and args.center:
+        raise ValueError("--center: cannot be combined with --count (it interpolates the counts)")
+    if args.dark and Path(args.dark).suffix.lower() != ".npy":
+        raise ValueError(f"--dark: expected a (Qx, Qy) .npy file, got {args.dark}")
+    sample = None if args.sample == 0 else args.sample
+    steps = []
+    if args.dark and not args.count:
+        steps.append(("subtract_dark", {"darkref": args.dark}))
+    if args.hot_pixels is not None:
+        steps.append(("filter_hot_pixels", {"thresh": args.hot_pixels, "sample": sample}))
     if args.thin_r is not None:
-        dc = thin_data_real(dc, args.thin_r)
+        steps.append(("thin_data_real", {"thinning_factor": args.thin_r}))
     if args.bin_r is not None:
-        dc = bin_data_real(dc, args.bin_r)
-    if args.bin_q is not None:
-        dc = bin_data_diffraction(dc, args.bin_q)
-    return dc
+        steps.append(("bin_data_real", {"bin_factor": args.bin_r}))
+    if args.bin_q is not None and not args.count:
+        steps.append(("bin_data_diffraction", {"bin_factor": args.bin_q}))
+    if args.center:
+        steps.append(("center_patterns", {"fit_function": args.center, "sample": sample}))
+    if args.count:
+        count = {"darkreference": args.dark, "binfactor": args.bin_q or 1, "seed": args.seed}
+        count.update(sub_pixel=args.sub_pixel, Nsamples=args.samples)
+        steps.append(("electron_count", count))
+    return steps
 
 
 def cmd_convert(args) -> int:
-    from . import read, write
+    from .convert import H5_SUFFIXES, convert, convert_file
 
-    dc = _reduce(read(args.input, **_read_options(args)), args)
-    out = Path(args.output)
-    options = {"overwrite": args.overwrite}
-    if out.suffix.lower() in (".h5", ".hdf5", ".emd"):
-        for flag in ("chunks", "compressor", "resume"):
-            if getattr(args, flag):
-                raise ValueError(f"--{flag}: applies to zarr output only, not {out.suffix} files")
-    else:
-        options["resume"] = args.resume
-        if args.compressor:
-            options["compressor"] = args.compressor
-        if args.chunks:
-            options["chunks"] = "auto" if args.chunks == "auto" else _ints(args.chunks, "--chunks")
+    *inputs, output = args.paths
+    options = dict(
+        read_options=_read_options(args),
+        chunks=None if args.chunks is None else _chunks(args.chunks),
+        compressor=args.compressor,
+        clevel=args.clevel,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    single = len(inputs) == 1 and not any(c in inputs[0] for c in "*?[")
+    a_store = Path(output).suffix.lower() in (".zarr", *H5_SUFFIXES)
+    if single and (a_store or (Path(output) / "zarr.json").is_file()):
+        with _scheduler(args.scheduler):
+            done = convert_file(inputs[0], output, _steps(args), **options)
+        print(f"wrote {output} ({_human(done.stored)} on disk, {_human(done.nbytes)} uncompressed)")
+        return 0
+
+    def report(result):
+        if not args.quiet:
+            print(f"{result.input}: {result.status} {result.reason}".rstrip(), file=sys.stderr)
+
     with _scheduler(args.scheduler):
-        write(dc, out, **options)
-    print(f"wrote {out} ({_human(_size_on_disk(out))} on disk, {_human(dc.nbytes)} uncompressed)")
-    return 0
+        summary = convert(inputs, output, _steps(args), on_result=report, **options)
+    print(summary.table())
+    return 0 if summary.ok else 1
+
+
+def _chunks(text: str):
+    return "auto" if text == "auto" else _ints(text, "--chunks")
 
 
 def cmd_dpc(args) -> int:
@@ -255,17 +288,43 @@ def build_parser() -> argparse.ArgumentParser:
     _add_read_arguments(p)
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("convert", help="convert any readable dataset to zarr (or .h5)")
-    p.add_argument("input")
-    p.add_argument("output", help="output path: a zarr store, or .h5 for py4DSTEM's EMD layout")
+    p = sub.add_parser(
+        "convert",
+        help="convert scans to zarr stores (or one to .h5), processing steps applied on the way",
+        description="stem4d convert IN OUT.zarr|OUT.h5 converts one scan; stem4d convert IN... "
+        "DIR converts every input (paths or glob patterns) to DIR/<name>.zarr, one store per "
+        "scan, prints a summary table and exits 0 when all succeeded, 1 when some failed.",
+    )
+    p.add_argument("paths", nargs="+", metavar="IN... OUT", help="inputs, then the output")
     p.add_argument("--chunks", help="scan chunk Rx,Ry (frames are never split), or 'auto'")
     p.add_argument("--compressor", choices=["zstd", "lz4", "none"], help="default: zstd")
+    p.add_argument("--clevel", type=int, metavar="N", help="compression level 0-9")
     p.add_argument("--resume", action="store_true", help="continue an interrupted conversion")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--scheduler", help="distributed scheduler address, or threads/processes")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--dark", metavar="DARK.npy", help="subtract this (Qx, Qy) dark reference")
+    p.add_argument("--hot-pixels", type=float, metavar="THRESH", help="repair hot pixels")
     p.add_argument("--bin-q", type=int, metavar="N", help="sum N x N detector pixels")
     p.add_argument("--bin-r", type=int, metavar="N", help="sum N x N scan positions")
     p.add_argument("--thin-r", type=int, metavar="N", help="keep every N-th scan position")
+    p.add_argument(
+        "--center",
+        choices=["plane", "parabola", "bezier_two", "constant"],
+        help="shift every pattern's origin, the descan fitted to the centre of mass, to the middle",
+    )
+    p.add_argument(
+        "--sample",
+        type=int,
+        default=3,
+        metavar="N",
+        help="bands of scan chunks measured for --hot-pixels and --center (default 3; 0: the "
+        "whole scan, read twice)",
+    )
+    p.add_argument("--count", action="store_true", help="electron counting -> events store")
+    p.add_argument("--sub-pixel", action="store_true", help="--count: sub-pixel positions")
+    p.add_argument("--samples", type=int, help="--count: frames sampled for the thresholds")
+    p.add_argument("--seed", type=int, default=0, help="--count: seed of the threshold sample")
     _add_read_arguments(p)
     p.set_defaults(func=cmd_convert)
 
