@@ -24,6 +24,7 @@ from .backend import Array, meta
 from .checks import positive_int
 from .chunks import normalize_chunks
 from .datacube import DIMS, R_DIMS, assemble, calibration_attrs, check_datacube
+from .lazy import loader_of
 from .values import VALUE_RANGE_OF, with_value_range
 
 
@@ -107,23 +108,28 @@ def map_frames(
     """
     datacube, data = frame_blocks(datacube)
     out_letters = _LETTERS[: len(out_dims)]
-    args = [data, "ijkl"]
-    extra = iter("mnopqrst")
-    for arg in detector_args:
-        arg = arg if isinstance(arg, da.Array) else da.from_array(np.asarray(arg), chunks=-1)
-        args += [arg.rechunk(-1), "kl" + "".join(next(extra) for _ in range(arg.ndim - 2))]
-    result = da.blockwise(
-        _frames_task,
-        "ij" + out_letters,
-        *args,
-        kernel=kernel,
-        kwargs=kwargs,
-        new_axes=dict(zip(out_letters, out_sizes, strict=True)),
-        concatenate=False,
-        dtype=dtype,
-        meta=meta(data._meta, 2 + len(out_dims), dtype),
-        token=name,
-    )
+    detector = [
+        (a if isinstance(a, da.Array) else da.from_array(np.asarray(a), chunks=-1)).rechunk(-1)
+        for a in detector_args
+    ]
+    result = _mapped_where_read(data, detector, kernel, kwargs, out_sizes, dtype, name)
+    if result is None:
+        args: list = [data, "ijkl"]
+        extra = iter("mnopqrst")
+        for arg in detector:
+            args += [arg, "kl" + "".join(next(extra) for _ in range(arg.ndim - 2))]
+        result = da.blockwise(
+            _frames_task,
+            "ij" + out_letters,
+            *args,
+            kernel=kernel,
+            kwargs=kwargs,
+            new_axes=dict(zip(out_letters, out_sizes, strict=True)),
+            concatenate=False,
+            dtype=dtype,
+            meta=meta(data._meta, 2 + len(out_dims), dtype),
+            token=name,
+        )
     coords = {**{d: datacube.coords[d] for d in R_DIMS}, **(coords or {})}
     return xr.DataArray(
         result,
@@ -132,6 +138,43 @@ def map_frames(
         name=name,
         attrs=calibration_attrs(datacube.attrs) if attrs is None else attrs,
     )
+
+
+def _mapped_where_read(
+    data: da.Array,
+    detector: list[da.Array],
+    kernel: Callable[..., Array],
+    kwargs: dict[str, Any],
+    out_sizes: Sequence[int],
+    dtype: npt.DTypeLike,
+    name: str,
+) -> da.Array | None:
+    """``kernel`` mapped over ``data`` with each chunk read inside the task that maps it (one
+    task per chunk, no block held between a read and its use), when ``data`` comes straight
+    from a reader (:func:`stem4d_dask.lazy.loader_of`); else None. ``detector``: whole arrays
+    (one block each), handed to every task."""
+    loader = loader_of(data)
+    if loader is None:
+        return None
+    token = tokenize(name, data.name, [a.name for a in detector], kernel, kwargs, out_sizes, dtype)
+    out = f"{name}-{token}"
+    task = functools.partial(_read_and_map, loader=loader, kernel=kernel, kwargs=kwargs)
+    args = [(a.name, *(0,) * a.ndim) for a in detector]
+    starts = [np.cumsum((0, *c)) for c in data.chunks[:2]]
+    tail = (0,) * len(out_sizes)
+    layer: dict[Any, Any] = {}
+    for i, j in np.ndindex(data.numblocks[:2]):
+        rows = slice(starts[0][i], starts[0][i + 1]), slice(starts[1][j], starts[1][j + 1])
+        layer[(out, i, j, *tail)] = (task, (*rows, slice(None), slice(None)), *args)
+    graph = HighLevelGraph.from_collections(out, layer, dependencies=list[Any](detector))
+    chunks = (*data.chunks[:2], *((n,) for n in out_sizes))
+    return da.Array(graph, out, chunks, meta=meta(data._meta, 2 + len(out_sizes), dtype))
+
+
+def _read_and_map(
+    slices: tuple, *args: Array, loader: Callable, kernel: Callable, kwargs: dict[str, Any]
+) -> Array:
+    return kernel(loader(slices), *args, **kwargs)
 
 
 def _frames_task(

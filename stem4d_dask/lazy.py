@@ -11,12 +11,17 @@ import mmap
 import operator
 import os
 import uuid
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import dask.array as da
 import numpy as np
 from dask.array.core import slices_from_chunks
 from dask.base import tokenize
+
+# dask array name -> its loader, while the array (and so its graph, which holds the loader) lives
+_LOADERS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
 def lazy_from_loader(loader, shape, dtype, chunks, name: str):
@@ -26,7 +31,7 @@ def lazy_from_loader(loader, shape, dtype, chunks, name: str):
     that block's shape. No data is read here.
     """
     token = tokenize(loader, shape, np.dtype(dtype).str, chunks)
-    return da.map_blocks(
+    array = da.map_blocks(
         _load_block,
         loader=loader,
         chunks=chunks,
@@ -34,6 +39,17 @@ def lazy_from_loader(loader, shape, dtype, chunks, name: str):
         name=f"{name}-{token}",
         meta=np.empty((0,) * len(shape), dtype=dtype),
     )
+    _LOADERS[array.name] = loader
+    return array
+
+
+def loader_of(array: object) -> Callable[[tuple], np.ndarray] | None:
+    """The loader of a dask array made by :func:`lazy_from_loader` and not changed since (same
+    name, so same chunks and values), else None. An operation can then read each block inside
+    its own task (one task per chunk instead of a read task and a compute task, and no block
+    held between the two)."""
+    name = getattr(array, "name", None)
+    return _LOADERS.get(name) if isinstance(name, str) else None
 
 
 def _load_block(loader, block_info=None):
