@@ -14,7 +14,7 @@ from pathlib import Path
 from ..datacube import CALIBRATION_KEYS, with_calibration
 from .emd import to_h5
 from .raw import read_npy, read_raw
-from .zarr_store import read_zarr, to_zarr
+from .zarr_store import is_url, is_zarr, read_zarr, to_zarr
 
 
 @dataclass(frozen=True)
@@ -97,11 +97,21 @@ def read(path, format=None, **options):  # noqa: A002 - the natural name for use
     ``name`` (which datacube in a zarr/h5 holding several), reader-specific ones (such as
     ``sync_offset`` for Merlin), and calibration overrides (``r_pixel_size``, ``r_units``,
     ``q_pixel_size``, ``q_units``, ``energy``) applied after reading. Reads no pixel data.
+
+    A zarr store can also be read from an fsspec URL (``memory://``, ``http://`` with the
+    ``remote`` extra, ``s3://`` with s3fs ...); ``storage_options=`` go to fsspec.
     """
+    overrides = {k: options.pop(k) for k in CALIBRATION_KEYS if k in options}
+    if is_url(path):
+        if format not in (None, "zarr"):
+            raise ValueError(f"format: only zarr stores are read from URLs, got {format!r}")
+        if not is_zarr(path, options.get("storage_options")):
+            raise FileNotFoundError(f"path: no zarr store at {path}")
+        dc = read_zarr(path, **options)
+        return with_calibration(dc, **overrides) if overrides else dc
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"path: {path} does not exist")
-    overrides = {k: options.pop(k) for k in CALIBRATION_KEYS if k in options}
     if format is not None:
         names = {f.name: f for f in FORMATS}
         if format not in names:

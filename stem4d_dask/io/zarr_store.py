@@ -5,9 +5,32 @@ Layout of a store written by :func:`to_zarr`::
     out.zarr/
       zarr.json            group metadata (consolidated)
       datacube/            (Rx, Ry, Qx, Qy) array; one shard = one dask chunk (32-128 MiB),
-                           inner chunks of a few frames (1-4 MiB) so single patterns read fast
+                           inner chunks of up to 4 MiB of whole frames, blosc lz4 level 5
+                           with bitshuffle
       Rx/ Ry/ Qx/ Qy/      calibrated coords with attrs["units"], stored as they are (origin,
                            steps and irregular spacings included) and read back unchanged
+
+The defaults were chosen by measurement on 2 cores (``benchmarks/bench_zarr.py --sweep``,
+``docs/benchmarks.md``, a 128^4 uint16 detector-like scan, our shard codec):
+
+- **lz4 over zstd**: lz4 encodes at ~1.7 GB/s per core and decodes at ~2.4 against zstd's
+  0.5-0.8 and 1.0-1.5, for stores 11-13% larger (compression 4.4x against 4.9-5.0x). A 2-core
+  conversion cannot reach 1 GB/s with zstd's encoder; reading and centre of mass from zarr are
+  bound by decoding.
+- **level 5**: levels 1, 5 and 9 encode and decode within 8% of each other (1 fastest, 9
+  slowest) for compression 4.41x, 4.44x, 4.54x; 5 is the middle.
+- **inner chunks of 4 MiB** (whole frames): 1, 2 and 4 MiB decode and encode at the same speed;
+  reading one pattern of a datacube costs ~30 ms either way (dask and xarray, not decoding), and
+  fewer inner chunks mean less per-chunk work for readers without our codec.
+- **shards of 64 MiB** (the chunk policy's target, one shard per task): shards of 32, 64 and
+  128 MiB converted at 1.83, 1.87 and 1.77 GB/s and gave centre of mass from zarr at 2.6, 2.7
+  and 3.4 GB/s (one sweep, noisy); 64 MiB keeps each task's memory at half of 128 for workers
+  with memory limits, and a reader can still take several shards per task (``chunks=``),
+  decoded by our codec all the same.
+
+Reads and writes go through :mod:`stem4d_dask.io.zarr_pipeline` (our whole-shard codec,
+``zarrs``, or zarr-python's default pipeline): each task reads or writes its own shard, with an
+array handle opened once per process.
 
 Writes go to ``out.zarr.partial`` and are renamed to ``out.zarr`` only when every shard is
 written (:func:`stem4d_dask.io.storage.completed_at`), so a store at the final name is always
@@ -19,9 +42,12 @@ complete. Each finished shard leaves a marker in
 from __future__ import annotations
 
 import json
+import mmap
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
+import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
@@ -31,13 +57,17 @@ from ..chunks import auto_chunks, normalize_chunks
 from ..datacube import DIMS, NAME, as_datacube, check_datacube, pick_variable
 from ..graph import delayed_chunks
 from ..kernels import native
+from ..lazy import lazy_from_loader
 from ..progress import compute
 from ..values import VALUE_RANGE_OF, value_range, value_range_of_dtype, with_value_range
 from .storage import completed_at, compressor_codecs, remove
+from .zarr_pipeline import cached_array, chosen, configured
+from .zarr_shards import ShardCodec
 
 PROGRESS_DIR = ".stem4d-progress"
 STORED = "stored"  # value_range_of in a store: the range describes the stored array
 INNER_CHUNK_BYTES = 4 * 2**20
+METADATA_FILES = ("zarr.json", ".zgroup", ".zarray")
 
 
 def _regular_chunks(dc, chunks):
@@ -66,8 +96,8 @@ def to_zarr(
     path,
     *,
     chunks=None,
-    compressor: str = "zstd",
-    clevel: int = 3,
+    compressor: str = "lz4",
+    clevel: int = 5,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
@@ -78,9 +108,9 @@ def to_zarr(
     ----------
     chunks : shard (= task) shape: None keeps ``dc``'s chunks when regular, else ``"auto"``,
         ``{dim: size}`` or a 2-/4-tuple as in :func:`stem4d_dask.from_array`.
-    compressor, clevel : blosc ``"zstd"`` (default) or ``"lz4"`` with bitshuffle, or ``"none"``.
-        Level 3 encodes about twice as fast as 5 for ~2% less compression on detector data;
-        decoding runs at ~1 GB/s per core either way (``lz4``: ~2 GB/s, ~15% larger).
+    compressor, clevel : blosc ``"lz4"`` (default, level 5) or ``"zstd"`` with bitshuffle, or
+        ``"none"``. lz4 encodes at ~1.7 GB/s per core and decodes at ~2.4; zstd (level 3)
+        makes stores ~12% smaller at a third of the encoding and ~60% of the decoding speed.
     resume : continue an interrupted write of the same data and settings at ``path + ".partial"``,
         skipping shards already complete. The finished store is byte-identical to an
         uninterrupted write.
@@ -118,12 +148,18 @@ def _write_shards(dc, tmp, chunks, compressor, clevel, resume, progress):
         _check_resumable(markers, settings)
     else:
         remove(tmp)
-        _write_metadata(dc, tmp, encoding)
+        with configured(chosen()):
+            _write_metadata(dc, tmp, encoding)
         markers.mkdir()
         (markers / "settings.json").write_text(json.dumps(settings, sort_keys=True))
 
     data = dc.data
     blocks = data.to_delayed()
+    choice = chosen()
+    target = str(tmp / NAME)
+    meta = (Path(target) / "zarr.json").read_bytes()
+    token = tokenize(meta)
+    shards = ShardCodec.of(json.loads(meta)) if choice == "fast" else None
     tasks = {}
     for index, block in np.ndenumerate(blocks):
         marker = markers / "-".join(map(str, index))
@@ -132,7 +168,7 @@ def _write_shards(dc, tmp, chunks, compressor, clevel, resume, progress):
         region = tuple(
             slice(sum(c[:i]), sum(c[:i]) + c[i]) for c, i in zip(data.chunks, index, strict=True)
         )
-        tasks[index] = (_write_shard, block.key, str(tmp / NAME), region, str(marker))
+        tasks[index] = (_write_shard, block.key, target, region, str(marker), choice, token, shards)
     if tasks:
         name = "zarr-write-" + tokenize(str(tmp), [b.key for b in blocks.flat], sorted(tasks))
         writes = delayed_chunks(name, tasks, blocks.flat, blocks.shape)
@@ -172,40 +208,170 @@ def _check_resumable(markers, settings):
         )
 
 
-def _write_shard(block, array_path, region, marker):
-    # stores are native: a big-endian chunk (the Merlin reader's) is swapped here, in its task
-    zarr.open_array(array_path, mode="r+")[region] = native(block)
+def _write_shard(block, array_path, region, marker, choice, token, shards=None):
+    """Write one whole shard (our shard codec when it applies, else the process's cached handle
+    of the array), then mark it done. Stores are native: a big-endian block (the Merlin
+    reader's) is swapped here."""
+    block = native(block)
+    arr = cached_array(array_path, choice, "r+", (), token)
+    index = shards.whole_shard(region, arr.shape) if shards is not None else None
+    if index is None:
+        arr[region] = block
+    else:
+        path = Path(array_path) / shards.key(index)
+        encoded = shards.encode(block)
+        if encoded is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(encoded)
     Path(marker).touch()
 
 
-def is_zarr(path) -> bool:
-    """True when ``path`` is a directory holding zarr v3 or v2 metadata."""
+def is_url(path) -> bool:
+    """True when ``path`` is an fsspec URL (``memory://``, ``http://``, ``s3://`` ...), not a
+    local path."""
+    return isinstance(path, str) and "://" in path
+
+
+def is_zarr(path, storage_options=None) -> bool:
+    """True when ``path`` (a directory or an fsspec URL) holds zarr v3 or v2 metadata."""
+    if is_url(path):
+        import fsspec
+
+        try:
+            fs, root = fsspec.core.url_to_fs(path, **(storage_options or {}))
+            return any(fs.exists(f"{root.rstrip('/')}/{f}") for f in METADATA_FILES)
+        except (ImportError, OSError, ValueError):
+            return False
     path = Path(path)
-    return path.is_dir() and any((path / f).exists() for f in ("zarr.json", ".zgroup", ".zarray"))
+    return path.is_dir() and any((path / f).exists() for f in METADATA_FILES)
 
 
-def read_zarr(path, *, name=None, chunks="auto"):
+@dataclass(frozen=True)
+class ZarrBlockLoader:
+    """Read a block of the zarr array at ``url`` (a local path or an fsspec URL) as ``choice``
+    says (:mod:`.zarr_pipeline`): a block of whole shards of a local store (those at the array's
+    edge included) by ``shards`` (our shard codec) when it applies, else through the array
+    opened once per process (:func:`cached_array`)."""
+
+    url: str
+    choice: str
+    token: str  # the array's metadata (and, for a local store, its modification time)
+    storage_options: tuple = ()
+    shards: ShardCodec | None = None
+    shape: tuple = ()
+
+    def array(self) -> zarr.Array:
+        return cached_array(self.url, self.choice, "r", self.storage_options, self.token)
+
+    def __call__(self, slices):
+        pieces = None if self.shards is None else self.shards.shards_of(slices, self.shape)
+        if pieces is None:
+            return self.array()[slices]
+        codec = self.shards
+        if len(pieces) == 1 and pieces[0][2] is None:
+            return codec.decode(_read_bytes(Path(self.url) / codec.key(pieces[0][0])))
+        sizes = [len(range(*s.indices(n))) for s, n in zip(slices, self.shape, strict=True)]
+        block = np.empty(sizes, codec.dtype)
+        for index, region, cut in pieces:
+            data = _read_bytes(Path(self.url) / codec.key(index))
+            if cut is None:  # straight into the block
+                codec.decode(data, out=block[region])
+            else:  # a shard cut by the array's edge
+                block[region] = codec.decode(data)[cut]
+        return block
+
+
+def _read_bytes(path: Path) -> mmap.mmap | None:
+    """The shard file mapped read-only (decoded straight from the page cache, no copy), or None
+    when no shard is stored (all fill value)."""
+    try:
+        with open(path, "rb") as f:
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except FileNotFoundError:
+        return None
+
+
+def read_zarr(path, *, name=None, chunks="auto", storage_options=None):
     """Open a zarr store (ours, or any xarray store with dims Rx, Ry, Qx, Qy) as a datacube.
 
-    ``chunks="auto"`` reads one shard per task when the array is sharded, else storage chunks
-    grouped into 32-128 MiB whole-frame blocks. Reads no pixel data.
+    ``path``: a directory or an fsspec URL (``memory://``, ``http://`` with ``aiohttp``, object
+    storage with its fsspec package); ``storage_options`` go to fsspec. ``chunks="auto"`` reads
+    one shard per task when the array is sharded, else storage chunks grouped into 32-128 MiB
+    whole-frame blocks. Each task reads its block straight through zarr with the pipeline of
+    :mod:`stem4d_dask.io.zarr_pipeline`. Reads no pixel data.
     """
-    path = Path(path)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=RuntimeWarning, message=".*consolidated")
-        ds = xr.open_zarr(path, chunks=None)
+    url = path if is_url(path) else str(Path(path))
+    options = tuple(sorted((storage_options or {}).items()))
+    choice = chosen()
+    if is_url(url) and choice == "fast":
+        # zarrs replaces fsspec's store by its own client, which needs HTTP range requests and
+        # blocks holding the GIL: URLs go through zarr-python's pipeline unless zarrs is chosen
+        choice = "default"
+    with configured(choice):
+        ds = _open_dataset(url, storage_options, chunks=None)
     var = pick_variable(ds, name).name
-    arr = zarr.open_array(path / var, mode="r")
+    loader = _loader(url, var, choice, options)
+    arr = loader.array()
     dims = ds[var].dims
-    if chunks == "auto":
-        chunks = _read_chunks(arr, dims)
-    if not isinstance(chunks, dict):
-        chunks = dict(zip(DIMS, chunks, strict=True))
-    ds = xr.open_zarr(path, chunks=chunks)
+    wanted = _read_chunks(arr, dims)
+    if chunks != "auto":
+        if not isinstance(chunks, dict) and len(chunks) not in (2, 4):
+            raise ValueError(f"chunks: expected (Rx, Ry), 4 sizes or a dict, got {chunks!r}")
+        given = chunks if isinstance(chunks, dict) else dict(zip(DIMS, chunks, strict=False))
+        wanted.update(given)
+    if _plain(ds[var], arr):
+        blocks = da.core.normalize_chunks(
+            tuple(wanted[d] for d in dims), shape=arr.shape, dtype=arr.dtype
+        )
+        data = lazy_from_loader(loader, arr.shape, arr.dtype, blocks, name=f"zarr-{var}")
+        ds[var] = ds[var].copy(data=data)
+    else:  # CF-encoded (scaled, masked): xarray decodes it, each task through its zarr array
+        with configured(choice):
+            ds = _open_dataset(url, storage_options, chunks=wanted)
     dc = as_datacube(ds, name=var)
     if dc.attrs.get(VALUE_RANGE_OF) == STORED and dc.attrs.get("value_range") is not None:
         dc = with_value_range(dc, dc.attrs["value_range"])
     return dc
+
+
+def _open_dataset(url, storage_options, chunks):
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=RuntimeWarning, message=".*consolidated")
+        return xr.open_zarr(url, chunks=chunks, storage_options=storage_options)
+
+
+def _loader(url, var, choice, options):
+    """The loader of variable ``var``, its token made from the array's metadata (and the
+    modification time of a local store's metadata file, so a rewritten store gets a new one)."""
+    array_url = f"{url.rstrip('/')}/{var}"
+    meta = _open_metadata(array_url, options)
+    stamp, shards = 0, None
+    if not is_url(url):
+        files = [Path(array_url) / f for f in METADATA_FILES]
+        stamp = max((f.stat().st_mtime_ns for f in files if f.exists()), default=0)
+        if choice == "fast" and files[0].exists():
+            shards = ShardCodec.of(json.loads(files[0].read_text()))
+    token = tokenize(meta, stamp)
+    return ZarrBlockLoader(array_url, choice, token, options, shards, tuple(meta["shape"]))
+
+
+def _open_metadata(array_url, options):
+    kwargs = {"storage_options": dict(options)} if options else {}
+    return zarr.open_array(array_url, mode="r", **kwargs).metadata.to_dict()
+
+
+def _plain(variable, arr) -> bool:
+    """True when xarray would hand back the stored values unchanged: same dtype, no scale or
+    offset, no fill value masking values (NaN in a float array masks nothing)."""
+    enc = variable.encoding
+    if variable.dtype != arr.dtype or "scale_factor" in enc or "add_offset" in enc:
+        return False
+    fill = enc.get("_FillValue", variable.attrs.get("_FillValue"))
+    if fill is None:
+        return True
+    return variable.dtype.kind in "fc" and bool(np.isnan(fill))
 
 
 def _read_chunks(arr, dims):

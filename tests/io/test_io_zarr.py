@@ -41,7 +41,7 @@ def test_store_is_sharded_compressed_v3(tmp_path, dc_u16):
     assert shard["name"] == "sharding_indexed"
     assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [3, 9, 12, 10]
     blosc = [c for c in shard["configuration"]["codecs"] if c["name"] == "blosc"][0]
-    assert blosc["configuration"]["cname"] == "zstd"
+    assert blosc["configuration"]["cname"] == "lz4"
     assert blosc["configuration"]["shuffle"] == "bitshuffle"
 
 
