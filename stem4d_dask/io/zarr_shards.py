@@ -9,7 +9,9 @@ to decode than the ``zarrs`` pipeline and 2.5x less to encode; the zarr pipeline
 layouts, URLs).
 
 The bytes are the zarr v3 ``sharding_indexed`` codec's, as zarr-python writes them: inner chunks
-encoded by ``bytes`` (little endian) and optionally ``blosc``, concatenated in Morton order,
+encoded by ``bytes`` (little endian), optionally ``blosc``, optionally ``crc32c`` (a checksum
+after each chunk, which our stores have: corrupt data is refused, never decoded into wrong
+values), concatenated in Morton order,
 chunks equal to the fill value left out, then the index of ``(offset, nbytes)`` uint64 pairs
 (``2**64 - 1`` for a missing chunk) with its crc32c, at the end or the start of the shard. Any
 zarr v3 reader reads them; :class:`ShardCodec.of` accepts only arrays laid out that way (and
@@ -45,6 +47,7 @@ class ShardCodec:
     blosc: tuple | None  # (cname, clevel, shuffle number, typesize, blocksize)
     index_at_end: bool
     separator: str
+    checksum: bool = False  # inner chunks end with their crc32c (zarr's ``crc32c`` codec)
 
     @classmethod
     def of(cls, meta: dict) -> ShardCodec | None:
@@ -75,6 +78,9 @@ class ShardCodec:
         inner, index = config["codecs"], config["index_codecs"]
         if index != [BYTES_LITTLE, {"name": "crc32c"}] or not _bytes_codec(inner[0], dtype):
             return None
+        checksum = inner[-1] == {"name": "crc32c"}
+        if checksum:
+            inner = inner[:-1]
         blosc = None
         if len(inner) == 2 and inner[1]["name"] == "blosc":
             c = inner[1]["configuration"]
@@ -104,6 +110,7 @@ class ShardCodec:
             blosc,
             config.get("index_location", "end") == "end",
             keys.get("configuration", {}).get("separator", "/"),
+            checksum,
         )
 
     @property
@@ -175,6 +182,8 @@ class ShardCodec:
                 target.fill(self.fill_value)
             else:
                 chunk = raw[int(offset) : int(offset) + int(length)]
+                if self.checksum:
+                    chunk = self._verified(chunk, position)
                 flat = target.reshape(-1).view(np.uint8)
                 if self.blosc is None:
                     if len(chunk) != nbytes:
@@ -205,6 +214,8 @@ class ShardCodec:
                 encoded = numcodecs.blosc.compress(
                     chunk, cname.encode(), clevel, shuffle, blocksize, typesize
                 )
+            if self.checksum:
+                encoded += np.uint32(google_crc32c.value(encoded)).tobytes()
             pieces.append(encoded)
             index[position] = (offset, len(encoded))
             offset += len(encoded)
@@ -216,6 +227,17 @@ class ShardCodec:
         table = index.tobytes()
         table += np.uint32(google_crc32c.value(table)).tobytes()
         return b"".join([*pieces, table] if self.index_at_end else [table, *pieces])
+
+    @staticmethod
+    def _verified(chunk: memoryview, position) -> bytes:
+        """An inner chunk's bytes without its trailing crc32c, checked against it."""
+        data = chunk[:-4].tobytes()  # google_crc32c takes bytes only
+        if len(chunk) < 4 or np.uint32(google_crc32c.value(data)).tobytes() != chunk[-4:]:
+            raise ValueError(
+                f"zarr shard: the checksum of inner chunk {tuple(map(int, position))} does not "
+                "match (corrupt data)"
+            )
+        return data
 
     def _inner_order(self):
         """Inner chunk positions in the index's (C) order."""

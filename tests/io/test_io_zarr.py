@@ -174,11 +174,13 @@ def test_completed_at_resumable_keeps_the_partial(tmp_path):
 
 
 def test_compressor_codecs_built_once():
-    (zstd,) = compressor_codecs()
+    zstd, crc = compressor_codecs()
     assert (zstd.cname.value, zstd.clevel, zstd.shuffle.value) == ("zstd", 3, "bitshuffle")
-    (events,) = compressor_codecs("zstd", 5, shuffle="shuffle")
+    assert crc.to_dict() == {"name": "crc32c"}
+    (events,) = compressor_codecs("zstd", 5, shuffle="shuffle", checksum=False)
     assert (events.clevel, events.shuffle.value) == (5, "shuffle")
-    assert compressor_codecs("none") == ()
+    assert [c.to_dict() for c in compressor_codecs("none")] == [{"name": "crc32c"}]
+    assert compressor_codecs("none", checksum=False) == ()
     for kwargs, match in (
         ({"clevel": True}, "clevel"),
         ({"clevel": "3"}, "clevel"),
@@ -187,3 +189,21 @@ def test_compressor_codecs_built_once():
     ):
         with pytest.raises(ValueError, match=match):
             compressor_codecs(**kwargs)
+
+
+@pytest.mark.parametrize("choice", ["fast", "zarrs", "default"])
+def test_a_corrupt_chunk_is_refused_not_decoded(tmp_path, monkeypatch, choice):
+    """Every stored chunk carries its crc32c: a byte flipped in compressed data (which blosc
+    often decodes without complaint, into wrong values) is refused by every pipeline."""
+    rng = np.random.default_rng(3)
+    cube = rng.poisson(3.0, (4, 4, 16, 16)).astype(np.uint16)
+    s4.to_zarr(s4.from_array(cube, chunks=(2, 4)), tmp_path / "c.zarr", progress=False)
+    shard = tmp_path / "c.zarr" / "datacube" / "c" / "1" / "0" / "0" / "0"
+    stored = bytearray(shard.read_bytes())
+    stored[len(stored) // 3] ^= 0x10  # inside the first inner chunk's compressed bytes
+    shard.write_bytes(bytes(stored))
+    monkeypatch.setenv("STEM4D_ZARR_PIPELINE", choice)
+    dc = s4.read(tmp_path / "c.zarr")
+    np.testing.assert_array_equal(dc[:2].values, cube[:2])  # the other shard is intact
+    with pytest.raises(Exception, match="(?i)checksum|crc"):
+        dc[2:].values
