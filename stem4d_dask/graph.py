@@ -24,7 +24,7 @@ from .backend import Array, meta
 from .checks import positive_int
 from .chunks import normalize_chunks
 from .datacube import DIMS, R_DIMS, assemble, calibration_attrs, check_datacube
-from .lazy import loader_of
+from .lazy import chunk_reader_of
 from .values import VALUE_RANGE_OF, with_value_range
 
 
@@ -151,9 +151,10 @@ def _mapped_where_read(
 ) -> da.Array | None:
     """``kernel`` mapped over ``data`` with each chunk read inside the task that maps it (one
     task per chunk, no block held between a read and its use), when ``data`` comes straight
-    from a reader (:func:`stem4d_dask.lazy.loader_of`); else None. ``detector``: whole arrays
-    (one block each), handed to every task."""
-    loader = loader_of(data)
+    from a reader (:func:`stem4d_dask.lazy.chunk_reader_of`: the array's own chunk reader, so a
+    chunk that cannot be read is named, or NaN in mask mode, as when the array is computed);
+    else None. ``detector``: whole arrays (one block each), handed to every task."""
+    loader = chunk_reader_of(data)
     if loader is None:
         return None
     token = tokenize(name, data.name, [a.name for a in detector], kernel, kwargs, out_sizes, dtype)

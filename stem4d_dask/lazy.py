@@ -20,41 +20,62 @@ import numpy as np
 from dask.array.core import slices_from_chunks
 from dask.base import tokenize
 
-# dask array name -> its loader, while the array (and so its graph, which holds the loader) lives
-_LOADERS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+from . import faults
+
+# dask array name -> the chunk reader of its blocks, while the array (and so its graph) lives
+_READERS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
 def lazy_from_loader(loader, shape, dtype, chunks, name: str):
     """Dask array of ``shape``/``dtype``/``chunks`` whose block at ``slices`` is ``loader(slices)``.
 
     ``loader`` is a picklable callable taking a tuple of slices and returning a numpy array of
-    that block's shape. No data is read here.
+    that block's shape; it says what it reads with a ``source`` attribute (else ``path`` or
+    ``url``) and may describe a block with ``chunk_detail(slices)``. Each block is read through a
+    :class:`stem4d_dask.faults.ChunkReader`: a block the loader cannot read raises
+    :class:`~stem4d_dask.faults.ChunkReadError` naming the source and the scan positions, or is
+    NaN inside :func:`stem4d_dask.faults.reading` ``("mask")``. No data is read here.
     """
-    token = tokenize(loader, shape, np.dtype(dtype).str, chunks)
+    token = tokenize(loader, shape, np.dtype(dtype).str, chunks, faults.current_on_error())
+    reader = faults.chunk_reader(loader, shape, dtype, f"{name}-{token}")
     array = da.map_blocks(
         _load_block,
-        loader=loader,
+        reader=reader,
         chunks=chunks,
         dtype=dtype,
-        name=f"{name}-{token}",
+        name=reader.array,
         meta=np.empty((0,) * len(shape), dtype=dtype),
     )
-    _LOADERS[array.name] = loader
+    _READERS[array.name] = reader
     return array
 
 
+def block_reader(loader, shape, dtype, name: str) -> faults.ChunkReader:
+    """The chunk reader of one block of array ``name`` (of ``shape``, stored ``dtype``) read by
+    ``loader()``, a loader made for that block alone (:func:`stem4d_dask.io.frames.block_array`):
+    called with the block's slices, it names them when the loader fails."""
+    return faults.chunk_reader(loader, shape, dtype, name, positional=False)
+
+
 def loader_of(array: object) -> Callable[[tuple], np.ndarray] | None:
-    """The loader of a dask array made by :func:`lazy_from_loader` and not changed since (same
-    name, so same chunks and values), else None. An operation can then read each block inside
-    its own task (one task per chunk instead of a read task and a compute task, and no block
-    held between the two)."""
+    """The reader's loader of a dask array made by :func:`lazy_from_loader` and not changed
+    since (same name, so same chunks and values), else None."""
+    reader = chunk_reader_of(array)
+    return None if reader is None else reader.loader
+
+
+def chunk_reader_of(array: object) -> faults.ChunkReader | None:
+    """The chunk reader of a dask array made by :func:`lazy_from_loader` and not changed since,
+    else None: ``reader(slices)`` reads a block as the array's own tasks do (errors named, NaN
+    in mask mode). An operation can then read each block inside its own task (one task per
+    chunk instead of a read task and a compute task, and no block held between the two)."""
     name = getattr(array, "name", None)
-    return _LOADERS.get(name) if isinstance(name, str) else None
+    return _READERS.get(name) if isinstance(name, str) else None
 
 
-def _load_block(loader, block_info=None):
+def _load_block(reader, block_info=None):
     location = block_info[None]["array-location"]
-    return loader(tuple(slice(start, stop) for start, stop in location))
+    return reader(tuple(slice(start, stop) for start, stop in location))
 
 
 @dataclass(frozen=True)
@@ -67,6 +88,18 @@ class RawFileLoader:
     offset: int = 0
     order: str = "C"
     mtime_ns: int = 0  # part of the token: a rewritten file gives a new graph
+
+    def chunk_detail(self, slices) -> str:
+        """The bytes of the file block ``slices`` reads (their span when not contiguous)."""
+        itemsize = np.dtype(self.dtype).itemsize
+        bounds = [s.indices(n)[:2] for s, n in zip(slices, self.shape, strict=True)]
+        if any(stop <= start for start, stop in bounds):
+            return "no bytes"
+        first, last = (
+            int(np.ravel_multi_index(index, self.shape, order=self.order))
+            for index in ([a for a, _ in bounds], [b - 1 for _, b in bounds])
+        )
+        return f"bytes {self.offset + first * itemsize}-{self.offset + (last + 1) * itemsize}"
 
     def __call__(self, slices):
         """A read-only view of the block on the mapped file: no copy, the kernel that uses it

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..datacube import CALIBRATION_KEYS, with_calibration
+from ..faults import promoted, reading
 from .emd import to_h5
 from .raw import read_npy, read_raw
 from .zarr_store import is_url, is_zarr, read_zarr, to_zarr
@@ -88,7 +89,7 @@ def detect(path) -> Format | None:
     return None
 
 
-def read(path, format=None, **options):  # noqa: A002 - the natural name for users
+def read(path, format=None, on_error="raise", **options):  # noqa: A002 - the natural name
     """Open a 4D-STEM dataset lazily as a datacube; the format is detected from the path.
 
     Supported: see :data:`SUPPORTED` (``stem4d_dask.io.SUPPORTED``). ``format`` names a reader
@@ -100,7 +101,21 @@ def read(path, format=None, **options):  # noqa: A002 - the natural name for use
 
     A zarr store can also be read from an fsspec URL (``memory://``, ``http://`` with the
     ``remote`` extra, ``s3://`` with s3fs ...); ``storage_options=`` go to fsspec.
+
+    ``on_error``: what a chunk that cannot be read (a corrupt shard, a damaged file) does when
+    computed. ``"raise"`` (default): :class:`stem4d_dask.faults.ChunkReadError` naming the store
+    or file, the chunk's scan positions (and shard or bytes) and the original error.
+    ``"mask"``: the chunk is NaN, a :class:`~stem4d_dask.faults.BadChunkWarning` names it and
+    :func:`stem4d_dask.faults.bad_chunks` lists it after the computation; the datacube is then
+    float (integer data become float32, or float64 from 32 bits: every chunk is converted) and
+    has no value range. See ``docs/faults.md``.
     """
+    with reading(on_error) as state:
+        dc = _read(path, format, options)
+    return promoted(dc, state) if state.on_error == "mask" else dc
+
+
+def _read(path, format, options):  # noqa: A002
     overrides = {k: options.pop(k) for k in CALIBRATION_KEYS if k in options}
     if is_url(path):
         if format not in (None, "zarr"):

@@ -67,6 +67,23 @@ class ArinaBlockLoader:
                 self._h5_run(run, out)
         return out.reshape(self.shape)
 
+    @property
+    def source(self) -> str:
+        """The data file(s) of this block."""
+        paths = list(dict.fromkeys(run.path for run in self.runs))
+        return paths[0] if len(paths) == 1 else f"{paths[0]} .. {os.path.basename(paths[-1])}"
+
+    def chunk_detail(self, slices=None) -> str:
+        """The files, frames and (bitshuffle-LZ4 chunks) bytes this block reads."""
+        parts = []
+        for run in self.runs:
+            where = f"{os.path.basename(run.path)} frames {run.first}-{run.first + run.count - 1}"
+            if run.bslz4:
+                size = int(np.frombuffer(run.sizes, dtype=np.uint32).sum(dtype=np.int64))
+                where += f", bytes {run.start}-{run.start + size}"
+            parts.append(where)
+        return "; ".join(parts)
+
     def _position(self, at: int) -> tuple:
         nry = self.shape[1]
         return (self.r0 + at // nry, self.c0 + at % nry)

@@ -40,6 +40,10 @@ class ScanFastestLoader:
     mtime_ns: int = 0
     tile: int = 8  # detector pixels copied per step of the transpose
 
+    def chunk_detail(self, slices) -> str:
+        """Where the block's values lie: one run per detector pixel, all over the file."""
+        return f"scan-fastest data from byte {self.offset}, one run per detector pixel"
+
     def __call__(self, slices):
         nrx, nry, runs = scan_runs(slices, self.scan_shape)
         runs = [(first, first + count) for first, count in runs]

@@ -32,7 +32,8 @@ import numpy as np
 from dask.base import tokenize
 
 from ..chunks import normalize_chunks
-from ..lazy import lazy_from_loader
+from ..faults import current_on_error
+from ..lazy import block_reader, lazy_from_loader
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,28 @@ class FrameStack:
                 return seg.path, frame
             frame -= seg.count
         return self.segments[-1].path, frame
+
+    @property
+    def source(self) -> str:
+        """The file, or the first and last files, of the stack."""
+        paths = [s.path for s in self.segments]
+        return paths[0] if len(paths) == 1 else f"{paths[0]} .. {os.path.basename(paths[-1])}"
+
+    def describe(self, first: int, count: int) -> str:
+        """Where frames ``first .. first + count - 1`` lie: file, frames and bytes of each
+        segment they touch (frames outside the stack are blank, not read)."""
+        parts, start = [], 0
+        for seg in self.segments:
+            lo, hi = max(first, start), min(first + count, start + seg.count)
+            if lo < hi:
+                a, b = lo - start, hi - start - 1
+                end = seg.offset + b * seg.stride + self.frame_bytes
+                parts.append(
+                    f"{os.path.basename(seg.path)} frames {a}-{b}, "
+                    f"bytes {seg.offset + a * seg.stride}-{end}"
+                )
+            start += seg.count
+        return "; ".join(parts) or "no stored frames"
 
     def read(self, first: int, count: int) -> np.ndarray:
         """Frames ``first .. first + count - 1`` as ``(count, rows, cols)`` of the stored dtype:
@@ -167,6 +190,16 @@ class FrameStackLoader:
         block = frames[0] if len(frames) == 1 else np.concatenate(frames)
         return block.reshape(nrx, nry, *block.shape[1:])
 
+    @property
+    def source(self) -> str:
+        return self.stack.source
+
+    def chunk_detail(self, slices) -> str:
+        """The files, frames and bytes block ``slices`` reads."""
+        _, _, runs = scan_runs(slices, self.scan_shape)
+        first = self.sync_offset + runs[0][0]
+        return self.stack.describe(first, self.sync_offset + sum(runs[-1]) - first)
+
     def _frames(self, first, count):
         """Frames ``first .. first + count - 1`` of the stack as ``(count, Qx, Qy)``."""
         frames = self.stack.read(first, count)
@@ -199,6 +232,18 @@ class PositionsLoader:
     dtype: str
     decode: object = None
 
+    @property
+    def source(self) -> str:
+        return self.stack.source
+
+    def chunk_detail(self, slices=None) -> str:
+        """The files, frames and bytes between the first and last frame this block reads."""
+        frames = np.frombuffer(self.frames, dtype=np.int64)
+        frames = frames[frames >= 0]
+        if not frames.size:
+            return "no stored frames"
+        return self.stack.describe(int(frames.min()), int(frames.max() - frames.min()) + 1)
+
     def __call__(self):
         frames = np.frombuffer(self.frames, dtype=np.int64)
         out = np.zeros((frames.size, *self.shape[2:]), dtype=self.dtype)
@@ -224,11 +269,18 @@ def block_array(block_loader, chunks, dtype, name: str, token: str) -> da.Array:
     block ``(i, j)`` is ``block_loader(r0, r1, c0, c1)()``: a picklable callable of no argument
     made for scan rows ``r0:r1``, columns ``c0:c1``, holding only what that block reads (its own
     part of an index). ``token`` names the whole read (files, shapes, chunks). No data is read
-    here."""
-    out = f"{name}-{token}"
+    here. Each block is read through a chunk reader (:func:`stem4d_dask.lazy.block_reader`):
+    a block that cannot be read is named by its scan positions, or NaN in mask mode."""
+    out = f"{name}-{token}" + ("-masked" if current_on_error() == "mask" else "")
     rows, cols = (np.cumsum((0, *c)).tolist() for c in chunks[:2])
+    shape = tuple(sum(c) for c in chunks)
     graph = {
-        (out, i, j, 0, 0): (block_loader(rows[i], rows[i + 1], cols[j], cols[j + 1]),)
+        (out, i, j, 0, 0): (
+            block_reader(
+                block_loader(rows[i], rows[i + 1], cols[j], cols[j + 1]), shape, dtype, out
+            ),
+            (slice(rows[i], rows[i + 1]), slice(cols[j], cols[j + 1]), slice(None), slice(None)),
+        )
         for i in range(len(chunks[0]))
         for j in range(len(chunks[1]))
     }

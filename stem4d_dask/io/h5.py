@@ -61,6 +61,13 @@ class H5BlockLoader:
     drop: int = -1
     mtime_ns: int = 0  # part of the token: a rewritten file gives a new graph
 
+    @property
+    def source(self) -> str:
+        return self.path
+
+    def chunk_detail(self, slices) -> str:
+        return f"dataset {self.dataset}"
+
     def __call__(self, slices):
         hdf5_filters()
         try:

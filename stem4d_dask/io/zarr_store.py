@@ -45,6 +45,7 @@ import json
 import mmap
 import warnings
 from dataclasses import dataclass
+from itertools import product
 from pathlib import Path
 
 import dask.array as da
@@ -100,7 +101,7 @@ def to_zarr(
     clevel: int = 5,
     resume: bool = False,
     overwrite: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
 ):
     """Write datacube ``dc`` to a zarr v3 store at ``path`` (a local directory).
 
@@ -115,7 +116,8 @@ def to_zarr(
         skipping shards already complete. The finished store is byte-identical to an
         uninterrupted write.
     overwrite : replace an existing store at ``path``.
-    progress : show a progress bar.
+    progress : show a progress bar (None: as :func:`stem4d_dask.progress.showing` says; off
+        unless asked).
 
     Returns the final ``Path``.
     """
@@ -264,6 +266,18 @@ class ZarrBlockLoader:
 
     def array(self) -> zarr.Array:
         return cached_array(self.url, self.choice, "r", self.storage_options, self.token)
+
+    @property
+    def source(self) -> str:
+        return self.url.rstrip("/").rpartition("/")[0] or self.url  # the store
+
+    def chunk_detail(self, slices) -> str:
+        """The store keys read for ``slices``: ``zarr shard datacube/c/2/0/0/0``."""
+        arr = self.array()
+        at = zip(map(slice.indices, slices, arr.shape), arr.shards or arr.chunks, strict=True)
+        grid = [range(a // g, -(-b // g)) for (a, b, _), g in at]
+        keys = [f"{Path(self.url).name}/{arr.metadata.encode_chunk_key(i)}" for i in product(*grid)]
+        return f"zarr {'shard' if arr.shards else 'chunk'} {', '.join(keys)}"
 
     def __call__(self, slices):
         pieces = None if self.shards is None else self.shards.shards_of(slices, self.shape)

@@ -179,7 +179,9 @@ def test_a_batch_failing_mid_way_resumes_to_identical_stores(tmp_path, monkeypat
     with dask.config.set(scheduler="synchronous"):
         first = s4.convert(inputs, tmp_path / "out", steps, **options)
     assert [r.status for r in first] == ["done", "failed", "done"]
-    assert first[1].reason == "OSError: detector server went away"
+    reason = first[1].reason  # the file and the chunk's scan positions, then the cause
+    assert reason.startswith(f"ChunkReadError: {inputs[1]}: the chunk at Rx 6:8, Ry 0:2"), reason
+    assert reason.endswith("detector server went away")
     assert (tmp_path / "out" / "b.zarr.partial").is_dir()
 
     monkeypatch.setattr(lazy.RawFileLoader, "__call__", original)

@@ -135,7 +135,7 @@ def test_open_reads_nothing_and_graph_is_small(acquisition, no_reads, monkeypatc
     payload = cloudpickle.dumps(graph)
     assert len(payload) < 20_000, len(payload)  # paths, offsets, sizes: 4 B/frame
     (task,) = [v for k, v in graph.items() if k[1:] == (3, 0, 0, 0)]  # rows 6-7: frames 96-127
-    assert [(run.count, run.first) for run in task[0].runs] == [(4, 96), (28, 0)]
+    assert [(run.count, run.first) for run in task[0].loader.runs] == [(4, 96), (28, 0)]
     with pytest.raises(AssertionError, match="pixel data was read"):
         dc.data.sum().compute(scheduler="sync")
 
