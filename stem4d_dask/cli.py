@@ -4,12 +4,19 @@ only parses its arguments and calls the library; errors exit non-zero with a one
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 from pathlib import Path
 
-import dask
+from .cli_options import (
+    add_read_arguments,
+    add_run_arguments,
+    chunks_option,
+    conversion_steps,
+    ints,
+    read_options,
+    running,
+)
 
 
 def _size_on_disk(path: Path) -> int:
@@ -24,60 +31,12 @@ def _human(nbytes: float) -> str:
     return human_bytes(nbytes)
 
 
-def _ints(text: str, parameter: str) -> tuple:
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(f"{parameter}: expected comma-separated integers, got {text!r}") from None
-
-
-def _read_options(args) -> dict:
-    opts = {}
-    if args.format:
-        opts["format"] = args.format
-    if args.dataset:
-        opts["dataset"] = args.dataset
-    if args.sync_offset:
-        opts["sync_offset"] = args.sync_offset
-    if args.shape:
-        opts["shape"] = _ints(args.shape, "--shape")
-        opts["dtype"] = args.dtype or "uint16"
-        opts["offset"] = args.offset
-    elif args.dtype:
-        raise ValueError("--dtype: only meaningful for raw files, together with --shape")
-    if args.scan_shape:
-        opts["scan_shape"] = _ints(args.scan_shape, "--scan-shape")
-    return opts
-
-
-def _add_read_arguments(p):
-    from .io import FORMATS
-
-    p.add_argument(
-        "--format",
-        choices=[f.name for f in FORMATS],
-        help="the file's format (default: detected from the file)",
-    )
-    p.add_argument("--dataset", help="HDF5 files: the dataset to read, e.g. entry/data/data")
-    p.add_argument(
-        "--sync-offset",
-        type=int,
-        default=0,
-        metavar="N",
-        help="Merlin: frames to skip (N > 0) or blank frames to pad (N < 0) at the start",
-    )
-    p.add_argument("--shape", help="raw files: Rx,Ry,Qx,Qy (or N,Qx,Qy with --scan-shape)")
-    p.add_argument("--dtype", help="raw files: numpy dtype, e.g. uint16 or >u2 (default uint16)")
-    p.add_argument("--offset", type=int, default=0, help="raw files: header bytes to skip")
-    p.add_argument("--scan-shape", help="Rx,Ry for a 3D stack of frames")
-
-
 def cmd_info(args) -> int:
     from . import describe, read
     from .values import value_range_of_dtype
 
     path = Path(args.path)
-    dc = read(path, **_read_options(args))
+    dc = read(path, **read_options(args))
     d = describe(dc)
     energy = f"{d['energy']:g} eV" if d["energy"] else "unknown"
     print(f"path         {path}")
@@ -131,59 +90,13 @@ def _metadata_lines(metadata: dict, everything: bool, limit: int = 30) -> list:
     return lines
 
 
-@contextlib.contextmanager
-def _scheduler(address):
-    """Run inside a distributed Client at ``address``, or a local dask scheduler by name."""
-    if address is None:
-        yield
-    elif address in ("threads", "processes", "synchronous"):
-        with dask.config.set(scheduler=address):
-            yield
-    else:
-        from distributed import Client
-
-        with Client(address):
-            yield
-
-
-def _steps(args) -> list:
-    """The processing steps the flags ask for, in the order they run: dark subtraction, hot
-    pixels, thinning, binning in R then Q, centring; with ``--count``, electron counting last
-    (the dark and the Q binning then go to ``electron_count``)."""
-    if args.count and not args.dark:
-        raise ValueError("--count: needs --dark DARK.npy, the dark reference of the counting")
-    if args.count and args.center:
-        raise ValueError("--center: cannot be combined with --count (it interpolates the counts)")
-    if args.dark and Path(args.dark).suffix.lower() != ".npy":
-        raise ValueError(f"--dark: expected a (Qx, Qy) .npy file, got {args.dark}")
-    sample = None if args.sample == 0 else args.sample
-    steps = []
-    if args.dark and not args.count:
-        steps.append(("subtract_dark", {"darkref": args.dark}))
-    if args.hot_pixels is not None:
-        steps.append(("filter_hot_pixels", {"thresh": args.hot_pixels, "sample": sample}))
-    if args.thin_r is not None:
-        steps.append(("thin_data_real", {"thinning_factor": args.thin_r}))
-    if args.bin_r is not None:
-        steps.append(("bin_data_real", {"bin_factor": args.bin_r}))
-    if args.bin_q is not None and not args.count:
-        steps.append(("bin_data_diffraction", {"bin_factor": args.bin_q}))
-    if args.center:
-        steps.append(("center_patterns", {"fit_function": args.center, "sample": sample}))
-    if args.count:
-        count = {"darkreference": args.dark, "binfactor": args.bin_q or 1, "seed": args.seed}
-        count.update(sub_pixel=args.sub_pixel, Nsamples=args.samples)
-        steps.append(("electron_count", count))
-    return steps
-
-
 def cmd_convert(args) -> int:
     from .convert import H5_SUFFIXES, convert, convert_file
 
     *inputs, output = args.paths
     options = dict(
-        read_options=_read_options(args),
-        chunks=None if args.chunks is None else _chunks(args.chunks),
+        read_options=read_options(args),
+        chunks=None if args.chunks is None else chunks_option(args.chunks),
         compressor=args.compressor,
         clevel=args.clevel,
         resume=args.resume,
@@ -193,8 +106,8 @@ def cmd_convert(args) -> int:
     single = len(inputs) == 1 and not any(c in inputs[0] for c in "*?[")
     a_store = Path(output).suffix.lower() in (".zarr", *H5_SUFFIXES)
     if single and (a_store or (Path(output) / "zarr.json").is_file()):
-        with _scheduler(args.scheduler):
-            done = convert_file(inputs[0], output, _steps(args), **options)
+        with running(args):
+            done = convert_file(inputs[0], output, conversion_steps(args), **options)
         print(f"wrote {output} ({_human(done.stored)} on disk, {_human(done.nbytes)} uncompressed)")
         return 0
 
@@ -202,22 +115,18 @@ def cmd_convert(args) -> int:
         if not args.quiet:
             print(f"{result.input}: {result.status} {result.reason}".rstrip(), file=sys.stderr)
 
-    with _scheduler(args.scheduler):
-        summary = convert(inputs, output, _steps(args), on_result=report, **options)
+    with running(args):
+        summary = convert(inputs, output, conversion_steps(args), on_result=report, **options)
     print(summary.table())
     return 0 if summary.ok else 1
-
-
-def _chunks(text: str):
-    return "auto" if text == "auto" else _ints(text, "--chunks")
 
 
 def cmd_dpc(args) -> int:
     from . import read
     from .phase import DPC
 
-    dc = read(args.input, **_read_options(args))
-    with _scheduler(args.scheduler):
+    with running(args):  # read there: chunks fit the workers of a cluster
+        dc = read(args.input, **read_options(args))
         dpc = DPC(dc, energy=args.energy, verbose=False).preprocess(
             fit_function=None if args.fit == "none" else args.fit,
             padding_factor=args.padding,
@@ -245,17 +154,17 @@ def cmd_count(args) -> int:
     from . import read
     from .preprocess.electroncount import electron_count
 
-    dc = read(args.input, **_read_options(args))
-    dark_path = Path(args.dark)
-    if dark_path.suffix.lower() != ".npy":
-        raise ValueError(f"--dark: expected a (Qx, Qy) .npy file, got {dark_path}")
-    dark = np.load(dark_path)
-    n_frames = dc.shape[0] * dc.shape[1]
-    samples = min(40, n_frames) if args.samples is None else args.samples
-    events = electron_count(
-        dc, dark, Nsamples=samples, binfactor=args.bin, sub_pixel=args.sub_pixel, seed=args.seed
-    )
-    with _scheduler(args.scheduler):
+    with running(args):  # read there: chunks fit the workers of a cluster
+        dc = read(args.input, **read_options(args))
+        dark_path = Path(args.dark)
+        if dark_path.suffix.lower() != ".npy":
+            raise ValueError(f"--dark: expected a (Qx, Qy) .npy file, got {dark_path}")
+        dark = np.load(dark_path)
+        n_frames = dc.shape[0] * dc.shape[1]
+        samples = min(40, n_frames) if args.samples is None else args.samples
+        events = electron_count(
+            dc, dark, Nsamples=samples, binfactor=args.bin, sub_pixel=args.sub_pixel, seed=args.seed
+        )
         events.to_zarr(args.output, overwrite=args.overwrite, progress=not args.quiet)
     out = Path(args.output)
     print(
@@ -267,12 +176,14 @@ def cmd_count(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(
-        Path(args.out),
-        seed=args.seed,
-        scan_shape=_ints(args.scan, "--scan"),
-        detector_shape=_ints(args.detector, "--detector"),
-    )
+    with running(args):
+        run_demo(
+            Path(args.out),
+            seed=args.seed,
+            scan_shape=ints(args.scan, "--scan"),
+            detector_shape=ints(args.detector, "--detector"),
+            progress=not args.quiet,
+        )
     return 0
 
 
@@ -285,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("path")
     p.add_argument("--all", action="store_true", help="show every metadata entry in full")
-    _add_read_arguments(p)
+    add_read_arguments(p)
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser(
@@ -297,12 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("paths", nargs="+", metavar="IN... OUT", help="inputs, then the output")
     p.add_argument("--chunks", help="scan chunk Rx,Ry (frames are never split), or 'auto'")
-    p.add_argument("--compressor", choices=["zstd", "lz4", "none"], help="default: zstd")
+    p.add_argument("--compressor", choices=["lz4", "zstd", "none"], help="default: lz4")
     p.add_argument("--clevel", type=int, metavar="N", help="compression level 0-9")
     p.add_argument("--resume", action="store_true", help="continue an interrupted conversion")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    p.add_argument("--scheduler", help="distributed scheduler address, or threads/processes")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_run_arguments(p)
     p.add_argument("--dark", metavar="DARK.npy", help="subtract this (Qx, Qy) dark reference")
     p.add_argument("--hot-pixels", type=float, metavar="THRESH", help="repair hot pixels")
     p.add_argument("--bin-q", type=int, metavar="N", help="sum N x N detector pixels")
@@ -325,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sub-pixel", action="store_true", help="--count: sub-pixel positions")
     p.add_argument("--samples", type=int, help="--count: frames sampled for the thresholds")
     p.add_argument("--seed", type=int, default=0, help="--count: seed of the threshold sample")
-    _add_read_arguments(p)
+    add_read_arguments(p)
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("dpc", help="centre of mass, scan rotation and DPC phase from a dataset")
@@ -344,9 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--padding", type=float, default=2.0, help="padding factor (default 2)")
     p.add_argument("--max-iter", type=int, default=64, help="iterations (default 64)")
-    p.add_argument("--scheduler", help="distributed scheduler address, or threads/processes")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_read_arguments(p)
+    add_run_arguments(p)
+    add_read_arguments(p)
     p.set_defaults(func=cmd_dpc)
 
     p = sub.add_parser("count", help="electron counting -> sparse events store (zarr)")
@@ -362,9 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the threshold sample")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    p.add_argument("--scheduler", help="distributed scheduler address, or threads/processes")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_read_arguments(p)
+    add_run_arguments(p)
+    add_read_arguments(p)
     p.set_defaults(func=cmd_count)
 
     p = sub.add_parser("demo", help="synthetic DPC scan -> zarr, DPC phase and PNG figures")
@@ -372,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scan", default="64,64", help="scan shape Rx,Ry (default 64,64)")
     p.add_argument("--detector", default="64,64", help="detector shape Qx,Qy (default 64,64)")
+    add_run_arguments(p)
     p.set_defaults(func=cmd_demo)
     return parser
 

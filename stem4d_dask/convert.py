@@ -97,7 +97,7 @@ def convert(
     clevel: int | None = None,
     resume: bool = False,
     overwrite: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
     on_result=None,
 ) -> ConversionSummary:
     """Convert every input to a store in ``out_dir`` (created if missing).
@@ -176,7 +176,7 @@ def convert_file(
     clevel: int | None = None,
     resume: bool = False,
     overwrite: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> ConversionResult:
     """Convert one scan at ``path`` to ``output`` (a zarr store, or an events store after
     ``electron_count``; or a py4DSTEM ``.h5`` file, without provenance and without

@@ -19,7 +19,12 @@ from .virtual import circle_mask, mean_diffraction_pattern, virtual_image
 
 
 def run_demo(
-    out: Path, *, seed: int = 0, scan_shape=(64, 64), detector_shape=(64, 64), progress: bool = True
+    out: Path,
+    *,
+    seed: int = 0,
+    scan_shape=(64, 64),
+    detector_shape=(64, 64),
+    progress: bool | None = None,
 ) -> dict:
     """Run the demo into folder ``out``; returns the paths written and the scan's parameters."""
     out = Path(out)

@@ -311,7 +311,7 @@ def _store_lock():
     return True
 
 
-def to_h5(dc, path, *, name="datacube", overwrite=False, progress=True):
+def to_h5(dc, path, *, name="datacube", overwrite=False, progress=None):
     """Write datacube ``dc`` ``(Rx, Ry, Qx, Qy)`` to ``path`` in py4DSTEM's EMD 1.0 layout.
 
     ``py4DSTEM.read(path)`` (0.14.18) returns a DataCube with the same data and calibration
@@ -326,7 +326,8 @@ def to_h5(dc, path, *, name="datacube", overwrite=False, progress=True):
     ----------
     name : DataCube group name (the root group is ``name + "_root"``).
     overwrite : replace an existing ``path``; otherwise ``FileExistsError``.
-    progress : show a progress bar.
+    progress : show a progress bar (None: as :func:`stem4d_dask.progress.showing` says; off
+        unless asked).
 
     Returns the final ``Path``.
     """

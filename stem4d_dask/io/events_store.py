@@ -68,7 +68,7 @@ def write_events(
     coords: dict,
     *,
     overwrite: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> Path:
     """Write events to the store at ``path`` (layout in the module docstring), one task per
     scan chunk, through ``path + ".partial"`` renamed at the end (removed on failure).

@@ -27,7 +27,7 @@ import xarray as xr
 from ..backend import device_module, to_host
 from ..checks import optional_positive
 from ..datacube import R_DIMS
-from ..progress import ProgressLine, compute
+from ..progress import ProgressLine, compute, enabled
 from . import integrate, plots
 from .com import center_of_mass
 from .dpc_checks import check_reconstruct, dpc_datacube, dpc_samplings, preprocess_arguments
@@ -245,7 +245,7 @@ class DPC(DPCResults):
         step_size=None,
         stopping_criterion: float = 1e-6,
         backtrack: bool = True,
-        progress_bar: bool = True,
+        progress_bar: bool | None = None,
         gaussian_filter_sigma=None,
         gaussian_filter: bool = True,
         butterworth_filter: bool = True,
@@ -268,7 +268,8 @@ class DPC(DPCResults):
         backtrack : on an error increase, revert to the object before the offending update,
             halve the step and retry (a real revert, unlike py4DSTEM 0.14.18; see
             ``docs/py4dstem-differences.md``). With False, results equal py4DSTEM's.
-        progress_bar : a one-line progress display on stderr.
+        progress_bar : a one-line progress display on stderr (None: as
+            :func:`stem4d_dask.progress.showing` says; off unless asked).
         gaussian_filter_sigma : Å (scan units); applied when ``gaussian_filter`` is True.
         q_lowpass, q_highpass : Butterworth cutoffs in Å⁻¹ (inverse scan units), applied when
             ``butterworth_filter`` is True; butterworth_order : its order (> 0).
@@ -291,7 +292,8 @@ class DPC(DPCResults):
             butterworth_order,
         )
         self._reset_state(reset, step_size, store_iterations)
-        bar = ProgressLine(int(max_iter), "Reconstructing phase") if progress_bar else None
+        show = enabled() if progress_bar is None else progress_bar
+        bar = ProgressLine(int(max_iter), "Reconstructing phase") if show else None
         result = integrate.integrate_on_canvas(
             self._padded_object_phase,
             self._com_x,

@@ -221,3 +221,30 @@ def test_info_shows_value_range_format_and_metadata(tmp_path, capsys):
     assert main(["info", str(tmp_path / "m.zarr"), "--all"]) == 0
     assert "x" * 100 in capsys.readouterr().out
     assert main(["info", str(tmp_path / "m.zarr"), "--format", "npy"]) == 2
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["convert", "in.npy", "out.zarr"],
+        ["dpc", "in.zarr"],
+        ["count", "in", "out", "--dark", "d"],
+        ["demo"],
+    ],
+)
+def test_every_computing_command_takes_scheduler_memory_limit_and_quiet(command):
+    from stem4d_dask.cli import build_parser
+
+    args = build_parser().parse_args(
+        [*command, "--scheduler", "local:2", "--memory-limit", "1GiB", "--quiet"]
+    )
+    assert (args.scheduler, args.memory_limit, args.quiet) == ("local:2", "1GiB", True)
+
+
+def test_demo_on_a_named_scheduler_is_quiet_with_quiet(tmp_path, capsys):
+    out = tmp_path / "demo"
+    argv = ["demo", "--out", str(out), "--scan", "8,8", "--detector", "32,32"]
+    assert main([*argv, "--scheduler", "synchronous", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and "recovered scan rotation" in captured.out
+    assert (out / "dpc_phase.png").is_file()
