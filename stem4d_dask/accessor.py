@@ -14,6 +14,7 @@ import inspect
 import xarray as xr
 
 from . import datacube as _dc
+from . import device as _device
 from . import io as _io
 from . import virtual as _virtual
 from .phase import com as _com
@@ -63,6 +64,9 @@ METHODS = {
     "segmented_com": _segmented.segmented_com,
     "monolithic_com": _segmented.monolithic_com,
     "DPC": _dpc.DPC,
+    # devices: chunks to the GPU (cupy) and back (numpy)
+    "to_device": _device.to_device,
+    "to_host": _device.to_host,
     # output
     "to_zarr": _io.to_zarr,
     "to_h5": _io.to_h5,

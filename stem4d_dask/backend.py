@@ -1,7 +1,7 @@
 """The array backend, decided once: which array module a chunk uses (numpy or cupy), what a
-GPU path needs, moving arrays to the host, the native byte order, and the empty ``meta`` array
-that tells dask what a kernel returns. numpy only at import: cupy is imported when a GPU path
-asks for it."""
+GPU path needs, moving arrays to the device and back, the native byte order, and the empty
+``meta`` array that tells dask what a kernel returns. numpy only at import: cupy is imported
+when a GPU path asks for it."""
 
 from __future__ import annotations
 
@@ -57,6 +57,15 @@ def device_module(device: str, what: str) -> ArrayModule:
 def to_host(a: Array) -> np.ndarray:
     """A numpy array of a numpy or cupy array (a view for numpy)."""
     return a.get() if array_module(a) is not np else np.asarray(a)
+
+
+def to_gpu(a: Array) -> Array:
+    """A cupy array of a numpy or cupy array, in the machine's byte order (cupy holds native
+    arrays only): ``a`` itself when it is already a native cupy array, else one host-to-device
+    copy (of a native copy for a big-endian chunk). ``ImportError`` without cupy and a GPU."""
+    if array_module(a) is not np:
+        return native(a)
+    return require_cupy("moving a chunk to the GPU").asarray(native(np.asarray(a)))
 
 
 def native_dtype(dtype: npt.DTypeLike) -> np.dtype:

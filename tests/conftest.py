@@ -84,7 +84,8 @@ def _source(function) -> str:
 
 def pytest_collection_modifyitems(items):
     """``slow``: a process cluster or a hypothesis search; ``oracle``: a comparison with
-    py4DSTEM, RosettaSciIO or their fixtures; ``gpu``: a cupy code path (numpy standing in)."""
+    py4DSTEM, RosettaSciIO or their fixtures; ``gpu``: a cupy code path (numpy standing in, a
+    real device, or numba's CUDA simulator)."""
     for item in items:
         function = getattr(item, "function", None)
         source = _source(function) if function is not None else ""
@@ -98,5 +99,10 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.slow)
         if any(word in source or word in module for word in ORACLE_WORDS):
             item.add_marker(pytest.mark.oracle)
-        if "FakeCupy" in source or "cupy" in item.name.lower() or "gpu" in item.name.lower():
+        if (
+            "FakeCupy" in source
+            or "cupy" in item.name.lower()
+            or "gpu" in item.name.lower()
+            or any(word in module.rsplit(".", 1)[-1] for word in ("gpu", "cuda"))
+        ):  # the device and CUDA-simulator test modules: every test in them
             item.add_marker(pytest.mark.gpu)

@@ -12,7 +12,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from . import Array, array_module, frame_stacks, native_dtype
+from . import Array, array_module, cuda_launch, frame_stacks, native_dtype
 
 COPY_BYTES = 8 * 2**20  # the most a non-contiguous or big-endian chunk is copied at once
 
@@ -93,6 +93,10 @@ def bin_frames(block: Array, factor: int, dtype: npt.DTypeLike | None = None) ->
                     out[start : start + n],
                 )
                 start += n
+    elif xp is not np and cuda_launch.enabled():  # cupy chunks: our numba.cuda kernel
+        from .cuda_binning import bin_frames_cuda
+
+        out = bin_frames_cuda(block.reshape(-1, qx, qy), factor, acc)
     else:
         frames = block[..., : ox * factor, : oy * factor].reshape(-1, ox, factor, oy, factor)
         out = frames.sum(axis=(2, 4), dtype=acc)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from . import Array, ArrayModule, array_module, frame_rows, frame_stacks, native
+from . import Array, ArrayModule, array_module, cuda_launch, frame_rows, frame_stacks, native
 from .virtual import masked_sums_stack
 
 
@@ -25,7 +25,11 @@ def center_of_mass_frames(block: Array, mask: Array | None = None) -> Array:
     (big-endian unsigned pixels are swapped as they are read); other layouts are copied."""
     xp = array_module(block)
     *lead, qx, qy = block.shape
-    if xp is not np:
+    if xp is not np:  # cupy: our numba.cuda kernel where it runs, else a matrix product
+        if cuda_launch.enabled():
+            from .cuda_com import com_sums
+
+            return com_from_sums(com_sums(native(block), mask))
         return com_from_sums(masked_sums_stack(native(block), com_masks((qx, qy), mask, xp)))
     if block.dtype == np.bool_:
         block = block.view(np.uint8)

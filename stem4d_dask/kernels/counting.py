@@ -9,14 +9,15 @@ indices, or float32 pixel coordinates with sub-pixel positions, the centre of pi
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import numba
 import numpy as np
 import numpy.typing as npt
 
-from . import Array, array_module, native_dtype
+from ..backend import to_host
+from . import Array, array_module, cuda_launch, native_dtype
 
 
 class EventBlock(NamedTuple):
@@ -50,8 +51,13 @@ def count_frames(
     the binned pixel without sub-pixel) and drops events in the cropped remainder.
     """
     n1, n2, qx, qy = block.shape
-    if array_module(block) is not np:
-        indptr, xs, ys = _count_array_module(
+    if array_module(block) is not np:  # cupy: our numba.cuda kernels where they run
+        count: Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]] = _count_array_module
+        if cuda_launch.enabled():
+            from .cuda_counting import count_events_cuda
+
+            count = count_events_cuda
+        indptr, xs, ys = count(
             block.reshape(n1 * n2, qx, qy),
             dark,
             thresh_bkgrnd,
@@ -299,7 +305,7 @@ def pooled_values(
 ) -> np.ndarray:
     """Dark-subtracted values of the selected frames: ``[(block, local_mask), ...]`` -> 1D."""
     parts = [
-        np.asarray(block)[np.asarray(local)].astype(np.float64) - dark
+        to_host(block)[np.asarray(local)].astype(np.float64) - to_host(dark)
         for block, local in frames_and_masks
     ]
     return np.concatenate([p.ravel() for p in parts])
