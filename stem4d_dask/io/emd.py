@@ -41,6 +41,7 @@ from ..calibration import Q_UNITS, R_UNITS, canonical_units
 from ..checks import check_pixel_size
 from ..chunks import auto_chunks, normalize_chunks
 from ..datacube import DIMS, check_datacube, from_array
+from ..device import to_host
 from ..lazy import lazy_from_loader
 from ..progress import active_client, compute
 from .h5 import H5BlockLoader, h5_text, is_hdf5
@@ -320,7 +321,8 @@ def to_h5(dc, path, *, name="datacube", overwrite=False, progress=None):
     when set, is stored as an extra calibration number. The data are streamed block by block
     (memory bounded by the chunk size x workers) into ``path + ".partial"``, which is renamed
     to ``path`` only when complete (and removed on failure). Under a ``distributed`` client the
-    workers write the file themselves, so they must share its filesystem.
+    workers write the file themselves, so they must share its filesystem. cupy chunks are
+    copied to the host, each by its block's task.
 
     Parameters
     ----------
@@ -331,7 +333,7 @@ def to_h5(dc, path, *, name="datacube", overwrite=False, progress=None):
 
     Returns the final ``Path``.
     """
-    dc = check_datacube(dc, parameter="dc")
+    dc = to_host(check_datacube(dc, parameter="dc"))
     for space in ("r", "q"):  # py4DSTEM records one pixel size per space
         cal.pixel_size(dc, space, "to_h5 (py4DSTEM's EMD layout; write zarr to keep any coords)")
     origins = {d: cal.axis(dc, d).origin for d in DIMS}

@@ -56,6 +56,7 @@ from dask.base import tokenize
 
 from ..chunks import auto_chunks, normalize_chunks
 from ..datacube import DIMS, NAME, as_datacube, check_datacube, pick_variable
+from ..device import to_host
 from ..graph import delayed_chunks
 from ..kernels import native
 from ..lazy import lazy_from_loader
@@ -119,9 +120,9 @@ def to_zarr(
     progress : show a progress bar (None: as :func:`stem4d_dask.progress.showing` says; off
         unless asked).
 
-    Returns the final ``Path``.
+    Returns the final ``Path``. cupy chunks are copied to the host, each by its shard's task.
     """
-    dc = _stored_attrs(check_datacube(dc, parameter="dc"))
+    dc = _stored_attrs(to_host(check_datacube(dc, parameter="dc")))
     # resumable: a failed or killed write keeps its partial store and finished-shard markers
     with completed_at(path, overwrite=overwrite, resumable=True) as tmp:
         _write_shards(dc, tmp, chunks, compressor, clevel, resume, progress)
@@ -383,9 +384,7 @@ def _plain(variable, arr) -> bool:
     if variable.dtype != arr.dtype or "scale_factor" in enc or "add_offset" in enc:
         return False
     fill = enc.get("_FillValue", variable.attrs.get("_FillValue"))
-    if fill is None:
-        return True
-    return variable.dtype.kind in "fc" and bool(np.isnan(fill))
+    return fill is None or (variable.dtype.kind in "fc" and bool(np.isnan(fill)))
 
 
 def _read_chunks(arr, dims):

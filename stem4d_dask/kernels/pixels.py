@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from ..backend import to_host
 from . import Array, array_module
 
 # the 20 neighbours of py4DSTEM's hot-pixel window: a 5x5 square without its corners and centre
@@ -45,8 +46,9 @@ def repair_plan(mask: npt.ArrayLike, half_width: int = 1) -> list[tuple[np.ndarr
 
     Returns a list of ``(targets (m,), neighbours (m, c))`` groups, one per neighbour count
     ``c``, flat indices into a frame. A pixel with no unmasked pixel anywhere is left out.
+    A cupy ``mask`` is copied to the host (the plan is numpy: small, made once).
     """
-    mask = np.asarray(mask, dtype=bool)
+    mask = np.asarray(to_host(mask), dtype=bool)
     qx, qy = mask.shape
     groups: dict[int, tuple[list, list]] = {}
     for x, y in zip(*np.nonzero(mask), strict=True):

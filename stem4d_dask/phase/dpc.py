@@ -176,7 +176,7 @@ class DPC(DPCResults):
             return tuple(np.asarray(a, dtype=np.float32) for a in force_com_measured)
         ds = center_of_mass(self._datacube, mask=dp_mask)
         cx, cy = compute(ds["com_x"].data, ds["com_y"].data, progress=self._verbose)
-        return np.asarray(cx, dtype=np.float32), np.asarray(cy, dtype=np.float32)
+        return tuple(np.asarray(to_host(c), dtype=np.float32) for c in (cx, cy))
 
     def _descan(self, measured, fit_function, force_com_shifts):
         """Fitted descan and the normalised CoM ``nan_to_num(measured - fitted) * sampling``."""

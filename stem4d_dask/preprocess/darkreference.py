@@ -17,6 +17,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from ..backend import meta, to_host
 from ..checks import checked_int, detector_array
 from ..datacube import Q_DIMS, calibration_attrs
 from ..graph import drawn_frames, frame_blocks, rebuild, result_float_dtype
@@ -28,12 +29,19 @@ DIRECTIONS = ("x", "y")
 
 def get_bksbtr_DP(datacube, darkref, Rx, Ry):
     """The pattern at scan position ``(Rx, Ry)`` minus ``darkref`` ``(Qx, Qy)``: a lazy float64
-    ``(Qx, Qy)`` DataArray."""
+    ``(Qx, Qy)`` DataArray, of the datacube's array module (a pattern of cupy chunks is cupy)."""
     datacube, data = frame_blocks(datacube)
     dark = detector_array(darkref, datacube, "darkref")
     rx, ry = data.shape[:2]
     Rx, Ry = checked_int(Rx, "Rx", 0, rx), checked_int(Ry, "Ry", 0, ry)
-    frame = data[Rx, Ry].astype(np.float64) - dark.astype(np.float64)
+    frame = da.map_blocks(
+        subtract_reference,
+        data[Rx, Ry],
+        dark,
+        np.float64,
+        dtype=np.float64,
+        meta=meta(data._meta, 2, np.float64),
+    )
     return _q_array(datacube, frame, "background_subtracted_pattern")
 
 
@@ -146,12 +154,21 @@ def _streak_profile(
         raise ValueError(f"{side_name} must be one of {SIDES}, got {side!r}")
     _, parts = drawn_frames(data, n_frames, rng)
     partials = [
-        dask.delayed(strip_sums)(block, local, width, side, direction) for block, local in parts
+        dask.delayed(_host_strip_sums)(block, local, width, side, direction)
+        for block, local in parts
     ]
     n = int(n_frames)
     length = data.shape[3 if direction == "x" else 2]
-    total = da.from_delayed(dask.delayed(sum)(partials), (length,), dtype=np.float64)
+    total = da.from_delayed(
+        dask.delayed(sum)(partials), (length,), dtype=np.float64, meta=np.empty(0, np.float64)
+    )
     return total / (width * n)
+
+
+def _host_strip_sums(block, selected, width, side, direction):
+    """:func:`strip_sums` of one chunk as a numpy array (a cupy chunk's small profile is
+    copied to the host in its task): dark references are numpy whatever the chunks."""
+    return to_host(strip_sums(block, selected, width, side, direction))
 
 
 def _q_array(datacube, data, name) -> xr.DataArray:
