@@ -4,7 +4,7 @@ py4DSTEM 0.14.18's counting does not run (``reference/py4dstem-behaviour.md`` §
 algorithm it intends, fixed and lazy:
 
 1. thresholds (:func:`calculate_thresholds`): ``Nsamples`` random frames (``seed``; scan
-   positions unravelled correctly for any scan shape; only their chunks are read) minus the
+   positions unravelled correctly for any scan shape; only those frames are kept) minus the
    dark reference (float, no int16 wrap-around) pooled into one histogram over its real range,
    a Gaussian fitted to the noise peak at the bin centres: ``thresh_bkgrnd = mu + Nb sigma``,
    ``thresh_xray = mean + Nx std``, but at least three typical electron pixels above ``mu``
@@ -21,6 +21,12 @@ algorithm it intends, fixed and lazy:
 otherwise); ``output='pointlist'`` an :class:`~stem4d_dask.events.ElectronEvents` (CSR per scan
 chunk). Both are one task per chunk, after one small task that fits the thresholds.
 
+Memory stays bounded by the chunk size whatever the scan size: every counting task waits for
+the thresholds, so each makes its own chunk (a reader's read, and the corrections applied to
+it) inside itself, and no raw block exists before the thresholds are known (a read task of its
+own would run ahead, and every block would wait in memory). The thresholds' frames are read
+one by one from a reader, or taken from their chunk by a task that keeps only them.
+
 py4DSTEM's converters between the two, :func:`counted_datacube_to_pointlistarray` and
 :func:`counted_pointlistarray_to_datacube` (broken in 0.14.18, see
 ``reference/py4dstem-behaviour.md`` §2.5-2.6), map to :meth:`ElectronEvents.from_datacube` and
@@ -29,19 +35,26 @@ py4DSTEM's converters between the two, :func:`counted_datacube_to_pointlistarray
 
 from __future__ import annotations
 
+import functools
+
 import dask
 import dask.array as da
+import dask.core
 import numpy as np
 import xarray as xr
+from dask.base import tokenize
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
 
 from .. import coords as cal
-from ..backend import native, native_dtype, require_cupy
+from ..backend import array_module, native, native_dtype, require_cupy, to_host
 from ..checks import detector_array, flag, positive_int
 from ..datacube import Q_DIMS, R_DIMS, calibration_attrs
 from ..events import ElectronEvents
-from ..graph import drawn_frames, frame_blocks, rebuild, single_key
+from ..graph import delayed_chunks, drawn_frames, frame_blocks, rebuild, single_key
 from ..kernels.binning import bin_frames
 from ..kernels.counting import count_frames, events_to_dense, fit_thresholds, pooled_values
+from ..lazy import chunk_reader_of
 
 OUTPUTS = ("pointlist", "datacube")
 CENTROID_FLOOR_NSIGMA = 1.5  # sub-pixel centroids weigh w - (mu + 1.5 sigma): noise stays out
@@ -104,25 +117,20 @@ def electron_count(
     coords = {d: cal.binned(datacube.coords[d], b) for d in Q_DIMS}
     if output == "datacube":
         dtype = np.dtype(bool) if b == 1 else np.dtype(np.uint8)
-        counted = data.map_blocks(
-            _count_dense,
-            dark,
-            thresholds,
-            detector=detector,
-            out_dtype=dtype,
-            chunks=data.chunks[:2] + tuple((n,) for n in detector),
-            dtype=dtype,
-            meta=np.empty((0,) * 4, dtype),
-            token="electron_count",
-            **options,
-        )
+        kernel = functools.partial(_count_dense, detector=detector, out_dtype=dtype, **options)
+        name = "electron_count-" + tokenize(data.name, dark.key, thresholds.key, kernel)
+        graph = _chunk_graph(data, name, kernel, [dark, thresholds], tail=(0, 0))
+        chunks = data.chunks[:2] + tuple((n,) for n in detector)
+        counted = da.Array(graph, name, chunks, meta=np.empty((0,) * 4, dtype))
         return rebuild(
             datacube, counted, coords, (0, 1 if b == 1 else min(b * b, 255)), scale={"q": b}
         )
-    blocks = data.to_delayed()[:, :, 0, 0]
-    counted = np.empty(blocks.shape, dtype=object)
-    for index in np.ndindex(blocks.shape):
-        counted[index] = dask.delayed(_count_events)(blocks[index], dark, thresholds, **options)
+    kernel = functools.partial(_count_events, **options)
+    name = "electron_count-events-" + tokenize(data.name, dark.key, thresholds.key, kernel)
+    graph = _chunk_graph(data, name, kernel, [dark, thresholds])
+    counted = np.empty(data.numblocks[:2], dtype=object)
+    for i, j in np.ndindex(counted.shape):
+        counted[i, j] = Delayed((name, i, j), graph, layer=name)
     return ElectronEvents.from_blocks(
         counted,
         data.chunks[:2],
@@ -177,14 +185,57 @@ def counted_pointlistarray_to_datacube(
 
 
 def _thresholds(datacube, data, darkreference, n_samples, nb, nx, seed):
-    """Delayed ``(thresh_bkgrnd, thresh_xray, counts, edges, params)``."""
+    """Delayed ``(thresh_bkgrnd, thresh_xray, counts, edges, params)`` from the drawn frames
+    alone: each chunk holding drawn frames gives them to the fit by a task of its own that
+    reads only those frames (a reader's chunk reader) or makes the chunk inside itself and
+    keeps only them, so no whole chunk is held until the fit runs."""
     for name, value in (("thresh_bkgrnd_Nsigma", nb), ("thresh_xray_Nsigma", nx)):
         if not np.isscalar(value) or not np.isfinite(value) or value <= 0:
             raise ValueError(f"{name} must be a positive number, got {value!r}")
     dark = _dark(darkreference, datacube)
-    _, parts = drawn_frames(data, n_samples, np.random.default_rng(seed), "Nsamples")
-    values = dask.delayed(pooled_values)(parts, dark)
+    selected, _ = drawn_frames(data, n_samples, np.random.default_rng(seed), "Nsamples")
+    loader = chunk_reader_of(data)  # reads as the array does: errors named, NaN when masked
+    shared, sources = ([], {}) if loader is not None else _chunk_sources(data)
+    starts = [np.cumsum((0, *c)) for c in data.chunks[:2]]
+    tasks = {}
+    for i, j in np.ndindex(data.numblocks[:2]):
+        local = selected[starts[0][i] : starts[0][i + 1], starts[1][j] : starts[1][j + 1]]
+        if not local.any():
+            continue
+        if loader is not None:
+            where = tuple(
+                (int(x + starts[0][i]), int(y + starts[1][j]))
+                for x, y in zip(*np.nonzero(local), strict=True)
+            )
+            tasks[(i, j)] = (functools.partial(_read_frames, loader, where, data.shape[2:]),)
+        else:
+            pick = functools.partial(_pick_frames, local=local)
+            run = functools.partial(_run_on_chunk, source=sources[(i, j)], kernel=pick)
+            tasks[(i, j)] = (run, *sources[(i, j)].shared)
+    name = "electron_count-samples-" + tokenize(data.name, selected)
+    frames = delayed_chunks(name, tasks, shared, data.numblocks[:2])
+    values = dask.delayed(_pooled)([frames[ix] for ix in tasks], dark)
     return dask.delayed(fit_thresholds, nout=5)(values, float(nb), float(nx))
+
+
+def _read_frames(loader, where, detector) -> np.ndarray:
+    """The frames at scan positions ``where`` (``((x, y), ...)``), ``(n, Qx, Qy)``, each read
+    alone by a reader's chunk reader ``loader`` and copied (no mapping of the file kept)."""
+    whole = tuple(slice(0, n) for n in detector)
+    return np.stack([loader((slice(x, x + 1), slice(y, y + 1), *whole))[0, 0] for x, y in where])
+
+
+def _pick_frames(block, *, local) -> np.ndarray:
+    """The frames of ``block`` where ``local`` (bool ``(n1, n2)``) is True, ``(n, Qx, Qy)``, a
+    numpy copy (C order of the positions)."""
+    return to_host(block[array_module(block).asarray(local)])
+
+
+def _pooled(frames, dark) -> np.ndarray:
+    """:func:`pooled_values` of every drawn frame (``frames``: a list of ``(n, Qx, Qy)``), less
+    the NaN of frames that could not be read (``faults.reading("mask")``)."""
+    values = pooled_values([(f, np.ones(len(f), bool)) for f in frames], dark)
+    return values[np.isfinite(values)]
 
 
 def _dark(darkreference, datacube):
@@ -195,6 +246,83 @@ def _dark(darkreference, datacube):
         darkreference = np.full(datacube.shape[2:], darkreference, dtype=np.float32)
     dark = detector_array(darkreference, datacube, "darkreference")
     return single_key(dark.astype(np.float32))
+
+
+# --- each chunk made inside the task that counts it -------------------------------------------
+
+
+class _ChunkSource:
+    """The tasks that make one chunk of a dask array and that no other chunk needs (its private
+    ancestry: a reader's read, the corrections applied to it), run inside the task that uses
+    the chunk, after that task's other inputs (the thresholds) are known. ``graph``: those
+    tasks; ``key``: the chunk's key; ``shared``: keys they need that other chunks need too
+    (in-memory sources, dark references, global reductions), given as values when called.
+    An object, not a task: dask hands it to the task as it is."""
+
+    def __init__(self, graph: dict, key, shared: tuple):
+        self.graph, self.key, self.shared = graph, key, shared
+
+    def __call__(self, *shared_values):
+        values = dict(zip(self.shared, shared_values, strict=True))
+        if self.key in values:  # nothing private: the chunk itself is a shared key
+            return values[self.key]
+        return dask.core.get(self.graph, [self.key], cache=values)[0]
+
+
+def _chunk_sources(data: da.Array) -> tuple[list, dict]:
+    """``(shared, {(i, j): _ChunkSource})`` for the scan chunks of ``data`` (whole frames):
+    each chunk's private tasks, and ``shared``, a collection (list of at most one) holding the
+    tasks several chunks need, which stay tasks of their own. A task is private to a chunk
+    when every task that uses it is (outputs own themselves); data kept in the graph (an
+    in-memory array, a persisted block) is never copied into a task."""
+    outputs = {(data.name, i, j, 0, 0): (i, j) for i, j in np.ndindex(data.numblocks[:2])}
+    graph = dict(data.__dask_graph__())
+    dependencies, dependents = dask.core.get_deps(graph)
+    owner: dict = {}
+    for key in reversed(dask.core.toposort(graph, dependencies=dependencies)):
+        owners = {owner[d] for d in dependents[key]} | ({outputs[key]} if key in outputs else set())
+        one = len(owners) == 1 and dask.core.istask(graph[key]) and _SHARED not in owners
+        owner[key] = owners.pop() if one else (_SHARED if owners else None)
+    private: dict = {ix: {} for ix in outputs.values()}
+    for key, who in owner.items():
+        if who is not None and who is not _SHARED:
+            private[who][key] = graph[key]
+    sources = {}
+    for key, ix in outputs.items():
+        tasks = private[ix]
+        needs = {d for k in tasks for d in dependencies[k] if owner[d] is _SHARED}
+        needs = needs if tasks else {key}
+        sources[ix] = _ChunkSource(tasks, key, tuple(sorted(needs, key=str)))
+    shared = {k: graph[k] for k, who in owner.items() if who is _SHARED}
+    if not shared:
+        return [], sources
+    layer = "electron_count-shared-" + tokenize(data.name)
+    hlg = HighLevelGraph({layer: shared}, {layer: set()})
+    return [Delayed(next(iter(shared)), hlg, layer=layer)], sources
+
+
+_SHARED = object()  # owner of a task several chunks need
+
+
+def _chunk_graph(data: da.Array, name: str, kernel, extra: list, tail: tuple = ()):
+    """One task per scan chunk of ``data``, key ``(name, i, j, *tail)``: ``kernel(chunk,
+    *extra)`` (``extra``: Delayed values every task gets), the chunk made inside the task
+    (:class:`_ChunkSource`), so it exists only while the kernel runs. A HighLevelGraph."""
+    shared, sources = _chunk_sources(data)
+    layer = {
+        (name, *ix, *tail): (
+            functools.partial(_run_on_chunk, source=source, kernel=kernel),
+            *source.shared,
+            *(e.key for e in extra),
+        )
+        for ix, source in sources.items()
+    }
+    return HighLevelGraph.from_collections(name, layer, dependencies=[*extra, *shared])
+
+
+def _run_on_chunk(*args, source: _ChunkSource, kernel):
+    n = len(source.shared)
+    return kernel(source(*args[:n]), *args[n:])
 
 
 def _count_events(block, dark, thresholds, *, sub_pixel, binfactor):
