@@ -36,6 +36,7 @@ py4DSTEM's converters between the two, :func:`counted_datacube_to_pointlistarray
 from __future__ import annotations
 
 import functools
+import warnings
 
 import dask
 import dask.array as da
@@ -44,11 +45,12 @@ import numpy as np
 import xarray as xr
 from dask.base import tokenize
 from dask.delayed import Delayed
-from dask.highlevelgraph import HighLevelGraph
 
 from .. import coords as cal
+from .. import faults
 from ..backend import array_module, native, native_dtype, require_cupy, to_host
 from ..checks import detector_array, flag, positive_int
+from ..chunk_sources import chunk_graph, chunk_sources, run_on_chunk
 from ..datacube import Q_DIMS, R_DIMS, calibration_attrs
 from ..events import ElectronEvents
 from ..graph import delayed_chunks, drawn_frames, frame_blocks, rebuild, single_key
@@ -119,7 +121,7 @@ def electron_count(
         dtype = np.dtype(bool) if b == 1 else np.dtype(np.uint8)
         kernel = functools.partial(_count_dense, detector=detector, out_dtype=dtype, **options)
         name = "electron_count-" + tokenize(data.name, dark.key, thresholds.key, kernel)
-        graph = _chunk_graph(data, name, kernel, [dark, thresholds], tail=(0, 0))
+        graph = chunk_graph(data, name, kernel, [dark, thresholds], tail=(0, 0))
         chunks = data.chunks[:2] + tuple((n,) for n in detector)
         counted = da.Array(graph, name, chunks, meta=np.empty((0,) * 4, dtype))
         return rebuild(
@@ -127,7 +129,7 @@ def electron_count(
         )
     kernel = functools.partial(_count_events, **options)
     name = "electron_count-events-" + tokenize(data.name, dark.key, thresholds.key, kernel)
-    graph = _chunk_graph(data, name, kernel, [dark, thresholds])
+    graph = chunk_graph(data, name, kernel, [dark, thresholds])
     counted = np.empty(data.numblocks[:2], dtype=object)
     for i, j in np.ndindex(counted.shape):
         counted[i, j] = Delayed((name, i, j), graph, layer=name)
@@ -195,7 +197,7 @@ def _thresholds(datacube, data, darkreference, n_samples, nb, nx, seed):
     dark = _dark(darkreference, datacube)
     selected, _ = drawn_frames(data, n_samples, np.random.default_rng(seed), "Nsamples")
     loader = chunk_reader_of(data)  # reads as the array does: errors named, NaN when masked
-    shared, sources = ([], {}) if loader is not None else _chunk_sources(data)
+    shared, sources = ([], {}) if loader is not None else chunk_sources(data)
     starts = [np.cumsum((0, *c)) for c in data.chunks[:2]]
     tasks = {}
     for i, j in np.ndindex(data.numblocks[:2]):
@@ -210,7 +212,7 @@ def _thresholds(datacube, data, darkreference, n_samples, nb, nx, seed):
             tasks[(i, j)] = (functools.partial(_read_frames, loader, where, data.shape[2:]),)
         else:
             pick = functools.partial(_pick_frames, local=local)
-            run = functools.partial(_run_on_chunk, source=sources[(i, j)], kernel=pick)
+            run = functools.partial(run_on_chunk, source=sources[(i, j)], kernel=pick)
             tasks[(i, j)] = (run, *sources[(i, j)].shared)
     name = "electron_count-samples-" + tokenize(data.name, selected)
     frames = delayed_chunks(name, tasks, shared, data.numblocks[:2])
@@ -251,82 +253,31 @@ def _dark(darkreference, datacube):
 # --- each chunk made inside the task that counts it -------------------------------------------
 
 
-class _ChunkSource:
-    """The tasks that make one chunk of a dask array and that no other chunk needs (its private
-    ancestry: a reader's read, the corrections applied to it), run inside the task that uses
-    the chunk, after that task's other inputs (the thresholds) are known. ``graph``: those
-    tasks; ``key``: the chunk's key; ``shared``: keys they need that other chunks need too
-    (in-memory sources, dark references, global reductions), given as values when called.
-    An object, not a task: dask hands it to the task as it is."""
-
-    def __init__(self, graph: dict, key, shared: tuple):
-        self.graph, self.key, self.shared = graph, key, shared
-
-    def __call__(self, *shared_values):
-        values = dict(zip(self.shared, shared_values, strict=True))
-        if self.key in values:  # nothing private: the chunk itself is a shared key
-            return values[self.key]
-        return dask.core.get(self.graph, [self.key], cache=values)[0]
-
-
-def _chunk_sources(data: da.Array) -> tuple[list, dict]:
-    """``(shared, {(i, j): _ChunkSource})`` for the scan chunks of ``data`` (whole frames):
-    each chunk's private tasks, and ``shared``, a collection (list of at most one) holding the
-    tasks several chunks need, which stay tasks of their own. A task is private to a chunk
-    when every task that uses it is (outputs own themselves); data kept in the graph (an
-    in-memory array, a persisted block) is never copied into a task."""
-    outputs = {(data.name, i, j, 0, 0): (i, j) for i, j in np.ndindex(data.numblocks[:2])}
-    graph = dict(data.__dask_graph__())
-    dependencies, dependents = dask.core.get_deps(graph)
-    owner: dict = {}
-    for key in reversed(dask.core.toposort(graph, dependencies=dependencies)):
-        owners = {owner[d] for d in dependents[key]} | ({outputs[key]} if key in outputs else set())
-        one = len(owners) == 1 and dask.core.istask(graph[key]) and _SHARED not in owners
-        owner[key] = owners.pop() if one else (_SHARED if owners else None)
-    private: dict = {ix: {} for ix in outputs.values()}
-    for key, who in owner.items():
-        if who is not None and who is not _SHARED:
-            private[who][key] = graph[key]
-    sources = {}
-    for key, ix in outputs.items():
-        tasks = private[ix]
-        needs = {d for k in tasks for d in dependencies[k] if owner[d] is _SHARED}
-        needs = needs if tasks else {key}
-        sources[ix] = _ChunkSource(tasks, key, tuple(sorted(needs, key=str)))
-    shared = {k: graph[k] for k, who in owner.items() if who is _SHARED}
-    if not shared:
-        return [], sources
-    layer = "electron_count-shared-" + tokenize(data.name)
-    hlg = HighLevelGraph({layer: shared}, {layer: set()})
-    return [Delayed(next(iter(shared)), hlg, layer=layer)], sources
-
-
-_SHARED = object()  # owner of a task several chunks need
-
-
-def _chunk_graph(data: da.Array, name: str, kernel, extra: list, tail: tuple = ()):
-    """One task per scan chunk of ``data``, key ``(name, i, j, *tail)``: ``kernel(chunk,
-    *extra)`` (``extra``: Delayed values every task gets), the chunk made inside the task
-    (:class:`_ChunkSource`), so it exists only while the kernel runs. A HighLevelGraph."""
-    shared, sources = _chunk_sources(data)
-    layer = {
-        (name, *ix, *tail): (
-            functools.partial(_run_on_chunk, source=source, kernel=kernel),
-            *source.shared,
-            *(e.key for e in extra),
-        )
-        for ix, source in sources.items()
-    }
-    return HighLevelGraph.from_collections(name, layer, dependencies=[*extra, *shared])
-
-
-def _run_on_chunk(*args, source: _ChunkSource, kernel):
-    n = len(source.shared)
-    return kernel(source(*args[:n]), *args[n:])
+def _without_unread_frames(block):
+    """``block`` with every frame that holds NaN (a chunk that could not be read, masked by
+    ``on_error="mask"``) set to -inf, so it counts no electrons, with a warning: counting
+    cannot mean anything there, and NaN would otherwise count every pixel."""
+    if block.dtype.kind != "f":
+        return block
+    xp = array_module(block)
+    unread = xp.isnan(block).any(axis=(-2, -1))
+    if not bool(unread.any()):
+        return block
+    warnings.warn(
+        f"electron_count: {int(unread.sum())} frames hold NaN (chunks that could not be read, "
+        "on_error='mask'): no electrons are counted there; "
+        "stem4d_dask.faults.bad_positions(datacube) gives their scan positions",
+        faults.BadChunkWarning,
+        stacklevel=2,
+    )
+    block = block.copy()
+    block[unread] = -xp.inf
+    return block
 
 
 def _count_events(block, dark, thresholds, *, sub_pixel, binfactor):
     _, mu, sigma = thresholds[4]
+    block = _without_unread_frames(block)
     return count_frames(
         block,
         dark,
@@ -339,6 +290,7 @@ def _count_events(block, dark, thresholds, *, sub_pixel, binfactor):
 
 
 def _count_dense(block, dark, thresholds, *, detector, out_dtype, sub_pixel, binfactor):
+    block = _without_unread_frames(block)
     events = count_frames(block, dark, thresholds[0], thresholds[1], sub_pixel=False)
     dense = events_to_dense(events, block.shape[2:], np.bool_ if binfactor == 1 else np.uint8)
     if binfactor == 1:

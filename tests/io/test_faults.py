@@ -409,3 +409,24 @@ def test_command_line_masks_on_request(store, tmp_path, capsys):
     code = main(["convert", str(path), str(tmp_path / "masked.zarr"), "--on-error", "mask"])
     assert code == 0
     assert_nan_exactly_at(s4.read(tmp_path / "masked.zarr").values, cube, rows(8, 12))
+
+
+def test_counting_a_masked_scan_counts_nothing_at_the_bad_chunk(tmp_path):
+    from stem4d_dask.preprocess.electroncount import electron_count
+    from stem4d_dask.synthetic_counting import counting_scan
+
+    scan = counting_scan((8, 8), (32, 32), seed=1, chunks=(2, 8))
+    path = s4.to_zarr(scan.datacube, tmp_path / "c.zarr", progress=False)
+    clean = electron_count(s4.read(path), darkreference=scan.dark, Nsamples=20, seed=0)
+    clean_counts = np.asarray(clean.counts().compute())
+    corrupt_shard(path / "datacube/c/1/0/0/0", "chunk")
+    masked = s4.read(path, on_error="mask")
+    with pytest.warns(BadChunkWarning, match="16 frames hold NaN"):
+        counts = np.asarray(
+            electron_count(masked, darkreference=scan.dark, Nsamples=20, seed=0).counts().compute()
+        )
+    bad = faults.bad_positions(masked)
+    assert bad[2:4].all() and bad.sum() == 16
+    assert (counts[bad] == 0).all()
+    assert (counts[~bad] > 0).all()  # ~10 electrons a frame elsewhere, not 1024 (every pixel)
+    assert np.abs(counts[~bad] - clean_counts[~bad]).max() <= 2  # thresholds from fewer frames
