@@ -30,6 +30,7 @@ import zarr
 
 from .io import detect, read, to_h5, to_zarr
 from .io.storage import completed_at, compressor_codecs, partial_path
+from .io.zarr_store import is_url
 from .steps import parse_steps, provenance_record, run_steps
 
 H5_SUFFIXES = (".h5", ".hdf5", ".emd")
@@ -193,7 +194,7 @@ def convert_file(
             if value not in (None, False):
                 raise ValueError(f"{name}: applies to zarr output only, not {output.suffix} files")
     _store_settings(compressor, clevel)
-    if _is_local(path) and output.resolve() == Path(path).resolve():
+    if not is_url(os.fspath(path)) and output.resolve() == Path(path).resolve():
         raise ValueError(f"output: {output} is the input itself")
     dc = read(path, **read_options)
     source = source_info(path, dc, read_options)
@@ -280,7 +281,7 @@ def expand_inputs(inputs) -> list[tuple[str, str | None]]:
     entries: dict[str, str | None] = {}
     for item in inputs:
         text = os.fspath(item)
-        if _is_local(text) and any(c in text for c in GLOB_CHARACTERS):
+        if not is_url(text) and any(c in text for c in GLOB_CHARACTERS):
             matches = sorted(glob.glob(text))
             for match in matches:
                 entries.setdefault(match, None)
@@ -299,10 +300,6 @@ def output_name(path, events: bool = False) -> str:
     name = Path(str(path).rstrip("/")).name
     stem = Path(name).stem or name
     return stem + (".events.zarr" if events else ".zarr")
-
-
-def _is_local(path) -> bool:
-    return "://" not in os.fspath(path)
 
 
 def disk_usage(path) -> tuple[int, int]:
@@ -333,7 +330,7 @@ def source_info(path, datacube=None, read_options: dict | None = None) -> dict:
     summed), ``mtime`` (ISO 8601, UTC) and ``mtime_ns`` (the latest file's), ``format``, the
     ``read_options`` (JSON values), and ``provenance`` when ``datacube`` carries one."""
     info: dict = {"path": os.fspath(path)}
-    if _is_local(path):
+    if not is_url(os.fspath(path)):
         size, mtime_ns = disk_usage(path)
         stamp = datetime.fromtimestamp(mtime_ns / 1e9, tz=UTC).isoformat(timespec="seconds")
         info = {"path": str(Path(path).resolve()), "size": size, "mtime": stamp}

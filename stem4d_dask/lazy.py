@@ -12,7 +12,6 @@ import operator
 import os
 import uuid
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import dask.array as da
@@ -55,13 +54,6 @@ def block_reader(loader, shape, dtype, name: str) -> faults.ChunkReader:
     ``loader()``, a loader made for that block alone (:func:`stem4d_dask.io.frames.block_array`):
     called with the block's slices, it names them when the loader fails."""
     return faults.chunk_reader(loader, shape, dtype, name, positional=False)
-
-
-def loader_of(array: object) -> Callable[[tuple], np.ndarray] | None:
-    """The reader's loader of a dask array made by :func:`lazy_from_loader` and not changed
-    since (same name, so same chunks and values), else None."""
-    reader = chunk_reader_of(array)
-    return None if reader is None else reader.loader
 
 
 def chunk_reader_of(array: object) -> faults.ChunkReader | None:

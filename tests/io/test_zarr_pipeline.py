@@ -22,7 +22,7 @@ import stem4d_dask as s4
 from stem4d_dask.io import zarr_pipeline
 from stem4d_dask.io.zarr_shards import ShardCodec
 from stem4d_dask.io.zarr_store import ZarrBlockLoader
-from stem4d_dask.lazy import loader_of
+from stem4d_dask.lazy import chunk_reader_of
 from stem4d_dask.phase import center_of_mass
 
 CHOICES = ("fast", "zarrs", "default")
@@ -527,6 +527,12 @@ def test_effective_pipeline_for_byte_order_and_after_fork(monkeypatch):
     assert [w.category for w in caught] == [RuntimeWarning]
     assert "forked" in str(caught[0].message)
     assert zarr_pipeline.settings("zarrs") == {"codec_pipeline.path": zarr_pipeline.ZARRS}
+
+
+def loader_of(array):
+    """The reader's loader of a dask array straight from a reader, else None."""
+    reader = chunk_reader_of(array)
+    return None if reader is None else reader.loader
 
 
 def test_urls_name_what_is_missing(memory_store):
