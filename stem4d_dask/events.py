@@ -24,33 +24,49 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
 from dask.base import tokenize
-from dask.delayed import Delayed
 
 from . import datacube as dcm
-from .checks import checked_calibration_attrs, flag
-from .coords import coord, coord_values
-from .datacube import R_DIMS, axis_coord, calibration_attrs
+from .checks import flag
+from .csr_frames import CSRFrames
+from .datacube import calibration_attrs
 from .events_results import EventResults, located
-from .graph import chunk_location, delayed_chunks, frame_blocks, object_grid
+from .graph import chunk_location, delayed_chunks, frame_blocks
 from .io.events_store import block_spec, read_events, write_events
 from .kernels import events as kev
 from .kernels.counting import EventBlock
-from .progress import compute as _compute
 
 __all__ = ["ElectronEvents"]
 
 
-class ElectronEvents(EventResults):
+class EventKind:
+    """What a block of :class:`ElectronEvents` is: an
+    :class:`~stem4d_dask.kernels.counting.EventBlock` (checked by
+    :func:`stem4d_dask.kernels.events.check_block` against :func:`block_spec`'s keywords)."""
+
+    check = staticmethod(kev.check_block)
+
+    @staticmethod
+    def split(block) -> tuple:
+        return block.indptr, {"qx": block.qx, "qy": block.qy}
+
+    @staticmethod
+    def make(indptr, fields, **spec) -> EventBlock:
+        block = EventBlock(indptr, fields["qx"], fields["qy"], tuple(spec["scan_shape"]))
+        return kev.check_block(block, **spec)
+
+
+class ElectronEvents(EventResults, CSRFrames):
     """Electron events of a scan, CSR per scan chunk (see the module docstring).
 
     Build with :meth:`from_blocks`, :meth:`from_datacube`, :meth:`from_zarr` or
-    ``electron_count(..., output='pointlist')``. Attributes: ``blocks`` (object array
-    ``numblocks``: ``dask.delayed`` EventBlocks or EventBlocks), ``scan_shape`` ``(Rx, Ry)``,
+    ``electron_count(..., output='pointlist')``. ``events[rx, ry]`` gives that frame's events
+    (a structured array with fields ``qx``, ``qy``), ``events[a:b, c:d]`` / ``isel`` the events
+    of a scan region, lazily (:class:`~stem4d_dask.csr_frames.CSRFrames`). Attributes:
+    ``blocks`` (object array ``numblocks``: ``dask.delayed`` EventBlocks or EventBlocks), ``scan_shape`` ``(Rx, Ry)``,
     ``scan_chunks`` (dask-style), ``detector_shape`` ``(Qx, Qy)``, ``subpixel`` (float32
     positions), ``attrs`` (``r_pixel_size``, ``r_units``, ``q_pixel_size``, ``q_units``,
     ``energy`` in eV when known).
@@ -67,14 +83,13 @@ class ElectronEvents(EventResults):
         coords=None,
         _n_events=None,
     ):
-        self._scan_chunks = kev.check_scan_chunks(scan_chunks)
         self._detector_shape = kev.check_detector_shape(detector_shape)
         self._subpixel = flag(subpixel, "subpixel")
-        self._attrs = checked_calibration_attrs(attrs)
-        self._coord_map = self._check_coords(coords)
-        self._blocks = self._check_blocks(blocks)
-        self._n_events = _n_events
-        self._handle_cache = None
+        position = kev.position_dtype(self._subpixel)
+        self._spec_fields = {"qx": position, "qy": position}
+        self._setup(blocks, scan_chunks, attrs, coords, _n_events)
+
+    _kind = EventKind
 
     # --- construction --------------------------------------------------------------------
 
@@ -147,23 +162,6 @@ class ElectronEvents(EventResults):
     # --- description ---------------------------------------------------------------------
 
     @property
-    def blocks(self) -> np.ndarray:
-        """2D object array (one per scan chunk) of delayed EventBlocks or EventBlocks."""
-        return self._blocks.copy()
-
-    @property
-    def scan_shape(self) -> tuple:
-        return tuple(sum(c) for c in self._scan_chunks)
-
-    @property
-    def scan_chunks(self) -> tuple:
-        return self._scan_chunks
-
-    @property
-    def numblocks(self) -> tuple:
-        return tuple(len(c) for c in self._scan_chunks)
-
-    @property
     def detector_shape(self) -> tuple:
         return self._detector_shape
 
@@ -177,23 +175,10 @@ class ElectronEvents(EventResults):
         return kev.position_dtype(self._subpixel)
 
     @property
-    def attrs(self) -> dict:
-        return dict(self._attrs)
-
-    @property
-    def is_computed(self) -> bool:
-        """True when every block is a materialised EventBlock."""
-        return all(isinstance(b, EventBlock) for b in self._blocks.flat)
-
-    @property
     def n_events(self):
         """Number of events: an int when known (computed blocks, or read from a store's
         metadata), else a lazy 0-d int64 dask array (``int(...)`` computes it)."""
-        if self._n_events is not None:
-            return self._n_events
-        if self.is_computed:
-            return int(sum(b.indptr[-1] for b in self._blocks.flat))
-        return self.counts().data.sum()
+        return self.n_items
 
     def __repr__(self):
         n = self.n_events
@@ -204,20 +189,6 @@ class ElectronEvents(EventResults):
             f"<ElectronEvents: scan {self.scan_shape} in {n1} x {n2} chunks, detector "
             f"{self._detector_shape}, {kind} positions, {events}; {cal}>"
         )
-
-    # --- materialising -------------------------------------------------------------------
-
-    def compute(self, progress=False) -> ElectronEvents:
-        """A new ElectronEvents with every block computed to an EventBlock (one compute call
-        over all chunks; ``progress`` shows a bar)."""
-        results = _compute(*self._handles().flat, progress=progress)
-        return self._like(object_grid(results, self.numblocks))
-
-    def persist(self) -> ElectronEvents:
-        """A new ElectronEvents whose blocks are materialised (``dask.persist``, one call): in
-        memory with the local schedulers, on the workers with a ``distributed`` client; the
-        blocks stay ``dask.delayed`` handles on them."""
-        return self._like(object_grid(dask.persist(*self._handles().flat), self.numblocks))
 
     # --- storage -------------------------------------------------------------------------
 
@@ -241,79 +212,22 @@ class ElectronEvents(EventResults):
 
     # --- internals -----------------------------------------------------------------------
 
-    def _like(self, blocks):
+    def _rebuilt(self, blocks, scan_chunks, coords, n_items):
         return type(self)(
             blocks,
-            self._scan_chunks,
+            scan_chunks,
             self._detector_shape,
             self._subpixel,
             self._attrs,
-            coords=self._coord_map,
-            _n_events=self._n_events,
+            coords=coords,
+            _n_events=n_items,
         )
 
-    def _check_coords(self, coords) -> dict:
-        """``{dim: coord DataArray}`` of the given coords, checked against the shapes."""
-        out = {}
-        sizes = dict(zip(dcm.DIMS, self.scan_shape + self._detector_shape, strict=True))
-        for d, c in (coords or {}).items():
-            if d not in sizes:
-                raise ValueError(f"coords: unknown dim {d!r}; expected {dcm.DIMS}")
-            values = coord_values(getattr(c, "values", c), d, "coords")
-            if values.size != sizes[d]:
-                raise ValueError(f"coords: {d} has {values.size} values for {sizes[d]} pixels")
-            out[d] = coord(values, d, getattr(c, "attrs", {}).get("units", "pixels"))
-        return out
-
-    def _check_blocks(self, blocks):
-        if isinstance(blocks, EventBlock) or not hasattr(blocks, "__len__"):
-            raise ValueError(f"blocks must be a 2D array of blocks, got {type(blocks).__name__}")
-        rows = [list(row) for row in blocks]
-        if len({len(row) for row in rows}) > 1:
-            raise ValueError("blocks: rows of different lengths")
-        shape = (len(rows), len(rows[0]) if rows else 0)
-        if shape != self.numblocks:
-            raise ValueError(
-                f"blocks must have shape {self.numblocks} (one per scan chunk of "
-                f"scan_chunks), got {shape}"
-            )
-        out = object_grid([b for row in rows for b in row], shape)
-        for (i, j), b in np.ndenumerate(out):
-            if isinstance(b, tuple) and not dask.is_dask_collection(b):
-                out[i, j] = kev.check_block(b, **self._spec(i, j))
-            elif not isinstance(b, Delayed):
-                raise ValueError(
-                    f"blocks[{i}, {j}] must be a dask.delayed EventBlock or an "
-                    f"EventBlock, got {type(b).__name__}"
-                )
-        return out
+    def _detector_sizes(self) -> tuple:
+        return self._detector_shape
 
     def _spec(self, i, j) -> dict:
         return block_spec(self._scan_chunks, self._detector_shape, self._subpixel, (i, j))
-
-    def _handles(self) -> np.ndarray:
-        """The blocks as dask.delayed values (computed ones wrapped as graph literals)."""
-        if self._handle_cache is None:
-            self._handle_cache = object_grid(
-                [
-                    b if isinstance(b, Delayed) else dask.delayed(b, traverse=False)
-                    for b in self._blocks.flat
-                ],
-                self.numblocks,
-            )
-        return self._handle_cache
-
-    def _coords(self, dims) -> dict:
-        """The coords of ``dims``: the ones given (the counted datacube's), else made from the
-        calibration attrs (origin 0)."""
-        space = "r" if dims == R_DIMS else "q"
-        shape = self.scan_shape if space == "r" else self._detector_shape
-        size = self._attrs.get(f"{space}_pixel_size", 1.0)
-        units = self._attrs.get(f"{space}_units", "pixels")
-        return {
-            d: self._coord_map.get(d, axis_coord(n, size, units, d))
-            for d, n in zip(dims, shape, strict=True)
-        }
 
 
 def _as_counted_datacube(obj) -> xr.DataArray:

@@ -12,22 +12,20 @@ from __future__ import annotations
 
 import functools
 
-import dask.array as da
 import numpy as np
 import xarray as xr
 
 from . import datacube as dcm
 from .checks import detector_weights
 from .datacube import Q_DIMS, R_DIMS, calibration_attrs
-from .graph import map_chunk_values
 from .kernels import events as kev
 from .phase.com import com_dataset
 
 
 class EventResults:
     """Lazy results of :class:`~stem4d_dask.events.ElectronEvents` (a mixin: it uses the
-    events' ``_detector_shape``, ``_attrs``, ``_scan_chunks``, ``numblocks``, ``_handles()``,
-    ``_spec(i, j)`` and ``_coords(dims)``)."""
+    events' ``_detector_shape``, ``_attrs``, ``_coords(dims)``, and ``_block_array`` /
+    ``_image`` of :class:`~stem4d_dask.csr_frames.CSRFrames`)."""
 
     def to_datacube(self, dtype=None) -> xr.DataArray:
         """Lazy dense datacube ``(Rx, Ry, Qx, Qy)``, chunked like the scan, with the
@@ -100,40 +98,10 @@ class EventResults:
 
     # --- internals -----------------------------------------------------------------------
 
-    def _block_array(self, kernel, name, tail, dtype, *args, per_block=False) -> da.Array:
-        """Dask array with one task per scan chunk: ``kernel(block, *args)`` after checking the
-        block. Chunks: the scan's plus ``tail`` (whole), or with ``per_block`` one ``(1, 1,
-        *tail)`` partial per chunk. ``args`` (masks) become one shared graph key each."""
-        scan = tuple((1,) * n for n in self.numblocks) if per_block else self._scan_chunks
-        return map_chunk_values(
-            functools.partial(_run_block, kernel, per_block=per_block),
-            self._handles(),
-            *args,
-            name=name,
-            dtype=dtype,
-            chunks=scan + tuple((int(n),) for n in tail),
-            keywords=lambda index: self._spec(*index),
-        )
-
     def _check_mask(self, mask) -> np.ndarray:
         """A ``(Qx, Qy)`` mask as numpy; a DataArray is aligned by dim name and coords."""
         frame = xr.Dataset(coords=self._coords(Q_DIMS))
         return detector_weights(mask, frame, "mask", self._detector_shape)
-
-    def _image(self, data, name, units=None) -> xr.DataArray:
-        """``(Rx, Ry)`` dask array ``data`` as a DataArray with the scan coords and calibration
-        (``units``: the values' units, when they have one)."""
-        attrs = {**calibration_attrs(self._attrs, ("r",)), **({"units": units} if units else {})}
-        return xr.DataArray(data, dims=R_DIMS, coords=self._coords(R_DIMS), name=name, attrs=attrs)
-
-
-def _run_block(kernel, block, *args, scan_shape, detector_shape, subpixel, where, per_block=False):
-    """``kernel(block, *args)`` on one scan chunk's block, checked first against the chunk's
-    spec (:func:`stem4d_dask.io.events_store.block_spec`); ``per_block``: the result with two
-    leading length-1 axes (one partial per chunk)."""
-    block = kev.check_block(block, scan_shape, detector_shape, subpixel, where)
-    out = located(kernel, block, *args, where=where)
-    return out[None, None] if per_block else out
 
 
 def located(func, *args, where, **kwargs):
