@@ -8,7 +8,10 @@ from . import accessor as _accessor  # noqa: F401  (registers .stem4d)
 from .calibration import electron_wavelength_angstrom, inv_angstrom_to_mrad, mrad_to_inv_angstrom
 from .convert import convert, read_provenance
 from .datacube import DIMS, as_datacube, describe, from_array, with_calibration, with_q_units
+from .frame_functions import FrameFunctionError, map_frames, reduce_frames
 from .io import read, read_npy, read_raw, to_h5, to_zarr, write
+from .peaks import BraggPeaks, find_peaks
+from .ragged import RaggedFrames
 from .steps import apply_steps
 
 __version__ = "0.1.0"
@@ -30,6 +33,12 @@ __all__ = [
     "convert",
     "read_provenance",
     "apply_steps",
+    "map_frames",
+    "reduce_frames",
+    "FrameFunctionError",
+    "RaggedFrames",
+    "find_peaks",
+    "BraggPeaks",
     "electron_wavelength_angstrom",
     "mrad_to_inv_angstrom",
     "inv_angstrom_to_mrad",

@@ -15,7 +15,9 @@ import xarray as xr
 
 from . import datacube as _dc
 from . import device as _device
+from . import frame_functions as _frames
 from . import io as _io
+from . import peaks as _peaks
 from . import virtual as _virtual
 from .phase import com as _com
 from .phase import dpc as _dpc
@@ -64,6 +66,10 @@ METHODS = {
     "segmented_com": _segmented.segmented_com,
     "monolithic_com": _segmented.monolithic_com,
     "DPC": _dpc.DPC,
+    # your own per-frame functions, Bragg peaks
+    "map_frames": _frames.map_frames,
+    "reduce_frames": _frames.reduce_frames,
+    "find_peaks": _peaks.find_peaks,
     # devices: chunks to the GPU (cupy) and back (numpy)
     "to_device": _device.to_device,
     "to_host": _device.to_host,

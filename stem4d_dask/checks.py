@@ -98,14 +98,20 @@ def real_pair(value: npt.ArrayLike, name: str) -> tuple[float, float]:
     return (real(values[0], name), real(values[1], name))
 
 
-def check_dtype(dtype: npt.DTypeLike, parameter: str) -> np.dtype:
-    """``dtype`` if it holds real numbers or booleans; else ``TypeError`` naming it."""
+def check_dtype(dtype: npt.DTypeLike, parameter: str, complex_ok: bool = False) -> np.dtype:
+    """``dtype`` if it holds real numbers or booleans (or complex ones, with ``complex_ok``);
+    else ``TypeError`` naming it."""
     dtype = np.dtype(dtype)
-    if dtype.kind not in "biuf":
-        hint = " (take .real, .imag or abs() first)" if dtype.kind == "c" else ""
+    if dtype.kind == "c" and not complex_ok:
         raise TypeError(
-            f"{parameter}: dtype {dtype} is not supported; a datacube holds real "
-            f"numbers or booleans{hint}"
+            f"{parameter}: dtype {dtype} is not supported here: this operation means nothing "
+            "for complex numbers and needs real numbers or booleans (take .real, .imag or "
+            "abs() first)"
+        )
+    if dtype.kind not in "biufc":
+        raise TypeError(
+            f"{parameter}: dtype {dtype} is not supported; a datacube holds real numbers, "
+            "booleans or (for the operations that mean something for them) complex numbers"
         )
     return dtype
 

@@ -126,7 +126,7 @@ def from_array(
         raise ValueError(f"data must be 4D (Rx, Ry, Qx, Qy), got shape {tuple(arr.shape)}")
     if 0 in arr.shape:
         raise ValueError(f"data must not have an empty axis, got shape {tuple(arr.shape)}")
-    check_dtype(arr.dtype, "data")
+    check_dtype(arr.dtype, "data", complex_ok=True)
     out_attrs = {k: v for k, v in dict(attrs or {}).items() if k not in DERIVED_KEYS}
     coords = {}
     for space, size, unit, origin in (
@@ -193,7 +193,7 @@ def with_calibration(dc: xr.DataArray, **changes: Any) -> xr.DataArray:
     unknown = set(changes) - allowed
     if unknown:
         raise TypeError(f"with_calibration: unknown parameters {sorted(unknown)}")
-    dc = check_datacube(dc)
+    dc = check_datacube(dc, complex_ok=True)
     coords = {d: dc.coords[d] for d in DIMS}
     for space, dims in SPACES.items():
         new = {k: changes[k] for k in (f"{space}_pixel_size", f"{space}_units") if k in changes}
@@ -223,12 +223,16 @@ def with_calibration(dc: xr.DataArray, **changes: Any) -> xr.DataArray:
     return assemble(dc.data, coords, attrs)
 
 
-def check_datacube(dc: object, *, parameter: str = "datacube") -> xr.DataArray:
+def check_datacube(
+    dc: object, *, parameter: str = "datacube", complex_ok: bool = False
+) -> xr.DataArray:
     """Check a datacube and return it ready for an operation; ``TypeError``/``ValueError``
     naming ``parameter`` when it is not one.
 
     Accepts any DataArray with the four dims ``(Rx, Ry, Qx, Qy)`` in any order and real or
-    boolean data. Returns a new DataArray (the input is untouched) with the dims in that order,
+    boolean data (complex too with ``complex_ok``: for the operations that mean something for
+    complex numbers, such as user functions and crops). Returns a new DataArray (the input is
+    untouched) with the dims in that order,
     the four coords checked (numbers, finite, units allowed in their space and equal on both
     axes; missing coords are made from the attrs, or in pixels) and the calibration attrs
     derived from the coords. Attrs that disagree with the coords (after ``isel``/``sel``, which
@@ -242,7 +246,7 @@ def check_datacube(dc: object, *, parameter: str = "datacube") -> xr.DataArray:
         )
     if set(dc.dims) != set(DIMS) or dc.ndim != 4:
         raise ValueError(f"{parameter} must have dims {DIMS} (in any order), got {dc.dims}")
-    check_dtype(dc.dtype, parameter)
+    check_dtype(dc.dtype, parameter, complex_ok=complex_ok)
     if dc.dims != DIMS:
         dc = dc.transpose(*DIMS)
     elif is_checked(dc) and _energy_ok(dc.attrs):
@@ -315,7 +319,7 @@ def as_datacube(obj: xr.DataArray | xr.Dataset, *, name: Hashable | None = None)
         obj = pick_variable(obj, name)
     if not isinstance(obj, xr.DataArray) or set(obj.dims) != set(DIMS):
         raise ValueError(f"expected a DataArray with dims {DIMS}, got {getattr(obj, 'dims', obj)}")
-    dc = check_datacube(obj, parameter="obj")
+    dc = check_datacube(obj, parameter="obj", complex_ok=True)
     if not isinstance(dc.data, da.Array):
         dc = dc.copy(data=_to_dask(dc.data, "auto"))
     return dc
@@ -343,7 +347,7 @@ def with_q_units(dc: xr.DataArray, units: str) -> xr.DataArray:
     """Re-express the detector coords in ``units`` (``"mrad"`` <-> ``"A^-1"``, a linear map at
     ``attrs["energy"]``, eV): every Qx, Qy coordinate is scaled, the origin included. Pixel
     data are untouched."""
-    dc = check_datacube(dc)
+    dc = check_datacube(dc, complex_ok=True)
     own = dc.coords["Qx"].attrs["units"]
     target = canonical_units(units, parameter="units", allowed=UNITS["q"])
     factor = convert_q_pixel_size(1.0, own, target, dc.attrs.get("energy"))
@@ -359,7 +363,7 @@ def describe(dc: xr.DataArray) -> dict[str, Any]:
     ``r_pixel_size``/``q_pixel_size`` are None when the coords define none (irregular or
     non-square: ``r_grid``/``q_grid`` say why); ``r_origin``/``q_origin`` are the coordinates
     of the first pixel."""
-    dc = check_datacube(dc, parameter="dc")
+    dc = check_datacube(dc, parameter="dc", complex_ok=True)
     data = dc.data if isinstance(dc.data, da.Array) else da.from_array(dc.data)
     chunk = tuple(c[0] for c in data.chunks)
     out = {

@@ -58,15 +58,18 @@ def whole_frames(data: da.Array) -> da.Array:
     return data.rechunk(normalize_chunks("auto", data.shape, data.dtype))
 
 
-def frame_blocks(datacube: object, parameter: str = "datacube") -> tuple[xr.DataArray, da.Array]:
+def frame_blocks(
+    datacube: object, parameter: str = "datacube", complex_ok: bool = False
+) -> tuple[xr.DataArray, da.Array]:
     """``(checked datacube, dask array)``: the datacube as :func:`check_datacube` returns it
     (dims in order, calibration from the coords), and its data with each chunk holding whole
-    frames. An operation uses both, never its raw argument.
+    frames. An operation uses both, never its raw argument. ``complex_ok``: accept complex data
+    (operations that mean something for it: user functions, crops); others refuse it.
 
     A datacube whose detector axes are split (only possible when built by hand) is rechunked
     along Qx, Qy with a warning; the scan chunks are kept.
     """
-    datacube = check_datacube(datacube, parameter=parameter)
+    datacube = check_datacube(datacube, parameter=parameter, complex_ok=complex_ok)
     data = datacube.data
     if not isinstance(data, da.Array):
         data = da.from_array(
@@ -170,6 +173,52 @@ def _mapped_where_read(
     graph = HighLevelGraph.from_collections(out, layer, dependencies=list[Any](detector))
     chunks = (*data.chunks[:2], *((n,) for n in out_sizes))
     return da.Array(graph, out, chunks, meta=meta(data._meta, 2 + len(out_sizes), dtype))
+
+
+def chunk_layer(
+    name: str,
+    data: da.Array,
+    task: Callable[..., Any],
+    per_position: Sequence[da.Array] = (),
+    shared: Sequence[Any] = (),
+    tail: int = 0,
+) -> HighLevelGraph:
+    """One graph layer ``name`` with one task per scan chunk of ``data`` (whole frames): key
+    ``(name, i, j, *(0,) * tail)`` (``tail``: the result's own axes, when it is the block of a
+    dask array) runs ``task(block, *position_blocks, *shared_values, origin=(r0, c0))``.
+
+    ``block`` is the chunk, read inside the task when ``data`` comes straight from a reader
+    (:func:`stem4d_dask.lazy.chunk_reader_of`), else dask's block of ``data``;
+    ``per_position``: dask arrays ``(Rx, Ry, ...)`` chunked like ``data``'s scan, whole along
+    their other axes (each task gets its block); ``shared``: ``Delayed`` values every task gets
+    whole (one graph key each); ``origin``: the chunk's first scan position."""
+    loader = chunk_reader_of(data)
+    starts = [np.cumsum((0, *c)) for c in data.chunks[:2]]
+    layer: dict[Any, Any] = {}
+    for i, j in np.ndindex(data.numblocks[:2]):
+        rows = slice(starts[0][i], starts[0][i + 1]), slice(starts[1][j], starts[1][j + 1])
+        source = (*rows, slice(None), slice(None)) if loader else (data.name, i, j, 0, 0)
+        call = functools.partial(
+            _chunk_call, task, loader, origin=(int(starts[0][i]), int(starts[1][j]))
+        )
+        layer[(name, i, j, *(0,) * tail)] = (
+            call,
+            source,
+            *[(p.name, i, j, *(0,) * (p.ndim - 2)) for p in per_position],
+            *[s.key for s in shared],
+        )
+    dependencies = [*([] if loader else [data]), *per_position, *shared]
+    return HighLevelGraph.from_collections(name, layer, dependencies=dependencies)
+
+
+def _chunk_call(
+    task: Callable[..., Any],
+    loader: Callable[[tuple], Array] | None,
+    source: Any,
+    *args: Any,
+    origin: tuple[int, int],
+) -> Any:
+    return task(loader(source) if loader else source, *args, origin=origin)
 
 
 def _read_and_map(

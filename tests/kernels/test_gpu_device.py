@@ -18,6 +18,7 @@ import threading
 import weakref
 
 import dask
+from dask.delayed import Delayed
 import numpy as np
 import pytest
 import xarray as xr
@@ -29,6 +30,7 @@ from stem4d_dask.accessor import METHODS
 from stem4d_dask.backend import to_gpu
 from stem4d_dask.detectors import annular_segmented_detectors, circle_mask
 from stem4d_dask.events import ElectronEvents
+from stem4d_dask.ragged import RaggedFrames
 from stem4d_dask.kernels import cuda_launch
 from stem4d_dask.synthetic_counting import counting_scan
 
@@ -191,6 +193,25 @@ def _dpc(d):
     return (*(getattr(dpc, f) for f in fields), rotation)
 
 
+def _frame_summary(frame):
+    """Several outputs of one frame (cupy in, cupy out)."""
+    return {"total": frame.sum(), "profile": frame.max(axis=0)}
+
+
+def _bright_pixels(frame):
+    """A ragged output: the pixels above the frame's mean."""
+    xs, ys = (frame > frame.mean()).nonzero()
+    return {"qx": xs, "qy": ys}
+
+
+def _frame_max(frame):
+    return frame
+
+
+def _pair_max(a, b):
+    return a * (a >= b) + b * (b > a)
+
+
 def _written(d, suffix, **options):
     """``d`` written (to_zarr or to_h5, a file per device in the working directory) and read
     back."""
@@ -256,6 +277,10 @@ OPS = {
     ),
     "get_bksbtr_DP": (lambda d: d.stem4d.get_bksbtr_DP(DARK, 1, 2), 0),
     "DPC": (_dpc, 0),
+    "map_frames": (lambda d: d.stem4d.map_frames(_frame_summary), 0),
+    "map_frames_ragged": (lambda d: d.stem4d.map_frames(_bright_pixels, ragged=True), 0),
+    "reduce_frames": (lambda d: d.stem4d.reduce_frames(_frame_max, _pair_max), 0),
+    "find_peaks": (lambda d: d.stem4d.find_peaks(maxNumPeaks=None), 1e-12),
     "to_zarr": (lambda d: _written(d, "zarr", overwrite=True, progress=False), 0),
     "to_h5": (lambda d: _written(d, "h5", progress=False), 0),
 }
@@ -276,6 +301,13 @@ def _values(result) -> list[np.ndarray]:
     if isinstance(result, ElectronEvents):
         blocks = result.compute().blocks.flat
         return [np.asarray(getattr(b, f)) for b in blocks for f in ("indptr", "qx", "qy")]
+    if isinstance(result, RaggedFrames):
+        blocks = result.compute().blocks.flat
+        return [a for b in blocks for a in (b.indptr, *b.fields.values())]
+    if isinstance(result, Delayed):
+        from stem4d_dask.backend import to_host
+
+        return [to_host(result.compute())]
     if isinstance(result, tuple):
         return [v for part in result for v in _values(part)]
     if isinstance(result, np.ndarray):

@@ -204,7 +204,7 @@ def test_from_array_refuses_units_of_the_other_space(kw, match):
         s4.from_array(np.zeros((2, 2, 4, 4)), **kw)
 
 
-@pytest.mark.parametrize("dtype", [complex, "U2", object, "M8[s]"])
+@pytest.mark.parametrize("dtype", ["U2", object, "M8[s]"])
 def test_from_array_refuses_data_that_are_not_real_numbers(dtype):
     with pytest.raises(TypeError, match=r"data: dtype .* is not supported"):
         s4.from_array(np.zeros((2, 2, 4, 4), dtype=dtype))
