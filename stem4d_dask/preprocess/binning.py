@@ -153,8 +153,8 @@ def thin_data_real(datacube, thinning_factor):
     """Keep every ``t``-th scan position along both scan axes, starting at 0:
     ``out[i, j] = datacube[i * t, j * t]`` for ``i < Rx // t``, ``j < Ry // t``.
     The coords are the kept positions' (``r_pixel_size`` x ``t``); the dtype is kept. One
-    slicing task per chunk."""
-    datacube, data = frame_blocks(datacube)
+    slicing task per chunk. Complex datacubes are thinned too."""
+    datacube, data = frame_blocks(datacube, complex_ok=True)
     t = _factor(thinning_factor, "thinning_factor", data.shape[:2], "scan")
     if t == 1:
         return datacube

@@ -57,6 +57,7 @@ from ..graph import delayed_chunks, drawn_frames, frame_blocks, rebuild, single_
 from ..kernels.binning import bin_frames
 from ..kernels.counting import count_frames, events_to_dense, fit_thresholds, pooled_values
 from ..lazy import chunk_reader_of
+from .utils import bin2D, get_maxima_2D  # noqa: F401  (py4DSTEM's module offers them too)
 
 OUTPUTS = ("pointlist", "datacube")
 CENTROID_FLOOR_NSIGMA = 1.5  # sub-pixel centroids weigh w - (mu + 1.5 sigma): noise stays out

@@ -1,5 +1,7 @@
 """Bad detector pixels: ``filter_hot_pixels`` and ``median_filter_masked_pixels`` (py4DSTEM
-names and parameters), lazy, one task per chunk after (for hot pixels) one mean-pattern pass.
+names and parameters), lazy, one task per chunk after (for hot pixels) one mean-pattern pass;
+``median_filter_masked_pixels_2D``, the same repair of one 2D frame (numpy, cupy, dask or a
+``(Qx, Qy)`` DataArray), which returns a new array where py4DSTEM repairs its input in place.
 
 Differences from py4DSTEM 0.14.18 (which repairs in place, pixel after pixel):
 
@@ -19,10 +21,13 @@ Differences from py4DSTEM 0.14.18 (which repairs in place, pixel after pixel):
 from __future__ import annotations
 
 import dask
+import dask.array as da
 import numpy as np
 import xarray as xr
 
-from ..checks import checked_int, detector_array, positive_int
+from ..backend import to_host
+from ..checks import checked_array, checked_int, detector_array, positive_int
+from ..coords import align
 from ..datacube import Q_DIMS
 from ..graph import frame_blocks, rebuild, single_key
 from ..kernels.pixels import CROSS_OFFSETS, hot_pixel_mask, repair_pixels, repair_plan
@@ -60,14 +65,89 @@ def median_filter_masked_pixels(datacube, mask, kernel_width: int = 3):
     of the unmasked pixels in the ``kernel_width`` square around them (widened until it holds
     one). Lazy, dtype kept."""
     datacube, data = frame_blocks(datacube)
-    shape = data.shape[2:]
-    width = positive_int(kernel_width, "kernel_width")
-    if width > min(shape):
-        raise ValueError(
-            f"kernel_width {width} is larger than the detector {shape[0]} x {shape[1]}"
-        )
+    width = _width(kernel_width, data.shape[2:], "the detector")
     mask = detector_array(mask, datacube, "mask", kinds="biu").astype(bool)
     return _repair(datacube, data, mask, width // 2, "median_filter_masked_pixels")
+
+
+def median_filter_masked_pixels_2D(array, mask, kernel_width: int = 3):
+    """Replace the pixels of the 2D frame ``array`` ``(Qx, Qy)`` where ``mask`` (bool or int,
+    same shape) is True by the median of the unmasked pixels in the ``kernel_width``-pixel square
+    around them (widened until it holds one): the repair of :func:`median_filter_masked_pixels`
+    on one frame, with its differences from py4DSTEM (listed above).
+
+    ``array``: numpy or cupy (returns a new array of the same kind), a dask array (returns a
+    lazy dask array, one chunk) or a DataArray with dims Qx, Qy (returns a DataArray with its
+    coords and attrs, lazy when it holds a dask array). The input is never modified; the dtype
+    is kept (integer medians rounded to nearest). ``mask``: numpy, cupy, dask or a DataArray
+    (aligned to a DataArray ``array`` by dim name and coords, else positional by dim name).
+    """
+    if isinstance(array, xr.DataArray):
+        if array.ndim != 2 or set(array.dims) != set(Q_DIMS):
+            raise ValueError(f"array: a DataArray needs the dims {Q_DIMS}, got {array.dims}")
+        frame = array.transpose(*Q_DIMS)
+        repaired = _repair_2d(frame.data, _mask_2d(mask, frame), kernel_width)
+        return frame.copy(data=repaired).transpose(*array.dims)
+    return _repair_2d(array, _mask_2d(mask, None), kernel_width)
+
+
+def _repair_2d(array, mask, kernel_width):
+    """:func:`median_filter_masked_pixels_2D` of a plain array (numpy, cupy or dask)."""
+    if not isinstance(array, da.Array) and not hasattr(array, "__array_function__"):
+        array = np.asarray(array)
+    if array.ndim != 2 or 0 in array.shape or np.dtype(array.dtype).kind not in "biuf":
+        raise ValueError(
+            "array must be a non-empty 2D frame (Qx, Qy) of real numbers or booleans, got "
+            f"shape {tuple(array.shape)}, dtype {array.dtype}"
+        )
+    half_width = _width(kernel_width, array.shape, "the array") // 2
+    if not isinstance(mask, da.Array) and not hasattr(mask, "__array_function__"):
+        mask = np.asarray(mask)
+    if not isinstance(array, da.Array):
+        mask = mask.compute() if isinstance(mask, da.Array) else to_host(mask)
+        mask = checked_array(mask, array.shape, "mask", kinds="biu").astype(bool)
+        return _repair_frame(array, repair_plan(mask, half_width))
+    if not isinstance(mask, da.Array):
+        mask = da.from_array(to_host(mask), chunks=-1)
+    mask = checked_array(mask, array.shape, "mask", kinds="biu").astype(bool)
+    plan = dask.delayed(repair_plan, pure=True)(single_key(mask), half_width)
+    frame = array.rechunk(-1)
+    return frame.map_blocks(
+        _repair_frame,
+        plan,
+        dtype=frame.dtype,
+        meta=frame._meta,
+        token="median_filter_masked_pixels_2D",
+    )
+
+
+def _mask_2d(mask, frame):
+    """``mask`` as an array in the order of ``frame`` (a ``(Qx, Qy)`` DataArray, or None for
+    a plain array): a DataArray mask is aligned by dim name, and by its coords where ``frame``
+    has coords too; anything else is returned as it is (positional)."""
+    if not isinstance(mask, xr.DataArray):
+        return mask
+    if mask.ndim != 2 or set(mask.dims) != set(Q_DIMS):
+        raise ValueError(f"mask: a DataArray mask needs the dims {Q_DIMS}, got {mask.dims}")
+    mask = mask.transpose(*Q_DIMS)
+    if frame is None:
+        return mask.data
+    positional = [d for d in Q_DIMS if d in mask.coords and d not in frame.coords]
+    return align(mask.drop_vars(positional), frame, Q_DIMS, "mask")
+
+
+def _repair_frame(frame, plan):
+    """A repaired copy of one frame ``(Qx, Qy)`` (numpy or cupy): the kernel on a
+    ``(1, 1, Qx, Qy)`` view."""
+    return repair_pixels(frame[None, None], plan)[0, 0] if plan else frame.copy()
+
+
+def _width(value, shape, what) -> int:
+    """``kernel_width`` as an int in ``[1, min(shape)]``; ``ValueError`` naming it otherwise."""
+    width = positive_int(value, "kernel_width")
+    if width > min(shape):
+        raise ValueError(f"kernel_width {width} is larger than {what} {shape[0]} x {shape[1]}")
+    return width
 
 
 def _repair(datacube, data, mask, half_width, name):

@@ -1,7 +1,9 @@
 """py4DSTEM ``preprocess.preprocess`` functions on lazy datacubes.
 
-The shape operations live here; binning, resampling/padding, shifting and bad-pixel repair live
-in their own modules and are re-exported. All return a new datacube and leave their input untouched.
+The shape operations live here; binning, crops, resampling/padding, shifting and bad-pixel repair
+live in their own modules and are re-exported, as are ``bin2D`` and ``get_shifted_ar`` (from
+``utils``), which py4DSTEM's module offers too. All return a new datacube and leave their input
+untouched.
 Deviations of the shape operations from py4DSTEM 0.14.18:
 
 - ``set_scan_shape`` raises ``ValueError`` for an impossible shape (py4DSTEM prints and returns
@@ -20,9 +22,11 @@ from ..datacube import DIMS, check_datacube
 from ..graph import rebuild, whole_frames
 from ..values import value_range
 from .binning import bin_data_diffraction, bin_data_mmap, bin_data_real, thin_data_real
-from .pixels import filter_hot_pixels, median_filter_masked_pixels
+from .crop import crop_data_diffraction, crop_data_real
+from .pixels import filter_hot_pixels, median_filter_masked_pixels, median_filter_masked_pixels_2D
 from .resampling import pad_data_diffraction, resample_data_diffraction
 from .shifting import center_patterns, datacube_diffraction_shift
+from .utils import bin2D, get_shifted_ar
 
 
 def set_scan_shape(datacube, R_Nx, R_Ny):
@@ -33,7 +37,7 @@ def set_scan_shape(datacube, R_Nx, R_Ny):
     not keep arbitrary scan chunks). The new scan coords start at 0 with the old scan pixel size
     (pixels, with a warning, when the old coords define none).
     """
-    datacube = check_datacube(datacube)
+    datacube = check_datacube(datacube, complex_ok=True)
     rx, ry, qx, qy = datacube.shape
     R_Nx, R_Ny = positive_int(R_Nx, "R_Nx"), positive_int(R_Ny, "R_Ny")
     if R_Nx * R_Ny != rx * ry:
@@ -60,7 +64,7 @@ def swap_RQ(datacube):
     likewise for the detector. A space whose coords define no pixel size becomes pixels, with a
     warning. The old scan axes become the detector axes, so the result is rechunked to whole
     frames (a full shuffle of the data when computed, as any R/Q transpose is)."""
-    datacube = check_datacube(datacube)
+    datacube = check_datacube(datacube, complex_ok=True)
     data = whole_frames(datacube.data.transpose(2, 3, 0, 1))
     coords = {}
     for space, dims in cal.SPACES.items():
@@ -86,7 +90,7 @@ def swap_Qxy(datacube):
 
 
 def _swap(datacube, a, b, axes):
-    datacube = check_datacube(datacube)
+    datacube = check_datacube(datacube, complex_ok=True)
     coords = {
         a: cal.coord(datacube.coords[b].values, a, datacube.coords[b].attrs["units"]),
         b: cal.coord(datacube.coords[a].values, b, datacube.coords[a].attrs["units"]),
@@ -103,10 +107,15 @@ __all__ = [
     "bin_data_mmap",
     "bin_data_real",
     "thin_data_real",
+    "crop_data_diffraction",
+    "crop_data_real",
     "resample_data_diffraction",
     "pad_data_diffraction",
     "datacube_diffraction_shift",
     "center_patterns",
     "filter_hot_pixels",
     "median_filter_masked_pixels",
+    "median_filter_masked_pixels_2D",
+    "bin2D",
+    "get_shifted_ar",
 ]
