@@ -22,6 +22,7 @@ from . import virtual as _virtual
 from .phase import com as _com
 from .phase import dpc as _dpc
 from .phase import segmented as _segmented
+from .preprocess import crop as _crop
 from .preprocess import darkreference as _dark
 from .preprocess import electroncount as _count
 from .preprocess import preprocess as _pp
@@ -50,6 +51,10 @@ METHODS = {
     "center_patterns": _pp.center_patterns,
     "filter_hot_pixels": _pp.filter_hot_pixels,
     "median_filter_masked_pixels": _pp.median_filter_masked_pixels,
+    "crop_data_diffraction": _pp.crop_data_diffraction,
+    "crop_data_real": _pp.crop_data_real,
+    "crop_Q": _crop.crop_Q,
+    "crop_R": _crop.crop_R,
     # dark references, radial background, electron counting
     "get_darkreference": _dark.get_darkreference,
     "get_background_streaks": _dark.get_background_streaks,

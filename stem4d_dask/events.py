@@ -66,10 +66,10 @@ class ElectronEvents(EventResults, CSRFrames):
     ``electron_count(..., output='pointlist')``. ``events[rx, ry]`` gives that frame's events
     (a structured array with fields ``qx``, ``qy``), ``events[a:b, c:d]`` / ``isel`` the events
     of a scan region, lazily (:class:`~stem4d_dask.csr_frames.CSRFrames`). Attributes:
-    ``blocks`` (object array ``numblocks``: ``dask.delayed`` EventBlocks or EventBlocks), ``scan_shape`` ``(Rx, Ry)``,
-    ``scan_chunks`` (dask-style), ``detector_shape`` ``(Qx, Qy)``, ``subpixel`` (float32
-    positions), ``attrs`` (``r_pixel_size``, ``r_units``, ``q_pixel_size``, ``q_units``,
-    ``energy`` in eV when known).
+    ``blocks`` (object array ``numblocks``: ``dask.delayed`` EventBlocks or EventBlocks),
+    ``scan_shape`` ``(Rx, Ry)``, ``scan_chunks`` (dask-style), ``detector_shape`` ``(Qx, Qy)``,
+    ``subpixel`` (float32 positions), ``attrs`` (``r_pixel_size``, ``r_units``,
+    ``q_pixel_size``, ``q_units``, ``energy`` in eV when known).
     """
 
     def __init__(

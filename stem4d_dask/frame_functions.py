@@ -212,6 +212,11 @@ class _Arguments:
             self.per_position.append(array)
             return ("pos", len(self.per_position) - 1, array.dtype, array.shape[2:])
         if isinstance(value, xr.DataArray):
+            if set(R_DIMS) & set(value.dims):
+                raise ValueError(
+                    f"{parameter}: a DataArray with one scan dim {value.dims} is ambiguous; give "
+                    "both Rx and Ry to pass it per position, or pass its .data to pass it whole"
+                )
             value = value.data
         if dask.is_dask_collection(value):
             handle = value.rechunk(-1) if isinstance(value, da.Array) else value

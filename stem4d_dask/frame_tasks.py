@@ -139,7 +139,13 @@ def combine_all(combine, finalize, *parts):
 def _stacked(results: list, spec, site: _Site, xp):
     kind, detail = spec
     if kind == "ragged":
-        frames = [kr.frame_items(v, detail, site.flat(k)[0]) for k, v in enumerate(results)]
+        frames = []
+        for k, v in enumerate(results):
+            where, position = site.flat(k)
+            try:
+                frames.append(kr.frame_items(v, detail, where))
+            except ValueError as err:
+                raise FrameFunctionError(str(err), position) from None
         indptr, fields = kr.stack_frames(frames, detail)
         return RaggedBlock(indptr, fields, site.shape)
     if kind == "several":

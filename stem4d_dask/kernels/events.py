@@ -18,6 +18,7 @@ import numpy.typing as npt
 from . import Array
 from .com import com_from_sums
 from .counting import EventBlock
+from .ragged import check_parts
 
 MAX_DETECTOR = 2**16  # uint16 pixel indices
 
@@ -102,29 +103,9 @@ def check_block(
             f"{tuple(scan_shape)} (the scan chunk)"
         )
     indptr, qx, qy = block.indptr, block.qx, block.qy
-    n = shape[0] * shape[1]
-    if not isinstance(indptr, np.ndarray) or indptr.dtype != np.int64 or indptr.shape != (n + 1,):
-        raise ValueError(
-            f"{where}: indptr must be int64 of shape ({n + 1},), got "
-            f"{getattr(indptr, 'dtype', type(indptr).__name__)} "
-            f"{getattr(indptr, 'shape', '')}"
-        )
     dtype = position_dtype(subpixel)
-    for name, q in (("qx", qx), ("qy", qy)):
-        if not isinstance(q, np.ndarray) or q.dtype != dtype or q.ndim != 1:
-            raise ValueError(
-                f"{where}: {name} must be a 1D {dtype} array "
-                f"({'sub-pixel' if subpixel else 'pixel'} positions), got "
-                f"{getattr(q, 'dtype', type(q).__name__)} "
-                f"{getattr(q, 'shape', '')}"
-            )
-    if qx.shape != qy.shape:
-        raise ValueError(f"{where}: qx and qy differ in length ({qx.size} vs {qy.size})")
-    if indptr[0] != 0 or indptr[-1] != qx.size or (n and np.any(np.diff(indptr) < 0)):
-        raise ValueError(
-            f"{where}: indptr must rise from 0 to the number of events "
-            f"{qx.size}, got {indptr[0]} .. {indptr[-1]}"
-        )
+    kind = "sub-pixel" if subpixel else "pixel"
+    check_parts(indptr, {"qx": qx, "qy": qy}, shape, {"qx": dtype, "qy": dtype}, where, kind)
     for name, q, size in (("qx", qx, detector_shape[0]), ("qy", qy, detector_shape[1])):
         if not q.size:
             continue

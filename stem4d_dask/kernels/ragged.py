@@ -57,9 +57,11 @@ def check_parts(
     scan_shape: Sequence[int],
     spec: Mapping[str, np.dtype],
     where: str,
+    items: str = "",
 ) -> None:
     """Validate ``(indptr, fields)`` of a block of ``scan_shape`` positions against ``spec``
-    (``{name: dtype}``); ``ValueError`` naming ``where`` (the scan block) and what is wrong."""
+    (``{name: dtype}``); ``ValueError`` naming ``where`` (the scan block) and what is wrong
+    (``items``: what the field values are, for the message, e.g. ``"pixel"`` positions)."""
     n = int(scan_shape[0]) * int(scan_shape[1])
     if not isinstance(indptr, np.ndarray) or indptr.dtype != np.int64 or indptr.shape != (n + 1,):
         raise ValueError(
@@ -69,11 +71,12 @@ def check_parts(
     if set(fields) != set(spec):
         raise ValueError(f"{where}: fields {sorted(fields)}, expected {sorted(spec)}")
     sizes = set()
+    what = f" ({items} positions)" if items else ""
     for name, dtype in spec.items():
         values = fields[name]
         if not isinstance(values, np.ndarray) or values.dtype != dtype or values.ndim != 1:
             raise ValueError(
-                f"{where}: field {name!r} must be a 1D {dtype} array, got "
+                f"{where}: {name} must be a 1D {dtype} array{what}, got "
                 f"{getattr(values, 'dtype', type(values).__name__)} {getattr(values, 'shape', '')}"
             )
         sizes.add(values.size)
@@ -85,12 +88,6 @@ def check_parts(
             f"{where}: indptr must rise from 0 to the number of items {size}, "
             f"got {indptr[0]} .. {indptr[-1]}"
         )
-
-
-def empty_parts(scan_shape: Sequence[int], spec: Mapping[str, np.dtype]) -> tuple:
-    """``(indptr, fields)`` of ``scan_shape`` positions with no item."""
-    n = int(scan_shape[0]) * int(scan_shape[1])
-    return np.zeros(n + 1, np.int64), {k: np.empty(0, dt) for k, dt in spec.items()}
 
 
 def counts(indptr: np.ndarray, scan_shape: Sequence[int]) -> np.ndarray:

@@ -18,10 +18,10 @@ import threading
 import weakref
 
 import dask
-from dask.delayed import Delayed
 import numpy as np
 import pytest
 import xarray as xr
+from dask.delayed import Delayed
 from strictcupy import installed
 
 import stem4d_dask as s4
@@ -30,8 +30,8 @@ from stem4d_dask.accessor import METHODS
 from stem4d_dask.backend import to_gpu
 from stem4d_dask.detectors import annular_segmented_detectors, circle_mask
 from stem4d_dask.events import ElectronEvents
-from stem4d_dask.ragged import RaggedFrames
 from stem4d_dask.kernels import cuda_launch
+from stem4d_dask.ragged import RaggedFrames
 from stem4d_dask.synthetic_counting import counting_scan
 
 SHAPE = (6, 5, 16, 16)
@@ -277,6 +277,10 @@ OPS = {
     ),
     "get_bksbtr_DP": (lambda d: d.stem4d.get_bksbtr_DP(DARK, 1, 2), 0),
     "DPC": (_dpc, 0),
+    "crop_data_diffraction": (lambda d: d.stem4d.crop_data_diffraction(2, 12, 3, 16), 0),
+    "crop_data_real": (lambda d: d.stem4d.crop_data_real(1, 5, 0, 3), 0),
+    "crop_Q": (lambda d: d.stem4d.crop_Q((2, 12, 3, 16)), 0),
+    "crop_R": (lambda d: d.stem4d.crop_R((1, 5, 0, 3)), 0),
     "map_frames": (lambda d: d.stem4d.map_frames(_frame_summary), 0),
     "map_frames_ragged": (lambda d: d.stem4d.map_frames(_bright_pixels, ragged=True), 0),
     "reduce_frames": (lambda d: d.stem4d.reduce_frames(_frame_max, _pair_max), 0),
