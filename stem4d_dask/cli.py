@@ -1,5 +1,6 @@
-"""The ``stem4d`` command: ``info``, ``convert``, ``dpc``, ``count`` and ``demo``. Each command
-only parses its arguments and calls the library; errors exit non-zero with a one-line reason."""
+"""The ``stem4d`` command: ``info``, ``convert``, ``dpc``, ``count``, ``peaks`` and ``demo``. Each
+command only parses its arguments and calls the library; errors (a user function's included:
+:class:`~stem4d_dask.frame_tasks.FrameFunctionError`) exit non-zero with a one-line reason."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from .cli_options import (
     read_options,
     running,
 )
+from .frame_tasks import FrameFunctionError
 
 
 def _size_on_disk(path: Path) -> int:
@@ -36,6 +38,8 @@ def cmd_info(args) -> int:
     from .values import value_range_of_dtype
 
     path = Path(args.path)
+    if _item_store_lines(path):
+        return 0
     dc = read(path, **read_options(args))
     d = describe(dc)
     energy = f"{d['energy']:g} eV" if d["energy"] else "unknown"
@@ -64,6 +68,38 @@ def cmd_info(args) -> int:
     for line in provenance_lines(dc.attrs.get("provenance")):
         print(line)
     return 0
+
+
+def _item_store_lines(path: Path) -> bool:
+    """Describe an events or per-frame items store (peaks, a user function's ragged output)
+    at ``path``; False when ``path`` is not one."""
+    import json
+
+    meta_path = path / "zarr.json"
+    if not meta_path.is_file():
+        return False
+    attrs = json.loads(meta_path.read_text()).get("attributes") or {}
+    kinds = {"stem4d_dask.electron_events": "electron events", "stem4d_dask.ragged_frames": None}
+    if attrs.get("format") not in kinds:
+        return False
+    kind = kinds[attrs["format"]] or attrs.get("kind", "RaggedFrames")
+    count = attrs.get("n_events", attrs.get("n_items"))
+    chunks = [len(c) for c in attrs["scan_chunks"]]
+    fields = attrs.get("fields") or {f: attrs.get("position_dtype") for f in ("qx", "qy")}
+    units = attrs.get("units") or {}
+    print(f"path         {path}")
+    print(f"kind         {kind} ({attrs['format']} v{attrs['format_version']})")
+    print(f"scan         {tuple(attrs['scan_shape'])}  in {chunks[0]} x {chunks[1]} chunks")
+    if "detector_shape" in attrs:
+        print(f"detector     {tuple(attrs['detector_shape'])}")
+    described = [f"{f} {d}" + (f" [{units[f]}]" if f in units else "") for f, d in fields.items()]
+    print(f"fields       {', '.join(described)}")
+    n = attrs["scan_shape"][0] * attrs["scan_shape"][1]
+    print(f"items        {count} ({count / n:.3g} per scan position)")
+    for key, value in (attrs.get("attrs") or {}).items():
+        print(f"{key:12s} {value}")
+    print(f"size         {_human(_size_on_disk(path))} on disk")
+    return True
 
 
 def _metadata_lines(metadata: dict, everything: bool, limit: int = 30) -> list:
@@ -173,6 +209,35 @@ def cmd_count(args) -> int:
     return 0
 
 
+def cmd_peaks(args) -> int:
+    from . import read
+    from .peaks import find_peaks
+
+    with running(args):  # read there: chunks fit the workers of a cluster
+        dc = read(args.input, **read_options(args))
+        peaks = find_peaks(
+            dc,
+            subpixel=args.subpixel,
+            sigma=args.sigma,
+            minAbsoluteIntensity=args.min_absolute_intensity,
+            minRelativeIntensity=args.min_relative_intensity,
+            minSpacing=args.min_spacing,
+            edgeBoundary=args.edge,
+            maxNumPeaks=None if args.max_peaks == 0 else args.max_peaks,
+        )
+        out = peaks.to_zarr(args.output, overwrite=args.overwrite, progress=not args.quiet)
+    stored = type(peaks).from_zarr(out)
+    n = stored.n_items
+    print(f"wrote {out}: {n} peaks ({n / (dc.shape[0] * dc.shape[1]):.3g} per frame)")
+    if args.bvm:
+        from .plotting import save_image_png
+
+        bvm = stored.bragg_vector_map(sampling=args.bvm_sampling).compute()
+        bvm.attrs["units"] = "intensity"
+        print(f"wrote {save_image_png(bvm, args.bvm, title='Bragg vector map', log=True)}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -275,6 +340,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_read_arguments(p)
     p.set_defaults(func=cmd_count)
 
+    p = sub.add_parser("peaks", help="Bragg peaks of every frame (get_maxima_2D) -> zarr store")
+    p.add_argument("input")
+    p.add_argument("output", help="zarr store for the peaks")
+    p.add_argument("--subpixel", default="poly", choices=("pixel", "poly", "multicorr"))
+    p.add_argument("--sigma", type=float, default=0, help="Gaussian smoothing, pixels")
+    p.add_argument("--min-spacing", type=float, default=0, help="pixels between peaks")
+    p.add_argument("--min-relative-intensity", type=float, default=0)
+    p.add_argument("--min-absolute-intensity", type=float, default=0)
+    p.add_argument("--edge", type=int, default=1, help="ignore maxima this close to an edge")
+    p.add_argument("--max-peaks", type=int, default=70, help="per frame; 0 keeps every one")
+    p.add_argument("--bvm", metavar="PNG", help="also draw the Bragg vector map to PNG")
+    p.add_argument("--bvm-sampling", type=int, default=2, help="BVM grid points per pixel")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    add_run_arguments(p)
+    add_read_arguments(p)
+    p.set_defaults(func=cmd_peaks)
+
     p = sub.add_parser("demo", help="synthetic DPC scan -> zarr, DPC phase and PNG figures")
     p.add_argument("--out", default="stem4d_demo", help="output folder (default: stem4d_demo)")
     p.add_argument("--seed", type=int, default=0)
@@ -289,7 +371,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, OSError, KeyError) as exc:
+    except (ValueError, TypeError, OSError, KeyError, FrameFunctionError) as exc:
         if os.environ.get("STEM4D_DEBUG"):
             raise
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -190,6 +190,10 @@ def test_count_command_writes_events_that_match_the_function(tmp_path, capsys):
         s4.read(tmp_path / "raw.zarr"), scan.dark, Nsamples=30, binfactor=2, sub_pixel=True, seed=0
     ).compute()
     assert stored.n_events == ref.n_events > 0 and stored.detector_shape == (16, 16)
+    assert main(["info", str(tmp_path / "ev.zarr")]) == 0
+    info = capsys.readouterr().out
+    assert "electron events" in info and "detector     (16, 16)" in info
+    assert f"items        {stored.n_events} " in info and "qx float32" in info
     for a, b in zip(stored.blocks.ravel(), ref.blocks.ravel(), strict=True):
         np.testing.assert_array_equal(a.indptr, b.indptr)
         np.testing.assert_array_equal(a.qx, b.qx)
@@ -205,6 +209,34 @@ def test_count_command_writes_events_that_match_the_function(tmp_path, capsys):
         )
         == 2
     )
+
+
+def test_peaks_command_writes_what_find_peaks_finds_and_info_describes_it(tmp_path, capsys):
+    from stem4d_dask.peaks import BraggPeaks, find_peaks
+
+    rng = np.random.default_rng(3)
+    x, y = np.meshgrid(np.arange(40), np.arange(40), indexing="ij")
+    cube = np.zeros((4, 3, 40, 40), np.float32)
+    for r in np.ndindex(4, 3):
+        for px, py in rng.uniform(6, 34, (3, 2)):
+            cube[r] += 50 * np.exp(-((x - px) ** 2 + (y - py) ** 2) / 4)
+    np.save(tmp_path / "s.npy", cube)
+    args = ["peaks", str(tmp_path / "s.npy"), str(tmp_path / "p.zarr"), "--quiet"]
+    assert main([*args, "--min-relative-intensity", "0.2", "--bvm", str(tmp_path / "b.png")]) == 0
+    out = capsys.readouterr().out
+    stored = BraggPeaks.from_zarr(tmp_path / "p.zarr")
+    ref = find_peaks(s4.read(tmp_path / "s.npy"), minRelativeIntensity=0.2)
+    assert f"wrote {tmp_path / 'p.zarr'}: {stored.n_items} peaks" in out
+    for r in np.ndindex(4, 3):
+        np.testing.assert_array_equal(stored[r]["qx"], ref[r]["qx"])
+    assert (tmp_path / "b.png").stat().st_size > 1000
+    assert main(["info", str(tmp_path / "p.zarr")]) == 0
+    info = capsys.readouterr().out
+    assert "BraggPeaks" in info and f"items        {stored.n_items}" in info
+    assert "qx_cal <f8 [pixels]" in info
+    assert main(args) == 2  # exists: refused without --overwrite
+    assert main([*args, "--overwrite", "--max-peaks", "-1"]) == 2  # maxNumPeaks named
+    assert "maxNumPeaks" in capsys.readouterr().err
 
 
 def test_info_shows_value_range_format_and_metadata(tmp_path, capsys):
@@ -229,6 +261,7 @@ def test_info_shows_value_range_format_and_metadata(tmp_path, capsys):
         ["convert", "in.npy", "out.zarr"],
         ["dpc", "in.zarr"],
         ["count", "in", "out", "--dark", "d"],
+        ["peaks", "in", "out"],
         ["demo"],
     ],
 )
