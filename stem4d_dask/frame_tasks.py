@@ -83,8 +83,12 @@ class _Site:
         except FrameFunctionError:
             raise
         except Exception as err:
-            where, position = self.at(index)
-            raise FrameFunctionError(f"{where}: {type(err).__name__}: {err}", position) from err
+            self.reraise(index, err)
+
+    def reraise(self, index, err: Exception):
+        """``err``, raised by the user's function at ``index``, as a FrameFunctionError."""
+        where, position = self.at(index)
+        raise FrameFunctionError(f"{where}: {type(err).__name__}: {err}", position) from err
 
     def fail(self, index, what: str):
         where, position = self.at(index)
@@ -99,12 +103,26 @@ def map_chunk(block, *rest, func, plan, spec, vectorized, fname, origin):
     if vectorized:
         args, kwargs = call_args(plan, positions, shared, None)
         return _checked_chunk(site.call(None, lambda: func(block, *args, **kwargs)), spec, site)
-    results = []
-    for r, c in np.ndindex(*site.shape):
-        args, kwargs = call_args(plan, positions, shared, (r, c))
-        frame = block[r, c]
-        results.append(site.call((r, c), lambda f=frame, a=args, k=kwargs: func(f, *a, **k)))
-    return _stacked(results, spec, site, array_module(block))
+    return _stacked(
+        _per_frame(func, block, plan, positions, shared, site), spec, site, array_module(block)
+    )
+
+
+def _per_frame(func, block, plan, positions, shared, site: _Site):
+    """Yield ``func(frame, *args)`` for every frame of ``block`` in C order; the arguments are
+    made once when none is per position (a call per frame costs little more than the call)."""
+    fixed = not positions
+    args, kwargs = call_args(plan, positions, shared, None)
+    index = (0, 0)
+    try:
+        for index in np.ndindex(*site.shape):
+            if not fixed:
+                args, kwargs = call_args(plan, positions, shared, index)
+            yield func(block[index], *args, **kwargs)
+    except FrameFunctionError:
+        raise
+    except Exception as err:
+        site.reraise(index, err)
 
 
 def reduce_chunk(block, *rest, func, combine, plan, vectorized, fname, origin):
@@ -116,14 +134,11 @@ def reduce_chunk(block, *rest, func, combine, plan, vectorized, fname, origin):
         args, kwargs = call_args(plan, positions, shared, None)
         return site.call(None, lambda: func(block, *args, **kwargs))
     total = None
-    for r, c in np.ndindex(*site.shape):
-        args, kwargs = call_args(plan, positions, shared, (r, c))
-        frame = block[r, c]
-        value = site.call((r, c), lambda f=frame, a=args, k=kwargs: func(f, *a, **k))
+    for k, value in enumerate(_per_frame(func, block, plan, positions, shared, site)):
         if total is None:
             total = value
         else:
-            total = site.call((r, c), lambda t=total, v=value: combine(t, v))
+            total = site.call(divmod(k, site.shape[1]), lambda t=total, v=value: combine(t, v))
     return total
 
 
@@ -136,16 +151,17 @@ def combine_all(combine, finalize, *parts):
 # --- checking and stacking ------------------------------------------------------------------
 
 
-def _stacked(results: list, spec, site: _Site, xp):
+def _stacked(results, spec, site: _Site, xp):
     kind, detail = spec
+    results = list(results)
     if kind == "ragged":
         frames = []
         for k, v in enumerate(results):
-            where, position = site.flat(k)
             try:
-                frames.append(kr.frame_items(v, detail, where))
+                frames.append(kr.frame_items(v, detail, ""))
             except ValueError as err:
-                raise FrameFunctionError(str(err), position) from None
+                where, position = site.flat(k)
+                raise FrameFunctionError(f"{where}{err}", position) from None
         indptr, fields = kr.stack_frames(frames, detail)
         return RaggedBlock(indptr, fields, site.shape)
     if kind == "several":
@@ -169,6 +185,17 @@ def _output(value, key, site: _Site, index):
 
 def _stack_one(values: list, spec, site: _Site, xp):
     want, dtype = spec
+    try:  # all at once when every value fits (the usual case); else value by value, to name it
+        stacked = xp.asarray(values)
+    except (ValueError, TypeError):
+        stacked = None
+    n = site.shape[0] * site.shape[1]
+    if (
+        stacked is not None
+        and tuple(stacked.shape) == (n, *want)
+        and np.can_cast(stacked.dtype, dtype, casting="same_kind")
+    ):
+        return stacked.astype(dtype, copy=False).reshape(*site.shape, *want)
     out = xp.empty((*site.shape, *want), dtype=dtype)
     flat = out.reshape(-1, *want)
     for k, v in enumerate(values):

@@ -12,6 +12,7 @@ import functools
 import numpy as np
 import xarray as xr
 
+from .checks import real
 from .coords import coord
 from .datacube import Q_DIMS, R_DIMS, calibration_attrs
 from .frame_functions import map_frames
@@ -34,9 +35,10 @@ PEAK_FIELDS = {
 
 class BraggPeaks(RaggedFrames):
     """The peaks of every frame (fields :data:`PEAK_FIELDS`), CSR per scan chunk: a
-    :class:`~stem4d_dask.ragged.RaggedFrames` (``peaks[rx, ry]``: a frame's peaks, brightest
-    first; ``peaks[a:b, c:d]``: a scan region; ``counts()``, ``to_zarr``, ``from_zarr``) that
-    knows its detector (``detector_coords``: the datacube's ``Qx``, ``Qy`` coords)."""
+    :class:`~stem4d_dask.ragged.RaggedFrames` (``peaks[rx, ry]``: a frame's peaks, in
+    ``get_maxima_2D``'s order; ``peaks[a:b, c:d]``: a scan region; ``counts()``, ``to_zarr``,
+    ``from_zarr``) that knows its detector (``detector_coords``: the datacube's ``Qx``, ``Qy``
+    coords)."""
 
     def __init__(
         self, blocks, scan_chunks, fields, attrs=None, *, coords=None, units=None, _n_items=None
@@ -71,9 +73,9 @@ class BraggPeaks(RaggedFrames):
         """
         if isinstance(sampling, bool) or not isinstance(sampling, int | np.integer) or sampling < 1:
             raise ValueError(f"sampling must be an int >= 1, got {sampling!r}")
-        if weights not in ("intensity", None):
+        if not (weights is None or (isinstance(weights, str) and weights == "intensity")):
             raise ValueError(f"weights must be 'intensity' or None, got {weights!r}")
-        if mode not in ("linear", "nearest"):
+        if not (isinstance(mode, str) and mode in ("linear", "nearest")):
             raise ValueError(f"mode must be 'linear' or 'nearest', got {mode!r}")
         shape = tuple(int(n) * int(sampling) for n in self._detector)
         kernel = functools.partial(
@@ -98,20 +100,7 @@ class BraggPeaks(RaggedFrames):
         attrs = calibration_attrs(self._attrs, ("q",))
         if "q_pixel_size" in attrs:
             attrs["q_pixel_size"] = attrs["q_pixel_size"] / sampling
-        return xr.DataArray(
-            total, dims=Q_DIMS, coords=coords, name="bragg_vector_map", attrs=attrs
-        )
-
-    def _rebuilt(self, blocks, scan_chunks, coords, n_items):
-        return type(self)(
-            blocks,
-            scan_chunks,
-            self._spec_fields,
-            self._attrs,
-            coords=coords,
-            units=self._units,
-            _n_items=n_items,
-        )
+        return xr.DataArray(total, dims=Q_DIMS, coords=coords, name="bragg_vector_map", attrs=attrs)
 
 
 def find_peaks(
@@ -131,25 +120,35 @@ def find_peaks(
 
     subpixel : ``'pixel'``, ``'poly'`` (parabolic, per axis) or ``'multicorr'`` (DFT
         upsampling by ``upsample_factor``).
-    sigma : Gaussian smoothing (pixels) before the search; 0: none.
-    minAbsoluteIntensity, minRelativeIntensity, relativeToPeak, minSpacing (pixels),
+    sigma : Gaussian smoothing (pixels, >= 0) before the search; 0: none.
+    minAbsoluteIntensity, minRelativeIntensity, relativeToPeak, minSpacing (pixels, >= 0),
     edgeBoundary (pixels), maxNumPeaks : as ``get_maxima_2D``, except that ``maxNumPeaks``
         defaults to 70 (py4DSTEM's ``find_Bragg_disks`` default; ``get_maxima_2D``'s 1 would
         keep only the brightest peak of each frame); None keeps every peak.
 
-    Returns :class:`BraggPeaks` with, per peak (brightest first in each frame): ``qx``, ``qy``
-    (float64 detector pixels, ``x`` along ``Qx``), ``intensity`` (of the smoothed frame, at
-    the refined position for ``'poly'``), ``qx_cal``, ``qy_cal`` (the position in the
-    datacube's Q coords and units). Nothing is read until the peaks are used.
+    Every argument is checked before anything is built (``ValueError`` naming it): unlike
+    py4DSTEM, which takes a negative ``sigma`` or ``minSpacing`` as 0, those are refused, as
+    are NaN, infinities and non-numbers. Complex datacubes are refused (``TypeError``).
+
+    Returns :class:`BraggPeaks` with, per peak: ``qx``, ``qy`` (float64 detector pixels,
+    ``x`` along ``Qx``), ``intensity`` (of the smoothed frame, at the refined position for
+    ``'poly'`` and ``'multicorr'``), ``qx_cal``, ``qy_cal`` (the position in the datacube's Q
+    coords and units). Each frame's peaks are in ``get_maxima_2D``'s order: by descending
+    intensity of the pixel maxima, so after ``'poly'`` refinement two peaks of close intensity
+    may be out of order (``'multicorr'`` sorts again). Nothing is read until the peaks are used.
     """
     datacube, data = frame_blocks(datacube)
-    if subpixel not in SUBPIXEL_MODES:
+    if not (isinstance(subpixel, str) and subpixel in SUBPIXEL_MODES):
         raise ValueError(f"subpixel must be one of {SUBPIXEL_MODES}, got {subpixel!r}")
-    if subpixel == "multicorr" and not upsample_factor > 2:
-        raise ValueError(
-            f"upsample_factor must be > 2 for subpixel='multicorr', got {upsample_factor!r}"
-        )
+    if subpixel == "multicorr":
+        real(upsample_factor, "upsample_factor (for subpixel='multicorr')", low=2, strict=True)
     check_filter_args(relativeToPeak, edgeBoundary, maxNumPeaks)
+    # checked here, not first in the tasks (py4DSTEM treats values <= 0 as "off"; a negative
+    # smoothing width or spacing is a mistake, refused)
+    real(sigma, "sigma", low=0)
+    real(minSpacing, "minSpacing", low=0)
+    real(minAbsoluteIntensity, "minAbsoluteIntensity")
+    real(minRelativeIntensity, "minRelativeIntensity")
     params = dict(
         subpixel=subpixel,
         upsample_factor=upsample_factor,

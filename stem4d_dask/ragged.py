@@ -96,7 +96,7 @@ class RaggedFrames(CSRFrames):
         return dict(self._units)
 
     def __repr__(self):
-        n = self._n_items
+        n = self.n_items if self.is_computed else self._n_items
         count = f"{n} items" if isinstance(n, int) else "lazy"
         fields = ", ".join(f"{k} {v}" for k, v in self._spec_fields.items())
         (n1, n2) = self.numblocks
