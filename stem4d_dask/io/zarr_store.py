@@ -122,7 +122,7 @@ def to_zarr(
 
     Returns the final ``Path``. cupy chunks are copied to the host, each by its shard's task.
     """
-    dc = _stored_attrs(to_host(check_datacube(dc, parameter="dc")))
+    dc = _stored_attrs(to_host(check_datacube(dc, parameter="dc", complex_ok=True)))
     # resumable: a failed or killed write keeps its partial store and finished-shard markers
     with completed_at(path, overwrite=overwrite, resumable=True) as tmp:
         _write_shards(dc, tmp, chunks, compressor, clevel, resume, progress)
