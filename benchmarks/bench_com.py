@@ -5,9 +5,7 @@ file) when ``.venv-libertem`` exists.
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
 
 import dask.array as da
 import numpy as np
@@ -15,9 +13,7 @@ import numpy as np
 import stem4d_dask as s4
 from stem4d_dask.phase import center_of_mass
 
-from .common import ROOT, Context, Row, median_time
-
-LIBERTEM_PYTHON = ROOT / ".venv-libertem" / "bin" / "python"
+from .common import Context, Row, libertem_available, median_time, run_libertem
 
 
 def _discard(dc):
@@ -49,24 +45,12 @@ def rows(ctx: Context) -> list[Row]:
             f"{read_s / zarr_s:.2f}x the plain read",
         )
     )
-    if LIBERTEM_PYTHON.exists():
+    if libertem_available():
         npy = ctx.workdir / "com.npy"
         np.save(npy, ctx.cube)
         npy_s = median_time(lambda: center_of_mass(s4.read(npy)).compute(), ctx.repeats)
         out.append(Row("center_of_mass, from .npy", npy_s, ctx.nbytes))
-        proc = subprocess.run(
-            [
-                str(LIBERTEM_PYTHON),
-                str(ROOT / "benchmarks" / "libertem_com.py"),
-                str(npy),
-                str(ctx.repeats),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=1800,
-            check=True,
-        )
-        ref = json.loads(proc.stdout.strip().splitlines()[-1])
+        ref = run_libertem("libertem_com.py", npy, ctx.repeats)
         ours = center_of_mass(s4.from_array(ctx.cube[:1, :1])).compute()
         assert np.allclose(
             ref["com00"], [float(ours.com_x[0, 0]), float(ours.com_y[0, 0])], atol=1e-3

@@ -6,16 +6,11 @@ from the same ``.npy`` file, beside a plain numpy loop over the frames and, when
 
 from __future__ import annotations
 
-import json
-import subprocess
-
 import numpy as np
 
 import stem4d_dask as s4
 
-from .common import ROOT, Context, Row, median_time
-
-LIBERTEM_PYTHON = ROOT / ".venv-libertem" / "bin" / "python"
+from .common import Context, Row, libertem_available, median_time, run_libertem
 
 
 def disk(shape):
@@ -86,20 +81,8 @@ def rows(ctx: Context) -> list[Row]:
         Row("map_frames, ragged (bright pixels), .npy", ragged_s, ctx.nbytes, rate(ragged_s)),
         Row("reduce_frames, maximum pattern, .npy", max_s, ctx.nbytes, rate(max_s)),
     ]
-    if LIBERTEM_PYTHON.exists():
-        proc = subprocess.run(
-            [
-                str(LIBERTEM_PYTHON),
-                str(ROOT / "benchmarks" / "libertem_frames.py"),
-                str(npy),
-                str(ctx.repeats),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=1800,
-            check=True,
-        )
-        ref = json.loads(proc.stdout.strip().splitlines()[-1])
+    if libertem_available():
+        ref = run_libertem("libertem_frames.py", npy, ctx.repeats)
         assert np.isclose(ref["total00"], disk_sum(ctx.cube[0, 0], mask)), "LiberTEM differs"
         assert np.isclose(ref["max_sum"], ctx.cube.max(axis=(0, 1)).sum()), "LiberTEM differs"
         out.append(

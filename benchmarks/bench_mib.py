@@ -8,9 +8,7 @@ page cache, warm after an untimed first run.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -18,9 +16,7 @@ import numpy as np
 import stem4d_dask as s4
 from stem4d_dask.phase import center_of_mass
 
-from .common import ROOT, Context, Row, median_time
-
-LIBERTEM_PYTHON = ROOT / ".venv-libertem" / "bin" / "python"
+from .common import ROOT, Context, Row, libertem_available, median_time, run_libertem
 
 
 def _write(ctx: Context):
@@ -49,21 +45,8 @@ def rows(ctx: Context) -> list[Row]:
         Row(".mib read + sum", sum_s, ctx.nbytes, note),
         Row(".mib read + center_of_mass", com_s, ctx.nbytes),
     ]
-    if LIBERTEM_PYTHON.exists():
-        proc = subprocess.run(
-            [
-                str(LIBERTEM_PYTHON),
-                str(ROOT / "benchmarks" / "libertem_com.py"),
-                str(path.with_suffix(".hdr")),
-                str(ctx.repeats),
-                "mib",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=1800,
-            check=True,
-        )
-        ref = json.loads(proc.stdout.strip().splitlines()[-1])
+    if libertem_available():
+        ref = run_libertem("libertem_com.py", path.with_suffix(".hdr"), ctx.repeats, "mib")
         ours = center_of_mass(s4.read(path)[:1, :1]).compute()
         assert np.allclose(
             ref["com00"], [float(ours.com_x[0, 0]), float(ours.com_y[0, 0])], atol=1e-3

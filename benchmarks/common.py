@@ -15,6 +15,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 PY4DSTEM_PYTHON = ROOT / ".venv-py4dstem" / "bin" / "python"
+LIBERTEM_PYTHON = ROOT / ".venv-libertem" / "bin" / "python"
 
 
 @dataclass
@@ -87,6 +88,23 @@ def run_py4dstem(script: str, *args) -> dict:
         text=True,
         check=True,
         timeout=3600,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def libertem_available() -> bool:
+    return LIBERTEM_PYTHON.exists()
+
+
+def run_libertem(script: str, *args) -> dict:
+    """Run ``benchmarks/<script>`` in the LiberTEM venv; it prints one JSON object on its last
+    line."""
+    out = subprocess.run(
+        [str(LIBERTEM_PYTHON), str(ROOT / "benchmarks" / script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=1800,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -10,12 +10,12 @@ buffer) and a reduction UDF (``process_frame``: the maximum pattern, a ``sig`` b
 
 import json
 import sys
-import time
 
 import libertem.api as lt
 import numpy as np
 from libertem.executor.dask import DaskJobExecutor, cluster_spec
 from libertem.udf.base import UDF
+from libertem_timing import timed_udf
 
 
 def disk(shape):
@@ -44,24 +44,13 @@ class MaxPatternUDF(UDF):
         dest.maximum[:] = np.maximum(dest.maximum, src.maximum)
 
 
-def timed(ctx, ds, udf, repeats):
-    result = ctx.run_udf(dataset=ds, udf=udf)  # warm-up run
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        ctx.run_udf(dataset=ds, udf=udf)
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2], result
-
-
 def main(path, repeats):
     spec = cluster_spec(cpus=range(2), cudas=[], has_cupy=False)
     with lt.Context(executor=DaskJobExecutor.make_local(spec=spec)) as ctx:
         ds = ctx.load("npy", path=path)
         mask = disk(tuple(ds.shape.sig))
-        per_frame, totals = timed(ctx, ds, DiskSumUDF(mask=mask), repeats)
-        reduction, maxima = timed(ctx, ds, MaxPatternUDF(), repeats)
+        per_frame, _, totals = timed_udf(ctx, ds, DiskSumUDF(mask=mask), repeats)
+        reduction, _, maxima = timed_udf(ctx, ds, MaxPatternUDF(), repeats)
     print(
         json.dumps(
             {

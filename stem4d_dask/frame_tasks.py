@@ -97,15 +97,22 @@ class _Site:
 
 def map_chunk(block, *rest, func, plan, spec, vectorized, fname, origin):
     """``func`` over one chunk ``(n1, n2, Qx, Qy)``: the output block(s) of ``spec``."""
+    site, out = _calls(block, rest, func, plan, vectorized, fname, origin)
+    if vectorized:
+        return _checked_chunk(out, spec, site)
+    return _stacked(out, spec, site, array_module(block))
+
+
+def _calls(block, rest, func, plan, vectorized, fname, origin):
+    """``(site, output)``: ``func`` called on the whole chunk (``vectorized``), or a generator
+    of its results on every frame. ``rest``: the per-position blocks, then the shared values."""
     n = n_per_position(plan)
     positions, shared = rest[:n], rest[n:]
     site = _Site(fname, origin, tuple(block.shape[:2]))
     if vectorized:
         args, kwargs = call_args(plan, positions, shared, None)
-        return _checked_chunk(site.call(None, lambda: func(block, *args, **kwargs)), spec, site)
-    return _stacked(
-        _per_frame(func, block, plan, positions, shared, site), spec, site, array_module(block)
-    )
+        return site, site.call(None, lambda: func(block, *args, **kwargs))
+    return site, _per_frame(func, block, plan, positions, shared, site)
 
 
 def _per_frame(func, block, plan, positions, shared, site: _Site):
@@ -127,14 +134,11 @@ def _per_frame(func, block, plan, positions, shared, site: _Site):
 
 def reduce_chunk(block, *rest, func, combine, plan, vectorized, fname, origin):
     """``func`` over one chunk, folded by ``combine``: the chunk's partial result."""
-    n = n_per_position(plan)
-    positions, shared = rest[:n], rest[n:]
-    site = _Site(fname, origin, tuple(block.shape[:2]))
+    site, out = _calls(block, rest, func, plan, vectorized, fname, origin)
     if vectorized:
-        args, kwargs = call_args(plan, positions, shared, None)
-        return site.call(None, lambda: func(block, *args, **kwargs))
+        return out
     total = None
-    for k, value in enumerate(_per_frame(func, block, plan, positions, shared, site)):
+    for k, value in enumerate(out):
         if total is None:
             total = value
         else:

@@ -32,20 +32,7 @@ class RaggedKind:
 
     @staticmethod
     def check(block, *, scan_shape, dtypes, where) -> RaggedBlock:
-        if not isinstance(block, RaggedBlock):
-            if isinstance(block, tuple) and len(block) == 3:
-                block = RaggedBlock(*block)
-            else:
-                raise ValueError(
-                    f"{where}: expected a RaggedBlock (indptr, fields, scan_shape), "
-                    f"got {type(block).__name__}"
-                )
-        shape = tuple(int(s) for s in block.scan_shape)
-        if shape != tuple(scan_shape):
-            raise ValueError(
-                f"{where}: the block's scan_shape is {shape}, expected {tuple(scan_shape)} "
-                "(the scan chunk)"
-            )
+        block = kr.as_block(block, RaggedBlock, scan_shape, where)
         kr.check_parts(block.indptr, block.fields, scan_shape, dtypes, where)
         return block
 

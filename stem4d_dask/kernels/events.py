@@ -18,7 +18,7 @@ import numpy.typing as npt
 from . import Array
 from .com import com_from_sums
 from .counting import EventBlock
-from .ragged import check_parts
+from .ragged import as_block, check_parts
 
 MAX_DETECTOR = 2**16  # uint16 pixel indices
 
@@ -88,21 +88,9 @@ def check_block(
     ``qy`` 1D of the format's dtype; pixel indices inside the detector, sub-pixel coordinates
     finite and rounding to a detector pixel.
     """
-    if not isinstance(block, EventBlock):
-        if isinstance(block, tuple) and len(block) == 4:
-            block = EventBlock(*block)
-        else:
-            raise ValueError(
-                f"{where}: expected an EventBlock (indptr, qx, qy, scan_shape), "
-                f"got {type(block).__name__}"
-            )
-    shape = tuple(int(s) for s in block.scan_shape)
-    if shape != tuple(scan_shape):
-        raise ValueError(
-            f"{where}: the block's scan_shape is {shape}, expected "
-            f"{tuple(scan_shape)} (the scan chunk)"
-        )
-    indptr, qx, qy = block.indptr, block.qx, block.qy
+    checked = as_block(block, EventBlock, scan_shape, where)
+    shape = checked.scan_shape
+    indptr, qx, qy = checked.indptr, checked.qx, checked.qy
     dtype = position_dtype(subpixel)
     kind = "sub-pixel" if subpixel else "pixel"
     check_parts(indptr, {"qx": qx, "qy": qy}, shape, {"qx": dtype, "qy": dtype}, where, kind)
@@ -120,7 +108,7 @@ def check_block(
                 f"{where}: {name} positions round to pixels {lo:g} .. {hi:g}, "
                 f"outside the detector's 0 .. {size - 1}"
             )
-    return block
+    return checked
 
 
 def dense_to_events(block: Array, subpixel: bool = False) -> EventBlock:

@@ -11,12 +11,14 @@ layout with the fixed fields ``qx``, ``qy``. These functions work on ``(indptr, 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from ..backend import to_host
+
+B = TypeVar("B")  # a NamedTuple block type
 
 
 class RaggedBlock(NamedTuple):
@@ -49,6 +51,27 @@ def check_field_spec(fields: object, parameter: str = "fields") -> dict[str, np.
             raise ValueError(f"{parameter}[{name!r}] must be a bool or numeric dtype, got {dt}")
         out[name] = dt
     return out
+
+
+def as_block(block: object, kind: type[B], scan_shape: Sequence[int], where: str) -> B:
+    """``block`` as a ``kind`` (a NamedTuple block type with a ``scan_shape`` field: a plain
+    tuple of its length is converted) over ``scan_shape`` positions; ``ValueError`` naming
+    ``where`` (the scan block) otherwise."""
+    if not isinstance(block, kind):
+        fields = getattr(kind, "_fields", ())
+        if not (isinstance(block, tuple) and len(block) == len(fields)):
+            raise ValueError(
+                f"{where}: expected a {kind.__name__} ({', '.join(fields)}), "
+                f"got {type(block).__name__}"
+            )
+        block = kind(*block)
+    shape = tuple(int(s) for s in getattr(block, "scan_shape", ()))
+    if shape != tuple(scan_shape):
+        raise ValueError(
+            f"{where}: the block's scan_shape is {shape}, expected {tuple(scan_shape)} "
+            "(the scan chunk)"
+        )
+    return block
 
 
 def check_parts(
