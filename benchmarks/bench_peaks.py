@@ -1,6 +1,8 @@
 """Bragg peak rows: ``find_peaks`` (py4DSTEM's ``get_maxima_2D`` on every frame, lazily, one
-task per scan chunk) beside a plain Python loop of py4DSTEM 0.14.18's ``get_maxima_2D`` (in its
-own venv) and a plain loop of our kernel (no dask), on the same frames.
+task per scan chunk, each a call of the chunk kernel ``get_maxima_2D_chunk``) beside a plain
+Python loop of py4DSTEM 0.14.18's ``get_maxima_2D`` (in its own venv), a plain loop of our
+per-frame kernel and a plain loop of our chunk kernel over the same chunks (no dask), on the
+same frames.
 
 The frames are our own: ``ctx.cube``'s one central disk has one peak per frame, which says
 nothing about a peak search. Each is a crystal's diffraction pattern at ``ctx.cube``'s
@@ -15,9 +17,12 @@ apart and 4 px from the edges, at most 70 per frame (~31 found at 128 x 128), re
 GB/s are of the float32 frames searched; the notes give frames per second and the ratios of the
 same run. ``find_peaks`` runs on a datacube of 8 scan-row chunks (so both cores get tasks) and
 materialises every chunk's peaks (``.compute()``); for 'poly' also on a local cluster of 2
-single-thread process workers reading the frames from a ``.npy`` file. The 'multicorr' DFT
-upsampling multiplies small complex matrices through BLAS, whose own threads compete with
-dask's: a second row runs it with BLAS limited to one thread (threadpoolctl, when installed).
+single-thread process workers reading the frames from a ``.npy`` file. The chunk kernel's
+compiled loops (Gaussian smoothing, pixel maxima, minSpacing suppression) release the GIL, so
+dask's threads overlap them; the rest of a chunk (sorting, filters and refinement, vectorised
+over the chunk's candidates) is numpy. The 'multicorr' DFT upsampling multiplies small complex
+matrices through BLAS, per peak, whose own threads compete with dask's: a second row runs it
+with BLAS limited to one thread (threadpoolctl, when installed).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import numpy as np
 
 import stem4d_dask as s4
 from stem4d_dask.kernels.maxima import get_maxima_2D
+from stem4d_dask.kernels.maxima_chunk import get_maxima_2D_chunk
 from stem4d_dask.peaks import find_peaks
 
 from .common import Context, Row, median_time, py4dstem_available, run_py4dstem
@@ -94,6 +100,14 @@ def _plain_loop(frames, params):
     return lambda: [get_maxima_2D(f, **params) for f in frames]
 
 
+def _chunk_loop(frames, params):
+    """The chunk kernel on ``frames`` ``(rows, cols, q, q)``, 8 chunks of rows, in a loop."""
+    step = frames.shape[0] // 8
+    return lambda: [
+        get_maxima_2D_chunk(frames[r : r + step], **params) for r in range(0, frames.shape[0], step)
+    ]
+
+
 def _one_blas_thread(fn):
     """``fn`` run with BLAS limited to one thread (threadpoolctl), or None without it."""
     try:
@@ -153,6 +167,7 @@ def rows(ctx: Context) -> list[Row]:
         ours_s = median_time(found.compute, ctx.repeats)
         n_peaks = int(found.compute().n_items)
         loop_s = median_time(_plain_loop(flat, params), ctx.repeats)
+        chunk_s = median_time(_chunk_loop(sub, params), ctx.repeats)
         ref = None
         if py4dstem_available():
             npy = ctx.workdir / "peaks_frames.npy"
@@ -194,6 +209,15 @@ def rows(ctx: Context) -> list[Row]:
                     + (f"; {ref['seconds'] / one_s:.1f}x py4DSTEM's loop" if ref else ""),
                 )
             )
+        out.append(
+            Row(
+                f"get_maxima_2D_chunk '{label}', no dask",
+                chunk_s,
+                nbytes,
+                f"{n / chunk_s:,.0f} frames/s; {loop_s / chunk_s:.2f}x our plain loop"
+                + (f"; {ref['seconds'] / chunk_s:.1f}x py4DSTEM's loop" if ref else ""),
+            )
+        )
         out.append(
             Row(
                 f"get_maxima_2D '{label}', our kernel, plain loop",

@@ -1,8 +1,11 @@
 """Bragg peaks of every frame, lazily: :func:`find_peaks` runs py4DSTEM's ``get_maxima_2D``
-(:func:`stem4d_dask.kernels.maxima.get_maxima_2D`, same parameters and results) on every frame
-through :func:`stem4d_dask.frame_functions.map_frames`, and returns :class:`BraggPeaks`: the
-peaks of each frame (CSR per scan chunk, :class:`~stem4d_dask.ragged.RaggedFrames`) with a
-Bragg vector map (the 2D histogram of all peaks) made straight from them.
+on every frame (same parameters and results) through
+:func:`stem4d_dask.frame_functions.map_frames`, a whole scan chunk at a time
+(:func:`stem4d_dask.kernels.maxima_chunk.get_maxima_2D_chunk`: bit for bit what
+:func:`stem4d_dask.kernels.maxima.get_maxima_2D` gives each frame), and returns
+:class:`BraggPeaks`: the peaks of each frame (CSR per scan chunk,
+:class:`~stem4d_dask.ragged.RaggedFrames`) with a Bragg vector map (the 2D histogram of all
+peaks) made straight from them.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from .datacube import Q_DIMS, R_DIMS, calibration_attrs
 from .frame_functions import map_frames
 from .graph import frame_blocks
 from .kernels import ragged as kr
-from .kernels.maxima import SUBPIXEL_MODES, get_maxima_2D
+from .kernels.maxima import SUBPIXEL_MODES
+from .kernels.maxima_chunk import get_maxima_2D_chunk
 from .kernels.maxima_filter import check_filter_args
 from .ragged import RaggedFrames
 
@@ -164,11 +168,12 @@ def find_peaks(
     template = {k: np.empty(0, dt) for k, dt in PEAK_FIELDS.items()}
     found = map_frames(
         datacube,
-        _frame_peaks,
+        _chunk_peaks,
         qx,
         qy,
         template=template,
         ragged=True,
+        vectorized=True,
         name="find_peaks",
         params=params,
     )
@@ -183,14 +188,16 @@ def find_peaks(
     )
 
 
-def _frame_peaks(frame, qx_coord, qy_coord, *, params) -> dict:
-    """The peaks of one frame as the fields of :data:`PEAK_FIELDS`."""
-    maxima = get_maxima_2D(frame, **params)
-    x, y = maxima["x"], maxima["y"]
-    return {
+def _chunk_peaks(block, qx_coord, qy_coord, *, params) -> tuple[np.ndarray, dict]:
+    """The peaks of every frame of a scan chunk ``(n1, n2, Qx, Qy)`` (numpy or cupy): ``indptr``
+    int64 ``(n1 * n2 + 1,)`` over the positions in C order and the fields of
+    :data:`PEAK_FIELDS` (host arrays), each frame's peaks those of ``get_maxima_2D``."""
+    indptr, maxima = get_maxima_2D_chunk(block, **params)
+    x, y = np.ascontiguousarray(maxima["x"]), np.ascontiguousarray(maxima["y"])
+    return indptr, {
         "qx": x,
         "qy": y,
-        "intensity": maxima["intensity"],
+        "intensity": np.ascontiguousarray(maxima["intensity"]),
         "qx_cal": _calibrated(x, qx_coord),
         "qy_cal": _calibrated(y, qy_coord),
     }

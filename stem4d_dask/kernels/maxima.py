@@ -12,6 +12,10 @@ only the candidate peaks (and their 3x3 neighbourhoods, and the small upsampled 
 ``'multicorr'``) are moved to the host, where the structured array is built. The result is
 always a host (numpy) array.
 
+:func:`~stem4d_dask.kernels.maxima_chunk.get_maxima_2D_chunk` runs the same search on a whole
+chunk of frames at once and gives every frame these results bit for bit; the refinement steps
+(:func:`refine_poly`, :func:`refine_multicorr`) are shared.
+
 Differences from py4DSTEM 0.14.18
 ---------------------------------
 1. **Guarded parabolic step.** py4DSTEM's parabolic refinement
@@ -283,13 +287,35 @@ def get_maxima_2D(
     if subpixel == "pixel" or len(maxima) == 0:
         return maxima
 
-    # parabolic refinement from each peak's 3x3 neighbourhood (in bounds: edge >= 1)
+    maxima = refine_poly(xp, ar, maxima)
+    if subpixel == "poly":
+        return maxima
+    return refine_multicorr(xp, ar, maxima, upsample_factor, _ar_FT)
+
+
+def refine_poly(
+    xp: ArrayModule, ar: Array, maxima: np.ndarray, frame: np.ndarray | None = None
+) -> np.ndarray:
+    """``maxima`` (:data:`MAXIMA_DTYPE` ``(n,)``, integer pixel positions at least 1 pixel from
+    every border) refined by a parabola through each maximum and its two neighbours per axis
+    (guarded, see the module docstring), with the intensity re-read bilinearly at the refined
+    position (py4DSTEM's ``linear_interpolation_2D``).
+
+    ar: the (smoothed) frame ``(Nx, Ny)``, or with ``frame`` (int ``(n,)``, the frame of each
+    maximum) a stack of frames ``(m, Nx, Ny)``; numpy or cupy (``xp`` its module; only the
+    ``(n, 3, 3)`` neighbourhoods come to the host). Every step is elementwise, so a maximum gets
+    the same bits whether its frame is refined alone or in a stack. Returns a new array."""
+    maxima = maxima.copy()
     xi = maxima["x"].astype(np.intp)
     yi = maxima["y"].astype(np.intp)
     offsets = np.arange(-1, 2)
     rows = xp.asarray(xi[:, None, None] + offsets[None, :, None])
     cols = xp.asarray(yi[:, None, None] + offsets[None, None, :])
-    nbhd = to_host(ar[rows, cols]).astype(np.float64)  # (n, 3, 3), centre at [:, 1, 1]
+    if frame is None:
+        picked = ar[rows, cols]
+    else:
+        picked = ar[xp.asarray(np.asarray(frame, dtype=np.intp)[:, None, None]), rows, cols]
+    nbhd = to_host(picked).astype(np.float64)  # (n, 3, 3), centre at [:, 1, 1]
     x = maxima["x"] + _parabolic_delta(nbhd[:, 0, 1], nbhd[:, 1, 1], nbhd[:, 2, 1])
     y = maxima["y"] + _parabolic_delta(nbhd[:, 1, 0], nbhd[:, 1, 1], nbhd[:, 1, 2])
     # bilinear re-read of the intensity (py4DSTEM's linear_interpolation_2D), |delta| <= 1
@@ -307,12 +333,28 @@ def get_maxima_2D(
         + dx * (1 - dy) * nbhd[n, cxi, fyi]
         + dx * dy * nbhd[n, cxi, cyi]
     )
-    if subpixel == "poly":
-        return maxima
+    return maxima
 
-    if _ar_FT is None:
-        _ar_FT = xp.fft.fft2(xp.asarray(ar, dtype=xp.float64))
+
+def refine_multicorr(
+    xp: ArrayModule,
+    ar: Array,
+    maxima: np.ndarray,
+    upsample_factor: float,
+    ar_FT: Array | None = None,
+) -> np.ndarray:
+    """``maxima`` (:data:`MAXIMA_DTYPE` ``(n,)``, ``'poly'`` positions in pixels) of the
+    (smoothed) frame ``ar`` ``(Nx, Ny)`` (numpy or cupy, ``xp`` its module) refined by DFT
+    upsampling by ``upsample_factor`` (:func:`upsampled_correlation`, from the position rounded
+    to half pixels) of ``ar_FT`` (complex ``(Nx, Ny)``; default the float64 ``fft2`` of ``ar``,
+    taken only when there is a maximum), intensities kept; then sorted again as
+    :func:`get_maxima_2D` sorts. Returns a new array."""
+    maxima = maxima.copy()
+    if len(maxima) == 0:
+        return maxima
+    if ar_FT is None:
+        ar_FT = xp.fft.fft2(xp.asarray(ar, dtype=xp.float64))
     for i in range(len(maxima)):
         start = np.round(np.array([maxima["x"][i], maxima["y"][i]]) * 2) / 2
-        maxima["x"][i], maxima["y"][i] = upsampled_correlation(_ar_FT, upsample_factor, start)
+        maxima["x"][i], maxima["y"][i] = upsampled_correlation(ar_FT, upsample_factor, start)
     return _sorted(maxima)

@@ -1,6 +1,8 @@
 """Filtering a set of local maxima, as py4DSTEM's ``filter_2D_maxima``: absolute and relative
 intensity thresholds, a minimum spacing (greedy, in list order) and a maximum count, plus the
-check of the filter arguments shared with :func:`~stem4d_dask.kernels.maxima.get_maxima_2D`.
+check of the filter arguments shared with :func:`~stem4d_dask.kernels.maxima.get_maxima_2D`;
+and the minimum-spacing suppression of many frames' maxima at once
+(:func:`spacing_keep_frames`, for :mod:`stem4d_dask.kernels.maxima_chunk`).
 
 A set of maxima is a numpy structured array ``(n,)`` with float64 fields ``x``, ``y`` (pixels;
 ``x`` along array axis 0) and ``intensity`` (:data:`~stem4d_dask.kernels.maxima.MAXIMA_DTYPE`).
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import numbers
 
+import numba
 import numpy as np
 from scipy.spatial import cKDTree
 
@@ -70,6 +73,54 @@ def _spacing_keep(x: np.ndarray, y: np.ndarray, min_spacing: float) -> np.ndarra
         drop = (keep_state[a] == 1) & (keep_state[b] == 0)
         keep_state[b[drop]] = 2
     return keep_state == 1
+
+
+def frame_starts(f: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """First index and count of each of the ``n`` frames in ``f`` (sorted, int ``(m,)``)."""
+    count = np.bincount(f, minlength=n)
+    start = np.zeros(n, dtype=np.int64)
+    np.cumsum(count[:-1], out=start[1:])
+    return start, count
+
+
+def spacing_keep_frames(
+    f: np.ndarray, x: np.ndarray, y: np.ndarray, min_spacing: float
+) -> np.ndarray:
+    """:func:`~stem4d_dask.kernels.maxima_filter._spacing_keep` of every frame at once: ``f``
+    (int ``(m,)``, sorted: the frame of each peak), ``x``, ``y`` (float ``(m,)``, pixels, each
+    frame's peaks in list order). Peak ``j`` is dropped when an earlier kept peak ``i`` of its
+    frame has ``(x[j] - x[i])**2 + (y[j] - y[i])**2 < min_spacing**2``. Returns the bool
+    keep-mask ``(m,)``."""
+    m = len(f)
+    s = float(min_spacing)
+    sep = 2.0 * s + 2.0  # frames this far apart along a third axis: never close
+    finite = bool(np.isfinite(x).all() and np.isfinite(y).all())
+    if m == 0 or not finite or not np.isfinite(sep) or (f[-1] + 1) * sep > 2.0**50:
+        keep = np.zeros(m, dtype=bool)  # frame by frame
+        start, count = frame_starts(f, int(f[-1]) + 1 if m else 0)
+        for a, c in zip(start[count > 0], count[count > 0], strict=True):
+            keep[a : a + c] = _spacing_keep(x[a : a + c], y[a : a + c], min_spacing)
+        return keep
+    tree = cKDTree(np.column_stack([x, y, f * sep]))
+    pairs = tree.query_pairs(r=s * (1 + 1e-9), output_type="ndarray")
+    a, b = np.minimum(pairs[:, 0], pairs[:, 1]), np.maximum(pairs[:, 0], pairs[:, 1])
+    close = (f[a] == f[b]) & (((x[b] - x[a]) ** 2 + (y[b] - y[a]) ** 2) < min_spacing**2)
+    a, b = a[close], b[close]
+    order = np.argsort(a, kind="stable")
+    return _greedy_keep(m, a[order].astype(np.int64), b[order].astype(np.int64))
+
+
+@numba.njit(nogil=True, cache=True)
+def _greedy_keep(m, a, b):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    # walk the peaks in list order; a kept peak drops its later close peaks (pairs sorted by a)
+    keep = np.ones(m, np.bool_)
+    k = 0
+    for i in range(m):
+        while k < a.size and a[k] == i:
+            if keep[i]:
+                keep[b[k]] = False
+            k += 1
+    return keep
 
 
 def filter_2D_maxima(

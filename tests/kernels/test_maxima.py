@@ -1,15 +1,19 @@
 """get_maxima_2D / filter_2D_maxima / upsampled_correlation: py4DSTEM 0.14.18 parity (fixtures
 from tests/fixtures/make_maxima_fixtures.py), ground truth, the guarded parabola, validation,
-no mutation, and the device (cupy-like) code path."""
+no mutation, and the device (cupy-like) code path; get_maxima_2D_chunk: every frame of a chunk
+bit for bit what get_maxima_2D gives it."""
 
 import json
+import platform
 from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.ndimage as ndi
 from fakecupy import FakeCupy
 
 import stem4d_dask.kernels.maxima as km
+import stem4d_dask.kernels.maxima_chunk as kmc
 from stem4d_dask.kernels.maxima import (
     MAXIMA_DTYPE,
     filter_2D_maxima,
@@ -17,6 +21,8 @@ from stem4d_dask.kernels.maxima import (
     to_host,
     upsampled_correlation,
 )
+from stem4d_dask.kernels.maxima_chunk import get_maxima_2D_chunk
+from stem4d_dask.kernels.maxima_filter import spacing_keep_frames
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "maxima_py4dstem.npz"
 with np.load(FIXTURE) as _z:
@@ -331,3 +337,253 @@ def test_device_path_equals_numpy_path(name, monkeypatch):
     ours = run_ours(case)
     assert fake.calls > 0
     np.testing.assert_array_equal(ours, expected)
+
+
+# --------------------------------------------------------------------------------------------
+# the chunk kernel: every frame exactly what get_maxima_2D gives it
+
+FILTERS = [
+    dict(
+        minSpacing=spacing,
+        minRelativeIntensity=rel,
+        relativeToPeak=ref,
+        minAbsoluteIntensity=absolute,
+        maxNumPeaks=n,
+        edgeBoundary=edge,
+    )
+    for spacing in (0, 3.5)
+    for rel, ref in ((0, 0), (0.4, 0), (0.7, 2))
+    for absolute in (0, 22)
+    for n in (None, 1, 5)
+    for edge in (0, 1, 4)
+]
+
+
+def chunk_frames(dtype, seed=0, shape=(2, 4), q=(24, 31)):
+    """``(*shape, *q)`` frames of ``dtype`` (8 of them): Poisson noise (many maxima), spots on
+    noise, a constant frame (ties everywhere: no maxima), zeros, two-pixel plateaus (the tie
+    rule), noise with NaN and +-inf pixels (float dtypes; noise for integers), a dim frame and
+    a bright one (the relative threshold works per frame)."""
+    rng = np.random.default_rng(seed)
+    xx, yy = np.mgrid[: q[0], : q[1]].astype(float)
+    spots = sum(
+        a * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 4)
+        for a, cx, cy in ((90, 6.3, 7.8), (60, 15.5, 20.2), (40, 9.7, 25.1), (40, 18.2, 4.4))
+    )
+    plateaus = np.zeros(q)
+    plateaus[5, 6] = plateaus[5, 7] = 30.0  # along y
+    plateaus[12, 9] = plateaus[13, 10] = 30.0  # diagonal
+    plateaus[16, 20] = plateaus[17, 19] = 30.0  # anti-diagonal
+    odd = rng.poisson(20, q).astype(float)
+    if np.dtype(dtype).kind == "f":
+        odd[3, 4] = odd[10, 11] = odd[10, 12] = np.nan
+        odd[15, 15] = np.inf
+        odd[7, 20] = -np.inf
+    frames = [
+        rng.poisson(20, q),
+        spots + rng.poisson(3, q),
+        np.full(q, 7.0),
+        np.zeros(q),
+        plateaus,
+        odd,
+        rng.poisson(2, q),
+        rng.poisson(200, q),
+    ]
+    return np.stack(frames).astype(dtype).reshape(*shape, *q)
+
+
+def assert_same_fields(ours, ref):
+    assert ours.shape == ref.shape
+    for field in ("x", "y", "intensity"):  # NaN positions ('multicorr') equal too
+        np.testing.assert_array_equal(ours[field], ref[field], err_msg=field)
+
+
+def assert_chunk_equals_frames(block, **kwargs):
+    """The chunk kernel against get_maxima_2D frame by frame: same peaks, same order, same bits;
+    returns the number of peaks."""
+    before = block.copy()
+    indptr, found = get_maxima_2D_chunk(block, **kwargs)
+    np.testing.assert_array_equal(block, before)  # not modified
+    frames = block.reshape(int(np.prod(block.shape[:-2])), *block.shape[-2:])
+    assert found.dtype == MAXIMA_DTYPE and indptr.dtype == np.int64
+    assert indptr.shape == (len(frames) + 1,) and indptr[0] == 0 and indptr[-1] == len(found)
+    for k, frame in enumerate(frames):
+        ref = get_maxima_2D(frame, **kwargs)
+        ours = found[indptr[k] : indptr[k + 1]]
+        assert ours.shape == ref.shape, (kwargs, k)
+        for field in ("x", "y", "intensity"):
+            np.testing.assert_array_equal(ours[field], ref[field], err_msg=f"{kwargs} {k} {field}")
+    return int(indptr[-1])
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("subpixel", ["pixel", "poly"])
+@pytest.mark.parametrize("sigma", [0, 1.5])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint16])
+def test_chunk_equals_frame_by_frame(dtype, sigma, subpixel):
+    block = chunk_frames(dtype)
+    total = 0
+    for kwargs in FILTERS:
+        total += assert_chunk_equals_frames(block, subpixel=subpixel, sigma=sigma, **kwargs)
+    assert total > 1000  # the filters leave plenty to compare
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("sigma", [0, 1.5])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint16])
+def test_chunk_multicorr_equals_frame_by_frame(dtype, sigma):
+    block = chunk_frames(dtype, seed=1)
+    for kwargs in (
+        dict(maxNumPeaks=5, minSpacing=3.5),
+        dict(maxNumPeaks=3, minRelativeIntensity=0.4, relativeToPeak=2, upsample_factor=5),
+    ):
+        assert assert_chunk_equals_frames(block, subpixel="multicorr", sigma=sigma, **kwargs)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize(
+    "dtype", [np.int8, np.uint8, np.int16, np.int32, np.int64, np.uint64, ">f4", ">u2", np.bool_]
+)
+@pytest.mark.parametrize("sigma", [0, 0.1, 1e-20, 2.5, 9.0])
+def test_chunk_other_dtypes_and_widths(dtype, sigma):
+    """Integer dtypes (scipy truncates after each pass), big-endian and bool frames (scipy's
+    gaussian_filter of the chunk and whole-chunk slices instead of the compiled loops), widths
+    under 1/8 px (a kernel of one tap), under 1e-15 (scipy copies) and wider than the frame
+    (reflected more than once)."""
+    block = chunk_frames(np.float64, seed=2, q=(18, 22))
+    if np.dtype(dtype).kind in "iu":
+        block = np.where(np.isfinite(block), block, 0) - 40 * (np.dtype(dtype).kind == "i")
+    block = block.astype(dtype)
+    for kwargs in (dict(maxNumPeaks=None), dict(minSpacing=2, maxNumPeaks=4)):
+        assert_chunk_equals_frames(block, sigma=sigma, **kwargs)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_chunk_scipy_smoothing_fallback_equals_frame_by_frame(monkeypatch):
+    """scipy's gaussian_filter of the whole chunk (sigma 0 on the frame axis), used when the
+    compiled loop does not match scipy's bits, filters each frame as the per-frame call does."""
+    monkeypatch.setattr(kmc, "_compiled_matches_scipy", lambda dtype: False)
+    for dtype in (np.float32, np.uint16):
+        assert_chunk_equals_frames(chunk_frames(dtype), sigma=1.5, maxNumPeaks=None)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint16, np.int16, np.uint8])
+def test_compiled_gaussian_is_scipys(dtype):
+    """The compiled Gaussian against scipy's, frame by frame, on shapes down to 1 pixel and
+    widths up to more than the frame."""
+    matches = kmc._compiled_matches_scipy(np.dtype(dtype))
+    if platform.machine().lower() in ("x86_64", "amd64"):  # no fused multiply-adds in scipy
+        assert matches, "the compiled Gaussian is not scipy's: the chunk kernel falls back"
+    elif not matches:  # pragma: no cover - e.g. an aarch64 scipy built with FMA contraction
+        pytest.skip("this scipy's gaussian_filter differs from the compiled loop; scipy is used")
+    rng = np.random.default_rng(5)
+    for nx, ny in ((1, 1), (1, 9), (7, 2), (16, 33), (40, 25)):
+        raw = rng.normal(100, 60, (3, nx, ny))
+        frames = np.clip(raw, 0, 255).astype(dtype) if dtype is np.uint8 else raw.astype(dtype)
+        for sigma in (0.3, 1.0, 1.5, 2.0, 3.7, 12.0):
+            out = np.empty_like(frames)
+            kmc._gaussian_frames(frames, kmc._half_kernel(sigma), out)
+            for frame, smooth in zip(frames, out, strict=True):
+                np.testing.assert_array_equal(smooth, ndi.gaussian_filter(frame, sigma))
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_chunk_shapes_strides_and_tiny_frames():
+    """Any leading axes, one frame, strided and read-only chunks, frames of 0 to 4 pixels."""
+    block = chunk_frames(np.float32, seed=3)
+    # any leading axes, one frame, a strided (non-contiguous) chunk
+    assert_chunk_equals_frames(block.reshape(8, 24, 31), sigma=1.0, maxNumPeaks=None)
+    assert_chunk_equals_frames(block[1, 1], maxNumPeaks=None)
+    assert_chunk_equals_frames(block[:, ::2, 1:-1:2, ::3], sigma=0.8, maxNumPeaks=None)
+    read_only = block.copy()
+    read_only.setflags(write=False)  # e.g. a chunk of a memory-mapped file
+    assert_chunk_equals_frames(read_only, sigma=1.0, minSpacing=3, maxNumPeaks=None)
+    for q in ((2, 2), (3, 4), (1, 7), (0, 5)):
+        tiny = np.random.default_rng(0).random((2, 3, *q)).astype(np.float32)
+        for sigma in (0, 1.0):
+            assert_chunk_equals_frames(tiny, sigma=sigma, maxNumPeaks=None)
+    indptr, found = get_maxima_2D_chunk(np.zeros((0, 3, 8, 8)), sigma=1.0)
+    assert indptr.tolist() == [0] and found.shape == (0,) and found.dtype == MAXIMA_DTYPE
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_chunk_min_spacing_huge_and_infinite():
+    """A spacing wider than any detector, or infinite: one peak per frame (frame by frame)."""
+    block = chunk_frames(np.float64, seed=4)
+    for spacing in (1e9, np.inf):
+        assert_chunk_equals_frames(block, minSpacing=spacing, maxNumPeaks=None)
+        indptr, _ = get_maxima_2D_chunk(block, minSpacing=spacing, maxNumPeaks=None)
+        assert np.diff(indptr).max() == 1
+
+
+def test_spacing_keep_frames_equals_per_frame_greedy():
+    """One k-d tree over every frame's peaks (and frame by frame where a position is NaN) gives
+    filter_2D_maxima's greedy suppression of each frame."""
+    rng = np.random.default_rng(6)
+    f = np.sort(rng.integers(0, 9, 600))
+    x, y = rng.uniform(0, 30, 600), rng.uniform(0, 30, 600)
+    for nan in (False, True):
+        if nan:
+            x[::7] = np.nan
+        for spacing in (0.5, 1.7, 3, 10):
+            keep = spacing_keep_frames(f, x, y, spacing)
+            assert 0 < keep.sum() < len(keep)
+            for k in range(9):
+                maxima = np.zeros((f == k).sum(), MAXIMA_DTYPE)
+                maxima["x"], maxima["y"] = x[f == k], y[f == k]
+                expected = filter_2D_maxima(maxima, minSpacing=spacing, maxNumPeaks=None)
+                np.testing.assert_array_equal(x[f == k][keep[f == k]], expected["x"])
+
+
+RUN_CHUNK_CASES = [
+    n for n in CASES if CASES[n]["func"] == "get_maxima_2D" and CASES[n]["ft_of"] is None
+]
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("name", RUN_CHUNK_CASES)
+def test_chunk_parity_with_py4dstem_fixtures(name):
+    """Each fixture image in a chunk beside a blank frame and a copy of itself: both copies
+    get py4DSTEM's maxima (where py4DSTEM has an answer) and the blank gets none."""
+    case = CASES[name]
+    image = FIX[f"in__{case['input']}"]
+    block = np.stack([image, np.zeros_like(image), image])
+    indptr, found = get_maxima_2D_chunk(block, **case["kwargs"])
+    assert indptr[2] - indptr[1] == 0
+    first, last = found[indptr[0] : indptr[1]], found[indptr[2] : indptr[3]]
+    assert_same_fields(first, last)
+    assert_same_fields(first, get_maxima_2D(image, **case["kwargs"]))
+    if name in RUN_CASES:
+        assert_same_maxima(first, FIX[f"out__{name}"])
+
+
+def test_chunk_bad_parameters_raise():
+    block = np.zeros((2, 8, 8))
+    for kwargs, name in (
+        ({"subpixel": "gauss"}, "subpixel"),
+        ({"subpixel": "multicorr", "upsample_factor": 2}, "upsample_factor"),
+        ({"relativeToPeak": -1}, "relativeToPeak"),
+        ({"edgeBoundary": 2.5}, "edgeBoundary"),
+        ({"maxNumPeaks": -1}, "maxNumPeaks"),
+    ):
+        with pytest.raises(ValueError, match=name):
+            get_maxima_2D_chunk(block, **kwargs)
+    with pytest.raises(ValueError, match="block"):
+        get_maxima_2D_chunk(np.zeros(5))
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("subpixel", ["pixel", "poly", "multicorr"])
+def test_chunk_device_path_equals_numpy_path(subpixel, monkeypatch):
+    """The cupy code path (whole-chunk slices, the device's gaussian_filter with sigma 0 on the
+    frame axis, neighbourhoods gathered on the device) gives the numpy path's bits."""
+    block = chunk_frames(np.float32, seed=7)
+    kwargs = dict(subpixel=subpixel, sigma=1.5, minSpacing=3, maxNumPeaks=6)
+    expected = get_maxima_2D_chunk(block, **kwargs)
+    fake = FakeCupy()
+    monkeypatch.setattr(kmc, "array_module", lambda x: fake)
+    monkeypatch.setattr(km, "array_module", lambda x: fake)
+    ours = get_maxima_2D_chunk(block, **kwargs)
+    assert fake.calls > 0
+    np.testing.assert_array_equal(ours[0], expected[0])
+    assert_same_fields(ours[1], expected[1])

@@ -1,7 +1,8 @@
 """find_peaks and BraggPeaks: spots found where they were drawn (clean and at a realistic dose),
 py4DSTEM 0.14.18's get_maxima_2D frame by frame (fixtures from
 tests/fixtures/make_peaks_fixtures.py), calibrated positions, the Bragg vector map, laziness,
-process workers, the store round trip, slicing and argument checks."""
+process workers, the store round trip, slicing and argument checks; one chunk-kernel call per
+scan chunk giving get_maxima_2D's peaks bit for bit."""
 
 import json
 import tracemalloc
@@ -470,3 +471,45 @@ def test_complex_datacube_refused():
     dc = s4.from_array(np.zeros((2, 2, 8, 8), np.float32))
     with pytest.raises(TypeError, match="complex"):
         find_peaks(dc.astype(np.complex64))
+
+
+# --------------------------------------------------------------------------------------------
+# one chunk kernel call per scan chunk, bit for bit get_maxima_2D's peaks
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"subpixel": "pixel", "maxNumPeaks": None},
+        {"sigma": 1.5, "minRelativeIntensity": 0.2, "minSpacing": 4, "edgeBoundary": 3},
+        {"sigma": 1.0, "minAbsoluteIntensity": 2.0, "relativeToPeak": 2, "maxNumPeaks": 5},
+        {"subpixel": "multicorr", "sigma": 1.0, "maxNumPeaks": 4, "upsample_factor": 8},
+    ],
+)
+@pytest.mark.parametrize("dtype", ["float32", "uint16"])
+def test_each_chunk_in_one_call_equals_get_maxima_2D_exactly(kwargs, dtype, monkeypatch):
+    import stem4d_dask.peaks as peaks_module
+
+    calls = []
+    chunk_kernel = peaks_module.get_maxima_2D_chunk
+
+    def counted(block, **params):
+        calls.append(block.shape)
+        return chunk_kernel(block, **params)
+
+    monkeypatch.setattr(peaks_module, "get_maxima_2D_chunk", counted)
+    scan = (FIX["scan"] * (40 if dtype == "uint16" else 1)).astype(dtype)
+    dc = s4.from_array(scan, chunks=(3, 2, 48, 48))  # 6 uneven chunks
+    with dask.config.set(scheduler="sync"):
+        computed = find_peaks(dc, **kwargs).compute()
+    assert sorted(calls) == [(1, 2, 48, 48)] * 2 + [(3, 2, 48, 48)] * 2  # a call per chunk
+    full = {"maxNumPeaks": 70, **kwargs}
+    n_peaks = 0
+    for rx, ry in np.ndindex(scan.shape[:2]):
+        ref = get_maxima_2D(scan[rx, ry], **full)
+        ours = computed[rx, ry]
+        assert len(ours) == len(ref), (rx, ry)
+        for field, ref_field in (("qx", "x"), ("qy", "y"), ("intensity", "intensity")):
+            np.testing.assert_array_equal(ours[field], ref[ref_field], err_msg=f"{field} {rx} {ry}")
+        n_peaks += len(ref)
+    assert n_peaks >= 16
