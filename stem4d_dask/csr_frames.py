@@ -16,6 +16,7 @@ tasks pickle them by reference).
 from __future__ import annotations
 
 import functools
+from abc import ABC, abstractmethod
 
 import dask
 import dask.array as da
@@ -78,7 +79,7 @@ def made(kind, indptr, fields, **spec):
     return kind.make(indptr, fields, **spec)
 
 
-class CSRFrames:
+class CSRFrames(ABC):
     """Per-frame items, CSR per scan chunk (see the module docstring). Subclasses set
     ``_spec_fields`` (``{field: dtype}``) and the block hooks, and call :meth:`_setup`."""
 
@@ -98,14 +99,14 @@ class CSRFrames:
     #: level, so tasks pickle it by reference): :class:`RaggedKind`, or the events' kind
     _kind: type
 
+    @abstractmethod
     def _spec(self, i, j) -> dict:
         """Keywords of the kind's ``check`` / ``make`` for the block of scan chunk ``(i, j)``
         (its ``scan_shape`` and ``where`` it lies, plus what the kind checks)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _rebuilt(self, blocks, scan_chunks, coords, n_items):
         """A new instance of the same kind over other blocks / scan region."""
-        raise NotImplementedError
 
     # --- description ---------------------------------------------------------------------
 
