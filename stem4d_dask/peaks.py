@@ -125,10 +125,11 @@ def find_peaks(
     subpixel : ``'pixel'``, ``'poly'`` (parabolic, per axis) or ``'multicorr'`` (DFT
         upsampling by ``upsample_factor``).
     sigma : Gaussian smoothing (pixels, >= 0) before the search; 0: none.
-    minAbsoluteIntensity, minRelativeIntensity, relativeToPeak, minSpacing (pixels, >= 0),
-    edgeBoundary (pixels), maxNumPeaks : as ``get_maxima_2D``, except that ``maxNumPeaks``
-        defaults to 70 (py4DSTEM's ``find_Bragg_disks`` default; ``get_maxima_2D``'s 1 would
-        keep only the brightest peak of each frame); None keeps every peak.
+    minAbsoluteIntensity, minRelativeIntensity, relativeToPeak : as ``get_maxima_2D``.
+    minSpacing, edgeBoundary : as ``get_maxima_2D``, in pixels (``minSpacing`` >= 0).
+    maxNumPeaks : as ``get_maxima_2D``, except that it defaults to 70 (py4DSTEM's
+        ``find_Bragg_disks`` default; ``get_maxima_2D``'s 1 would keep only the brightest peak
+        of each frame); None keeps every peak.
 
     Every argument is checked before anything is built (``ValueError`` naming it): unlike
     py4DSTEM, which takes a negative ``sigma`` or ``minSpacing`` as 0, those are refused, as
