@@ -5,6 +5,7 @@ command only parses its arguments and calls the library; errors (a user function
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from pathlib import Path
@@ -12,11 +13,15 @@ from pathlib import Path
 from .cli_options import (
     add_read_arguments,
     add_run_arguments,
+    check_convert_output,
     chunks_option,
     conversion_steps,
+    failed,
     ints,
+    metadata_lines,
     read_options,
     running,
+    stdout_closed,
 )
 from .frame_tasks import FrameFunctionError
 
@@ -61,7 +66,7 @@ def cmd_info(args) -> int:
     print(f"size         {_human(d['nbytes'])} uncompressed, {_human(_size_on_disk(path))} on disk")
     if "format" in dc.attrs:
         print(f"format       {dc.attrs['format']}")
-    for line in _metadata_lines(dc.attrs.get("metadata") or {}, args.all):
+    for line in metadata_lines(dc.attrs.get("metadata") or {}, args.all):
         print(line)
     from .steps import provenance_lines
 
@@ -102,30 +107,6 @@ def _item_store_lines(path: Path) -> bool:
     return True
 
 
-def _metadata_lines(metadata: dict, everything: bool, limit: int = 30) -> list:
-    """``metadata`` (nested JSON-able dicts) as indented ``key  value`` lines; the first
-    ``limit`` entries unless ``everything``; long values shortened."""
-    lines = []
-
-    def walk(node, indent):
-        for key, value in node.items():
-            if isinstance(value, dict):
-                lines.append(f"{' ' * indent}{key}:")
-                walk(value, indent + 2)
-            else:
-                text = str(value)
-                text = text if everything or len(text) <= 70 else text[:67] + "..."
-                lines.append(f"{' ' * indent}{key:<{max(28 - indent, 1)}} {text}")
-
-    walk(metadata, 2)
-    if lines:
-        head = ["metadata"]
-        if not everything and len(lines) > limit:
-            return head + lines[:limit] + [f"  ... {len(lines) - limit} more lines (--all)"]
-        return head + lines
-    return lines
-
-
 def cmd_convert(args) -> int:
     from .convert import H5_SUFFIXES, convert, convert_file
 
@@ -140,7 +121,7 @@ def cmd_convert(args) -> int:
         progress=not args.quiet,
     )
     single = len(inputs) == 1 and not any(c in inputs[0] for c in "*?[")
-    a_store = Path(output).suffix.lower() in (".zarr", *H5_SUFFIXES)
+    a_store = check_convert_output(output, (".zarr", *H5_SUFFIXES))
     if single and (a_store or (Path(output) / "zarr.json").is_file()):
         with running(args):
             done = convert_file(inputs[0], output, conversion_steps(args), **options)
@@ -213,6 +194,11 @@ def cmd_peaks(args) -> int:
     from . import read
     from .peaks import find_peaks
 
+    if args.max_peaks < 0:
+        raise ValueError(
+            f"--max-peaks: expected 0 (keep every peak) or a count, got {args.max_peaks}"
+        )
+
     with running(args):  # read there: chunks fit the workers of a cluster
         dc = read(args.input, **read_options(args))
         peaks = find_peaks(
@@ -245,15 +231,18 @@ def cmd_demo(args) -> int:
         run_demo(
             Path(args.out),
             seed=args.seed,
-            scan_shape=ints(args.scan, "--scan"),
-            detector_shape=ints(args.detector, "--detector"),
+            scan_shape=ints(args.scan, "--scan", 2),
+            detector_shape=ints(args.detector, "--detector", 2),
             progress=not args.quiet,
         )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="stem4d", description="Lazy 4D-STEM processing.")
+    parser.add_argument("--version", action="version", version=f"stem4d {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser(
@@ -370,13 +359,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed stdout shows here, not at exit
+        return code
+    except BrokenPipeError:
+        if not stdout_closed():
+            return failed(args.command, OSError(errno.EPIPE, "Broken pipe"))
+        # the reader went away (stem4d info X | head -1): end quietly, as the Python docs
+        # recommend; stdout goes to devnull so that the flush at exit fails no more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ValueError, TypeError, OSError, KeyError, FrameFunctionError) as exc:
-        if os.environ.get("STEM4D_DEBUG"):
-            raise
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"stem4d {args.command}: error: {reason}", file=sys.stderr)
-        return 2
+        return failed(args.command, exc)
     except KeyboardInterrupt:
         print(f"stem4d {args.command}: interrupted", file=sys.stderr)
         return 130

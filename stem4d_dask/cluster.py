@@ -169,6 +169,12 @@ def _connect(scheduler, scheduler_file, timeout, security, set_as_default):
         raise OSError(
             f"scheduler: no scheduler answered at {where} within {timeout:g} s ({exc})"
         ) from None
+    except Exception as exc:  # something answered, but not a dask scheduler (its handshake
+        # read as garbage: a frame length of exabytes -> MemoryError, or a decoding error)
+        raise OSError(
+            f"scheduler: no dask scheduler at {where}: what answered there is not one "
+            f"({type(exc).__name__}: {str(exc)[:120]})"
+        ) from None
 
 
 class ClusterClient(Client):

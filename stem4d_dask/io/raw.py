@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -37,18 +38,28 @@ def _scan_shape_4d(shape, scan_shape, parameter="shape"):
 
 
 def read_raw(
-    path, *, shape, dtype, offset=0, order="C", scan_shape=None, chunks="auto", **calibration
+    path, *, shape, dtype=None, offset=0, order="C", scan_shape=None, chunks="auto", **calibration
 ):
     """Lazy datacube from a headerless binary file.
 
     ``shape``: 4D ``(Rx, Ry, Qx, Qy)``, or 3D ``(N, Qx, Qy)`` with ``scan_shape=(Rx, Ry)``;
-    ``dtype``: numpy dtype (endianness included, e.g. ``">u2"``); ``offset``: header bytes to
+    ``dtype``: numpy dtype (endianness included, e.g. ``">u2"``), required (``ValueError``
+    without: the file has no header to tell it, and none is guessed); ``offset``: header bytes to
     skip; ``order``: ``"C"`` or ``"F"``. The file must hold exactly ``offset`` + the array's
     bytes (else ``ValueError`` with both sizes: a wrong shape or dtype never reads silently).
     ``scan_shape`` reshapes a 3D stack; for a 4D ``shape`` it must equal ``shape[:2]``.
     Each chunk memory-maps and copies only its own bytes.
     ``calibration``: keyword arguments of :func:`stem4d_dask.from_array`.
     """
+    if dtype is None:  # a raw file has no header to say it, and a guess reads wrong values
+        raise ValueError(
+            f"dtype: a raw file has no header to tell its dtype; pass dtype= for {path} (a "
+            "numpy dtype with its byte order, e.g. 'uint16', '<u2' or '>f4')"
+        )
+    known = [k for k in inspect.signature(from_array).parameters if k not in ("data", "chunks")]
+    unknown = sorted(set(calibration) - set(known))
+    if unknown:
+        raise TypeError(f"{unknown[0]}: not an option of raw or .npy files")
     if order not in ("C", "F"):
         raise ValueError(f"order must be 'C' or 'F', got {order!r}")
     try:

@@ -8,6 +8,7 @@ it), never a truncated ``path``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -79,6 +80,39 @@ def completed_at(path, *, overwrite: bool = False, resumable: bool = False) -> I
     os.replace(tmp, path)
 
 
+def check_resumable(markers, settings):
+    """``ValueError`` unless the partial store of ``markers`` was started with ``settings``."""
+    started = json.loads((markers / "settings.json").read_text())
+    if started != settings:
+        diff = {k: (started.get(k), v) for k, v in settings.items() if started.get(k) != v}
+        raise ValueError(
+            f"resume: the partial store at {markers.parent} was started with other settings "
+            f"(was, now): {diff}; remove it or pass resume=False"
+        )
+
+
+def check_finished(path, name: str, wanted: dict) -> None:
+    """A finished store at ``path`` is kept by a resumed write (nothing left to write) when its
+    array ``name`` has the ``wanted`` ``shape``, ``dtype`` and ``chunks`` (shards); else
+    ``ValueError`` naming what differs."""
+    import zarr
+
+    try:
+        arr = zarr.open_array(str(Path(path) / name), mode="r")
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(
+            f"resume: {path} is no finished datacube store ({exc}); pass overwrite=True to "
+            "replace it"
+        ) from None
+    found = {"shape": arr.shape, "dtype": arr.dtype, "chunks": arr.shards or arr.chunks}
+    diff = [f"{k} {found[k]} (stored) != {wanted[k]}" for k in wanted if found[k] != wanted[k]]
+    if diff:
+        raise ValueError(
+            f"resume: the finished store at {path} differs from this write in {'; '.join(diff)}; "
+            "pass overwrite=True to replace it"
+        )
+
+
 def remove(path) -> None:
     """Remove the file or directory tree at ``path``, if any."""
     path = Path(path)
@@ -88,4 +122,12 @@ def remove(path) -> None:
         path.unlink(missing_ok=True)
 
 
-__all__ = ["COMPRESSORS", "compressor_codecs", "completed_at", "partial_path", "remove"]
+__all__ = [
+    "COMPRESSORS",
+    "check_finished",
+    "check_resumable",
+    "compressor_codecs",
+    "completed_at",
+    "partial_path",
+    "remove",
+]

@@ -62,7 +62,7 @@ from ..kernels import native
 from ..lazy import lazy_from_loader
 from ..progress import compute
 from ..values import VALUE_RANGE_OF, value_range, value_range_of_dtype, with_value_range
-from .storage import completed_at, compressor_codecs, remove
+from .storage import check_finished, check_resumable, completed_at, compressor_codecs, remove
 from .zarr_pipeline import cached_array, chosen, configured
 from .zarr_shards import ShardCodec
 
@@ -115,7 +115,8 @@ def to_zarr(
         makes stores ~12% smaller at a third of the encoding and ~60% of the decoding speed.
     resume : continue an interrupted write of the same data and settings at ``path + ".partial"``,
         skipping shards already complete. The finished store is byte-identical to an
-        uninterrupted write.
+        uninterrupted write. A finished store at ``path`` of the same shape, dtype and chunks is
+        kept as it is (nothing written); one that differs is refused, saying what differs.
     overwrite : replace an existing store at ``path``.
     progress : show a progress bar (None: as :func:`stem4d_dask.progress.showing` says; off
         unless asked).
@@ -123,6 +124,10 @@ def to_zarr(
     Returns the final ``Path``. cupy chunks are copied to the host, each by its shard's task.
     """
     dc = _stored_attrs(to_host(check_datacube(dc, parameter="dc", complex_ok=True)))
+    if resume and not overwrite and Path(path).exists():
+        shard = _regular_chunks(dc, chunks)  # as _write_shards stores them
+        check_finished(path, NAME, {"shape": dc.shape, "dtype": dc.dtype, "chunks": shard})
+        return Path(path)
     # resumable: a failed or killed write keeps its partial store and finished-shard markers
     with completed_at(path, overwrite=overwrite, resumable=True) as tmp:
         _write_shards(dc, tmp, chunks, compressor, clevel, resume, progress)
@@ -148,7 +153,7 @@ def _write_shards(dc, tmp, chunks, compressor, clevel, resume, progress):
     }
     markers = tmp / PROGRESS_DIR
     if resume and markers.is_dir():
-        _check_resumable(markers, settings)
+        check_resumable(markers, settings)
     else:
         remove(tmp)
         with configured(chosen()):
@@ -198,16 +203,6 @@ def _write_metadata(dc, tmp, encoding):
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         ds.to_zarr(
             tmp, mode="w", compute=False, zarr_format=3, encoding=encoding, consolidated=True
-        )
-
-
-def _check_resumable(markers, settings):
-    started = json.loads((markers / "settings.json").read_text())
-    if started != settings:
-        diff = {k: (started.get(k), v) for k, v in settings.items() if started.get(k) != v}
-        raise ValueError(
-            f"resume: the partial store at {markers.parent} was started with other settings "
-            f"(was, now): {diff}; remove it or pass resume=False"
         )
 
 

@@ -2,7 +2,9 @@
 
 Same semantics as py4DSTEM 0.14.18, except that ``bin2D`` with an integer ``dtype`` accumulates
 wide and raises ``OverflowError`` instead of wrapping. ``get_maxima_2D`` and ``filter_2D_maxima``
-live in ``kernels/maxima.py`` (their differences are listed there).
+live in ``kernels/maxima.py`` (their differences are listed there). ``bin2D``,
+``get_shifted_ar`` and ``get_maxima_2D`` also take a frame of a datacube as it comes,
+``dc.isel(Rx=0, Ry=0)``: a 2D ``xarray.DataArray``, numpy-, cupy- or dask-backed (computed).
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import numpy as np
 
 from ..backend import array_module, device_module, native, to_host
 from ..checks import positive_int
+from ..kernels import maxima
 from ..kernels.binning import bin_frames
-from ..kernels.maxima import filter_2D_maxima, get_maxima_2D
+from ..kernels.maxima import filter_2D_maxima
 from ..kernels.shift import shift_frames
 
 __all__ = [
@@ -25,9 +28,57 @@ __all__ = [
 ]
 
 
+def plain_frame(ar, parameter: str = "ar"):
+    """``ar`` as the kernels take it: an ``xarray.DataArray`` (a frame ``dc.isel(Rx=0, Ry=0)``)
+    or a dask array becomes its computed numpy or cupy array; other arrays pass unchanged.
+    ``ValueError`` naming ``parameter`` for a DataArray that is not 2D."""
+    import dask.array as da
+    import xarray as xr
+
+    if isinstance(ar, xr.DataArray):
+        if ar.ndim != 2:
+            raise ValueError(
+                f"{parameter} must be a 2D frame, e.g. dc.isel(Rx=0, Ry=0); got a DataArray "
+                f"with dims {ar.dims} and shape {ar.shape}"
+            )
+        ar = ar.data
+    return ar.compute() if isinstance(ar, da.Array) else ar
+
+
+def get_maxima_2D(
+    ar,
+    subpixel="poly",
+    upsample_factor=16,
+    sigma=0,
+    minAbsoluteIntensity=0,
+    minRelativeIntensity=0,
+    relativeToPeak=0,
+    minSpacing=0,
+    edgeBoundary=1,
+    maxNumPeaks=1,
+    _ar_FT=None,
+):
+    """Local maxima of a 2D array (or frame DataArray), as py4DSTEM's ``get_maxima_2D``: see
+    :func:`stem4d_dask.kernels.maxima.get_maxima_2D` for the parameters and the result."""
+    return maxima.get_maxima_2D(
+        plain_frame(ar),
+        subpixel=subpixel,
+        upsample_factor=upsample_factor,
+        sigma=sigma,
+        minAbsoluteIntensity=minAbsoluteIntensity,
+        minRelativeIntensity=minRelativeIntensity,
+        relativeToPeak=relativeToPeak,
+        minSpacing=minSpacing,
+        edgeBoundary=edgeBoundary,
+        maxNumPeaks=maxNumPeaks,
+        _ar_FT=None if _ar_FT is None else plain_frame(_ar_FT, "_ar_FT"),
+    )
+
+
 def bin2D(array, factor, dtype=np.float64):
     """Sum ``factor x factor`` blocks of a 2D array: ``(Nx, Ny)`` -> ``(Nx // f, Ny // f)``
     (trailing remainder cropped), accumulated in ``dtype`` (float) or wide (integer)."""
+    array = plain_frame(array, "array")
     factor = positive_int(factor, "factor")
     if np.ndim(array) != 2:
         raise ValueError(f"array must be 2D, got shape {np.shape(array)}")
@@ -51,6 +102,7 @@ def get_shifted_ar(ar, xshift, yshift, periodic=True, bilinear=False, device="cp
     Returns float64 on ``device`` (``'cpu'``: numpy, ``'gpu'``: cupy, and ``ImportError``
     saying so without cupy and a GPU: py4DSTEM silently computes on the CPU instead)."""
     xp = device_module(device, "get_shifted_ar(device='gpu')")
+    ar = plain_frame(ar)
     ar = xp.asarray(native(to_host(ar) if xp is np else ar))  # cupy misreads other orders
     if ar.ndim != 2:
         raise ValueError(f"ar must be 2D, got shape {ar.shape}")

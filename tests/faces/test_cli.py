@@ -235,8 +235,8 @@ def test_peaks_command_writes_what_find_peaks_finds_and_info_describes_it(tmp_pa
     assert "BraggPeaks" in info and f"items        {stored.n_items}" in info
     assert "qx_cal <f8 [pixels]" in info
     assert main(args) == 2  # exists: refused without --overwrite
-    assert main([*args, "--overwrite", "--max-peaks", "-1"]) == 2  # maxNumPeaks named
-    assert "maxNumPeaks" in capsys.readouterr().err
+    assert main([*args, "--overwrite", "--max-peaks", "-1"]) == 2  # the option named
+    assert "--max-peaks" in capsys.readouterr().err
 
 
 def test_info_shows_value_range_format_and_metadata(tmp_path, capsys):

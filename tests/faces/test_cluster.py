@@ -220,7 +220,7 @@ def test_cli_local_cluster_gives_the_threaded_store(tmp_path, capsys):
     assert local.err.count("1 thread, 600.00 MiB memory limit") == 2
     assert "600.00 MiB" not in threads.err
     assert main([*convert, str(tmp_path / "c.zarr"), "--memory-limit", "1GiB"]) == 2
-    assert "memory_limit: only with a cluster started here" in capsys.readouterr().err
+    assert "--memory-limit: only with a cluster started here" in capsys.readouterr().err
 
 
 def test_cli_commands_on_a_scheduler_address_equal_threads(tmp_path, capsys, process_client):

@@ -55,3 +55,16 @@ def test_unknown_format_lists_supported(tmp_path):
 def test_missing_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope"):
         s4.read(tmp_path / "nope.npy")
+
+
+def test_raw_without_dtype_names_dtype_and_guesses_nothing(tmp_path, cube_u16):
+    path = tmp_path / "frames.raw"
+    path.write_bytes(cube_u16.tobytes())
+    with pytest.raises(ValueError, match=r"^dtype: a raw file has no header"):
+        s4.read(path, shape=(63, 12, 10), scan_shape=(7, 9))
+
+
+def test_an_option_raw_files_do_not_have_is_named(tmp_path, cube_u16):
+    np.save(tmp_path / "c.npy", cube_u16)
+    with pytest.raises(TypeError, match=r"^sync_offset: not an option of raw or \.npy files"):
+        s4.read(tmp_path / "c.npy", sync_offset=2)

@@ -70,3 +70,19 @@ def test_killed_write_resumes_identically(tmp_path, cube_u16):
     s4.to_zarr(dc, tmp_path / "clean.zarr", chunks=(1, 9), progress=False)
     assert store_files(out) == store_files(tmp_path / "clean.zarr")
     assert np.array_equal(s4.read(out).values, cube_u16)
+
+
+def test_resume_keeps_a_finished_store_and_refuses_one_that_differs(tmp_path, dc_u16):
+    import pytest
+
+    out = s4.to_zarr(dc_u16, tmp_path / "done.zarr", chunks=(2, 9), progress=False)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    assert s4.to_zarr(dc_u16, out, chunks=(2, 9), resume=True, progress=False) == out
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before  # nothing rewritten
+    with pytest.raises(ValueError, match=r"resume: .* differs .* in dtype uint16 \(stored\)"):
+        s4.to_zarr(dc_u16.astype("float32"), out, chunks=(2, 9), resume=True)
+    with pytest.raises(ValueError, match=r"in chunks \(2, 9, 12, 10\) \(stored\) != \(3, 9"):
+        s4.to_zarr(dc_u16, out, chunks=(3, 9), resume=True)
+    with pytest.raises(ValueError, match=r"in shape \(7, 9, 12, 10\) \(stored\) != \(2, 9"):
+        s4.to_zarr(dc_u16.isel(Rx=slice(0, 2)), out, chunks=(2, 9), resume=True)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
