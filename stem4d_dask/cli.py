@@ -158,7 +158,7 @@ def cmd_dpc(args) -> int:
     np.save(phase_path, dpc.object_phase.values)
     print(
         f"rotation {dpc.rotation_deg:g} deg, transpose {dpc.transpose}, "
-        f"final error {dpc.error:.3e} after {len(dpc.error_iterations)} iterations"
+        f"final error {dpc.error:.3e}; {dpc.stop_reason}"
     )
     for path in [*paths, phase_path]:
         print(f"wrote {path}")
@@ -304,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--fit",
         default="plane",
         choices=["plane", "parabola", "bezier_two", "constant", "none"],
-        help="descan model (default: plane)",
+        help="descan model (default: plane; none: no descan fit, only the mean beam position "
+        "removed)",
     )
     p.add_argument("--padding", type=float, default=2.0, help="padding factor (default 2)")
     p.add_argument("--max-iter", type=int, default=64, help="iterations (default 64)")

@@ -283,7 +283,17 @@ def run_demo(
         "PNGs: mean pattern, hot pixels, dark, virtual BF, counted pattern, CoM, DPC",
         0,
         lambda: (
-            save_scan_figures(out, mean_raw, mask, dark, vbf, radius, BIN)
+            save_scan_figures(
+                out,
+                mean_raw,
+                mask,
+                dark,
+                vbf,
+                radius,
+                BIN,
+                zdc.attrs.get("q_pixel_size"),
+                zdc.attrs.get("q_units"),
+            )
             + save_counting_figures(out, events)
             + list(dpc.save_figures(out))
         ),

@@ -10,10 +10,10 @@ import xarray as xr
 from .plotting import save_image_png
 
 
-def save_scan_figures(out, mean_raw, mask, dark, vbf, radius, bin_factor) -> list:
+def save_scan_figures(out, mean_raw, mask, dark, vbf, radius, bin_factor, q_pixel_size, q_units):
     """PNGs of the DPC scan into ``out``: the raw mean pattern (log scale), the hot-pixel mask,
     the dark reference (counts), and the virtual bright field of the converted store with its
-    detector ``radius`` (binned detector pixels) in the title.
+    detector ``radius`` (binned detector pixels of ``q_pixel_size`` ``q_units``) in the title.
 
     mean_raw, mask : ``(Qx, Qy)`` DataArrays (counts; bool); dark : ``(Qx, Qy)`` numpy counts;
     vbf : ``(Rx, Ry)`` DataArray (counts). Returns the paths written.
@@ -26,10 +26,11 @@ def save_scan_figures(out, mean_raw, mask, dark, vbf, radius, bin_factor) -> lis
             mean_raw, out / "mean_pattern.png", title="mean pattern of demo.mib (raw)", log=True
         ),
         save_image_png(
-            mask.astype(float).assign_attrs(units="hot"),
+            mask.astype(float),
             out / "hot_pixel_mask.png",
             title=f"hot-pixel mask ({hot} pixels)",
             cmap="magma",
+            label="hot pixel (1 = masked)",
         ),
         save_image_png(
             dark, out / "dark_reference.png", title="dark reference (get_darkreference)"
@@ -37,7 +38,10 @@ def save_scan_figures(out, mean_raw, mask, dark, vbf, radius, bin_factor) -> lis
         save_image_png(
             vbf,
             out / "virtual_bright_field.png",
-            title=f"virtual bright field, detector radius {radius:g} px (binned {bin_factor}x)",
+            title=f"virtual bright field (detector binned {bin_factor}x)",
+            radius=radius,
+            q_pixel_size=q_pixel_size,
+            q_units=q_units,
         ),
     ]
 

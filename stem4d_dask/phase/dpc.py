@@ -11,13 +11,16 @@ loaded whole, ``ValueError`` for a missing ``energy``, a real backtracking rever
 ``'constant'`` fit over finite values, ``preprocess`` starting afresh, float32 throughout) is
 listed, with the tests that show it, in ``docs/py4dstem-differences.md`` (rows ``DPC.*``).
 
-Like py4DSTEM, ``fit_function=None`` uses the measured CoM as the fitted one, so the
-normalised CoM is identically zero (a warning says so when ``verbose``), and the phase has no
-2π factor: with calibrated units it is ``phase / (2 pi)``.
+Unlike py4DSTEM, ``fit_function=None`` means no descan fit (only the mean beam position is
+removed; py4DSTEM's fitted CoM is the measured one, so its signal is zero and its error NaN).
+Like py4DSTEM the phase has no 2π factor: with calibrated units ``object_phase`` is
+``phase / (2 pi)`` (``phase_rad`` is in radians). Information (the rotation found, why the
+iterations stopped) is printed when ``verbose``; warnings are kept for problems.
 """
 
 from __future__ import annotations
 
+import sys
 import warnings
 from functools import partial
 
@@ -30,8 +33,14 @@ from ..datacube import R_DIMS
 from ..progress import ProgressLine, compute, enabled
 from . import integrate, plots
 from .com import center_of_mass
-from .dpc_checks import check_reconstruct, dpc_datacube, dpc_samplings, preprocess_arguments
-from .dpc_results import DPCResults, NotComputedError
+from .dpc_checks import (
+    check_reconstruct,
+    check_signal,
+    dpc_datacube,
+    dpc_samplings,
+    preprocess_arguments,
+)
+from .dpc_results import DPCResults, NotComputedError, ReconstructionError
 from .fit import fit_descan
 
 
@@ -45,7 +54,8 @@ class DPC(DPCResults):
     energy : beam energy in eV; needed for a ``'mrad'`` detector calibration. Defaults to
         ``datacube.attrs['energy']``.
     initial_object_guess : optional ``(Rx, Ry)`` starting phase.
-    verbose : warnings about calibrations and the rotation found, CoM progress bar.
+    verbose : warnings about calibrations, the rotation found and why the iterations
+        stopped (printed), CoM progress bar.
     device : ``'cpu'`` (numpy) or ``'gpu'`` (cupy, imported here, for the reconstruction).
 
     Results are the read-only properties of :class:`~stem4d_dask.phase.dpc_results.DPCResults`
@@ -102,7 +112,7 @@ class DPC(DPCResults):
         rotation_angles_deg : 1D grid of rotations searched, degrees (default -89..89 by 1).
         maximize_divergence : maximise the divergence instead of minimising the curl.
         fit_function : descan model: ``'plane'``, ``'parabola'``, ``'bezier_two'``,
-            ``'constant'`` or None (fitted = measured: zero signal).
+            ``'constant'`` or None (no descan fit: only the mean beam position is removed).
         force_com_rotation : degrees; skip the rotation search.
         force_com_transpose : bool; skip the transpose decision.
         force_com_shifts : ``(fitted_x, fitted_y)``, detector pixels, scalars or ``(Rx, Ry)``.
@@ -110,7 +120,7 @@ class DPC(DPCResults):
             no CoM pass (and no datacube needed: pixel calibrations then).
         plot_center_of_mass : ``'default'`` (corrected CoM), ``'all'`` (measured, normalised,
             corrected) or False; plot_rotation : the curl/divergence curve. Figures go to
-            ``self.figures`` and are shown only inside Jupyter.
+            ``self.figures``, through pyplot when it is imported (``plt.show()``).
         vectorized_com_calculation : accepted for py4DSTEM compatibility; ignored.
         kwargs : ``figsize``, ``cmap`` for the CoM figure.
 
@@ -187,11 +197,6 @@ class DPC(DPCResults):
                 for s in force_com_shifts
             )
         else:
-            if fit_function is None:
-                self._warn(
-                    "fit_function=None: the fitted CoM is the measured one, so the "
-                    "normalised CoM (and the phase) is zero"
-                )
             fx, fy = (f.astype(np.float32) for f in fit_descan(mx, my, fit_function))
         recip = self._reciprocal_sampling
         self._com_measured_x, self._com_measured_y = mx, my
@@ -214,9 +219,9 @@ class DPC(DPCResults):
         self._com_x, self._com_y = integrate.rotate_com(
             self._com_normalized_x, self._com_normalized_y, sol.rotation_rad, sol.transpose
         )
-        self._warn(f"Best fit rotation = {sol.rotation_deg:.0f} degrees.")
+        self._info(f"Best fit rotation = {sol.rotation_deg:.0f} degrees.")
         if sol.transpose:
-            self._warn("Diffraction intensities should be transposed.")
+            self._info("Diffraction intensities should be transposed.")
 
     def _setup_object(self, padding_factor):
         """The padded canvas (float32 zeros, the guess at the top-left); clears old results."""
@@ -233,6 +238,9 @@ class DPC(DPCResults):
             "object_phase_iterations",
             "_step_size",
             "_object_phase",
+            "stop_reason",
+            "iterations_run",
+            "iterations_kept",
         ):
             self.__dict__.pop(name, None)
 
@@ -277,7 +285,10 @@ class DPC(DPCResults):
             (``object_phase_iterations``).
 
         Sets ``object_phase`` (``(Rx, Ry)`` DataArray), ``error`` (float, normalised mean
-        squared error of the CoM fit) and ``error_iterations`` (list of floats).
+        squared error of the CoM fit), ``error_iterations`` (list of floats, one per kept
+        update), and for this call ``iterations_run``, ``iterations_kept`` and ``stop_reason``
+        (printed when ``verbose``: a normal stop is no warning). ``ValueError`` when the
+        corrected CoM is zero everywhere; :class:`ReconstructionError` for a NaN error.
         """
         if not self._preprocessed:
             raise NotComputedError("reconstruct() needs preprocess() first")
@@ -291,6 +302,7 @@ class DPC(DPCResults):
             q_highpass,
             butterworth_order,
         )
+        check_signal(self._com_x, self._com_y, max_iter)
         self._reset_state(reset, step_size, store_iterations)
         show = enabled() if progress_bar is None else progress_bar
         bar = ProgressLine(int(max_iter), "Reconstructing phase") if show else None
@@ -313,44 +325,20 @@ class DPC(DPCResults):
             store_iterations=store_iterations,
             callback=None if bar is None else bar.update,
         )
-        if bar is not None:
+        if bar is not None:  # end at the stop: done / run, the updates kept in the text
+            bar.total = bar.done = result.n_run
+            bar.desc = f"Reconstructing phase ({len(result.errors)} kept)"
             bar.close()
+        if np.isnan(result.error):
+            raise ReconstructionError(
+                "reconstruct(): the error is NaN (non-finite CoM or object); no phase kept"
+            )
         self._store_result(result, store_iterations, stopping_criterion)
         return self
 
-    def _reset_state(self, reset, step_size, store_iterations):
-        """py4DSTEM's restart rules for error, history, step and object."""
-        started = "error" in self.__dict__
-        if reset is True or not started:
-            self.error = np.inf
-            self.error_iterations = []
-            self._padded_object_phase = self._padded_object_phase_initial.copy()
-            self._step_size = 0.5
-        elif reset is None:
-            warnings.warn(
-                "Continuing reconstruction from previous result. Use reset=True for a fresh start.",
-                UserWarning,
-                stacklevel=3,
-            )
-        if step_size is not None:
-            self._step_size = float(step_size)
-        if store_iterations and (reset or "object_phase_iterations" not in self.__dict__):
-            self.object_phase_iterations = []
-
-    def _store_result(self, result, store_iterations, stopping_criterion):
-        rx, ry = self._grid_scan_shape
-        self._padded_object_phase = to_host(result.obj).astype(np.float32)
-        self._object_phase = self._padded_object_phase[:rx, :ry].copy()
-        self.error = float(result.error)
-        self._step_size = float(result.step)
-        self.error_iterations.extend(float(e) for e in result.errors)
-        if store_iterations:
-            self.object_phase_iterations.extend(result.iterations)
-        if self._step_size < stopping_criterion:
-            self._warn(f"Step-size has decreased below stopping criterion {stopping_criterion}.")
-
     # ------------------------------------------------------------------ figures
-    # (drawn by stem4d_dask.phase.plots; stored in self.figures, shown inside Jupyter only)
+    # (drawn by stem4d_dask.phase.plots, through pyplot when it is imported; stored in
+    # self.figures; a non-pyplot figure is shown inside Jupyter only)
 
     def show_complex_CoM(self, com=None, cbar=True, vmax=None, **kwargs):  # noqa: N802
         """Complex-colour image of ``com_x + i com_y`` (hue = direction, brightness =
@@ -391,5 +379,10 @@ class DPC(DPCResults):
         if self._verbose:
             warnings.warn(message, UserWarning, stacklevel=stacklevel)
 
+    def _info(self, message):
+        """Information (not a warning), printed when ``verbose``."""
+        if self._verbose:
+            print(message, file=sys.stdout)
 
-__all__ = ["DPC", "NotComputedError"]
+
+__all__ = ["DPC", "NotComputedError", "ReconstructionError"]

@@ -210,3 +210,14 @@ def check_reconstruct(
         optional_positive(value, name)
     real(stopping_criterion, "stopping_criterion", low=0)
     positive(butterworth_order, "butterworth_order")
+
+
+def check_signal(com_x, com_y, max_iter) -> None:
+    """``ValueError`` when there is something to reconstruct (``max_iter > 0``) but the corrected
+    CoM is zero everywhere: its normalised error would be 0 / 0 (NaN) and its phase blank."""
+    if max_iter and not (np.any(com_x) or np.any(com_y)):
+        raise ValueError(
+            "reconstruct(): the corrected centre of mass is zero everywhere, so there is no "
+            "phase to integrate (force_com_shifts equal to the measured CoM, or patterns "
+            "without signal?)"
+        )

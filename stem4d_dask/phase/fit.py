@@ -9,7 +9,8 @@ scan coordinates ``u = linspace(0, 1, Rx)`` (along ``Rx``) and ``v = linspace(0,
 - ``"parabola"``: ``c0 + cx1 u + cy1 v + cx2 u^2 + cy2 v^2 + cxy u v``
 - ``"bezier_two"``: ``sum_ij c_ij B_i(u) B_j(v)``, a 3x3 tensor-product quadratic Bernstein
   surface (``B0 = (1-t)^2``, ``B1 = 2t(1-t)``, ``B2 = t^2``)
-- ``"constant"``: the mean over the finite pixels
+- ``"constant"``: the mean over the finite pixels (also ``None``: no descan fit, only the
+  mean beam position removed)
 
 All three surfaces are linear in their coefficients, so they are fitted by ordinary linear
 least squares over the finite pixels (NaN = empty pattern), which is what py4DSTEM's
@@ -90,15 +91,17 @@ def fit_surface(values, fit_function: str, finite=None) -> np.ndarray:
 def fit_descan(com_x, com_y, fit_function):
     """Descan surfaces ``(fitted_x, fitted_y)`` (float64, ``(Rx, Ry)``) for measured CoM fields.
 
-    Pixels are fitted where both components are finite. ``fit_function=None`` returns the
-    measured fields themselves (so the descan-corrected CoM is identically zero, as in
-    py4DSTEM). ``"constant"`` is the mean over finite pixels (py4DSTEM takes a plain mean, which
-    turns into NaN, then 0 everywhere, as soon as one pattern is empty).
+    Pixels are fitted where both components are finite. ``"constant"`` is the mean over finite
+    pixels (py4DSTEM takes a plain mean, which turns into NaN, then 0 everywhere, as soon as one
+    pattern is empty). ``fit_function=None`` is "no descan fit": only the mean position of the
+    beam on the detector is removed (the CoM is measured from the detector's corner, so some
+    origin is needed), which is the ``"constant"`` model. py4DSTEM 0.14.18 instead returns the
+    measured fields themselves, so that its corrected CoM is identically zero and its
+    reconstruction divides 0 by 0 (a NaN error, a blank phase).
     """
     check_fit_function(fit_function)
     com_x = np.asarray(com_x, dtype=np.float64)
     com_y = np.asarray(com_y, dtype=np.float64)
-    if fit_function is None:
-        return com_x.copy(), com_y.copy()
+    model = "constant" if fit_function is None else fit_function
     finite = np.isfinite(com_x) & np.isfinite(com_y)
-    return (fit_surface(com_x, fit_function, finite), fit_surface(com_y, fit_function, finite))
+    return (fit_surface(com_x, model, finite), fit_surface(com_y, model, finite))

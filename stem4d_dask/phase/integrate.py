@@ -262,13 +262,17 @@ class IntegrationResult:
     """``obj``: the padded object (float32, numpy or cupy); ``error``: see
     :func:`fourier_integrate`; ``step``: the final step size; ``errors``: the error of the
     object each applied update started from; ``iterations``: cropped host copies of the object
-    after each applied update (when stored)."""
+    after each applied update (when stored); ``n_run``: iterations run (kept updates and
+    rejected ones); ``stopped_by_step``: whether the step fell below the stopping criterion
+    (else ``max_iter`` ended the run)."""
 
     obj: object
     error: float
     step: float
     errors: list
     iterations: list
+    n_run: int = 0
+    stopped_by_step: bool = False
 
 
 def fourier_integrate(
@@ -304,16 +308,19 @@ def fourier_integrate(
     is then the error of the returned object (the lowest seen). Without backtracking
     ``error`` is, as in py4DSTEM, the error of the object before the last update.
 
-    ``obj`` is not modified. ``callback(i)`` is called after every iteration ``i``.
+    ``obj`` is not modified. ``callback(i)`` is called after every iteration ``i`` (kept or
+    rejected); the result says how many ran and why the run ended.
     """
     obj = obj.copy()
     rx_, ry_ = com_x.shape
     norm = error_norm(com_x, com_y)
     errors, iterations = [], []
     accepted = accepted_update = None
+    n_run = 0
     for i in range(int(max_iter)):
         if step < stopping_criterion:
             break
+        n_run = i + 1
         r_x, r_y, err = residual(obj, com_x, com_y, sampling, norm)
         err = float(err)
         if backtrack and err > error and accepted is not None:
@@ -336,7 +343,9 @@ def fourier_integrate(
             obj = accepted
         else:
             error = final
-    return IntegrationResult(obj, error, step, errors, iterations)
+    return IntegrationResult(
+        obj, error, step, errors, iterations, n_run, bool(step < stopping_criterion)
+    )
 
 
 def _step(obj, update, step):

@@ -1,14 +1,17 @@
 """Figures of a DPC reconstruction: CoM fields, the rotation curve, the complex CoM image and the
-phase with its convergence. All are ``matplotlib.figure.Figure`` objects on the Agg canvas
-(no pyplot, no global state); :func:`show` displays one inside a Jupyter kernel and does
-nothing elsewhere, so scripts and tests have no display side effects.
+phase with its convergence.
 
-Images follow py4DSTEM's layout: the first dim (``Rx``) runs down the rows, the second
-(``Ry``) across, with extents from the calibrated coords.
+Figures are made as py4DSTEM users expect: when pyplot is in use (imported by the user, or a
+Jupyter inline backend), through ``pyplot.figure`` so that ``plt.show()`` shows them and
+``plt.savefig`` saves the last one; otherwise as ``matplotlib.figure.Figure`` objects on the
+Agg canvas (no global state). :func:`show` displays a non-pyplot figure inside a Jupyter kernel
+and does nothing elsewhere. Figures written by ``save_figures`` never go through pyplot.
 
-The ``dpc_*`` functions build the figures of a :class:`stem4d_dask.phase.DPC` from its public
-results (``com_x``, ``rotation_curve``, ``object_phase``, ``error_iterations`` ...); the class
-stores them in ``dpc.figures`` and shows them.
+Conventions: the first dim (``Rx``) runs down the rows, the second (``Ry``) across, with
+extents from the calibrated coords; units are written ``(A)``, ``(pixels)``, ``(rad)``;
+positions (the measured CoM) use a sequential colour map, signed quantities (descan-corrected
+CoM) a diverging one centred at 0 with symmetric limits; each colour bar is as tall as its
+image; layouts leave room for every label.
 """
 
 from __future__ import annotations
@@ -17,82 +20,53 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import hsv_to_rgb
 from matplotlib.figure import Figure
 
+from ..plotting import DIVERGING, SEQUENTIAL, axis_labels, new_figure, show, units_label
+from ..plotting import extent as _extent
+from ..plotting import image as _image
 
-def new_figure(figsize) -> Figure:
-    """An Agg-backed Figure of ``figsize`` inches."""
-    fig = Figure(figsize=figsize, dpi=100)
-    FigureCanvasAgg(fig)
+#: the phase's colour map (sequential: the phase has an arbitrary offset)
+PHASE = "magma"
+
+
+def _figure(fig, figsize) -> Figure:
+    """``fig`` (given a tight layout when it has no layout engine), else a new figure."""
+    if fig is None:
+        return new_figure(figsize)
+    if fig.get_layout_engine() is None:
+        fig.set_layout_engine("tight")
     return fig
 
 
-def show(fig) -> None:
-    """Display ``fig`` when running inside a Jupyter (IPython kernel) session; else nothing."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return
-    shell = get_ipython()
-    if shell is None or "IPKernelApp" not in getattr(shell, "config", {}):
-        return
-    from IPython.display import display
-
-    display(fig)
-
-
-def _extent(da):
-    """imshow extent ``(left, right, bottom, top)`` covering whole pixels, from the coords."""
-
-    def edges(dim, n):
-        c = np.asarray(da.coords[dim].values, dtype=float) if dim in da.coords else np.arange(n)
-        step = c[1] - c[0] if n > 1 else 1.0
-        return c[0] - step / 2, c[-1] + step / 2
-
-    r0, r1 = edges(da.dims[0], da.shape[0])
-    c0, c1 = edges(da.dims[1], da.shape[1])
-    return (c0, c1, r1, r0)
-
-
-def _axis_labels(ax, da):
-    for setter, dim in ((ax.set_ylabel, da.dims[0]), (ax.set_xlabel, da.dims[1])):
-        units = da.coords[dim].attrs.get("units") if dim in da.coords else None
-        setter(f"{dim} [{units}]" if units else dim)
-
-
-def _image(fig, ax, da, *, cmap, cbar=True, title=None, **kwargs):
-    im = ax.imshow(
-        np.asarray(da.values, dtype=float),
-        extent=_extent(da),
-        cmap=cmap,
-        interpolation="nearest",
-        **kwargs,
-    )
-    _axis_labels(ax, da)
-    if title:
-        ax.set_title(title)
-    if cbar:
-        fig.colorbar(im, ax=ax, shrink=0.85, label=da.attrs.get("units", ""))
-    return im
-
-
-def plot_com_fields(panels, *, ncols=2, cmap="RdBu_r", figsize=None, fig=None, **kwargs):
-    """Grid of ``(title, DataArray)`` panels (CoM components); returns the Figure."""
+def plot_com_fields(panels, *, ncols=2, cmap=None, figsize=None, fig=None, **kwargs):
+    """Grid of ``(title, DataArray, signed)`` panels (CoM components; ``signed`` defaults to
+    True): signed panels use a diverging map (``cmap`` or :data:`DIVERGING`) centred at 0,
+    the others (positions) a sequential one (``cmap`` or :data:`SEQUENTIAL`). Returns the
+    Figure."""
     nrows = -(-len(panels) // ncols)
-    fig = fig or new_figure(figsize or (4.2 * ncols, 3.6 * nrows))
-    for k, (title, da) in enumerate(panels):
+    fig = _figure(fig, figsize or (4.6 * ncols, 3.8 * nrows))
+    for k, panel in enumerate(panels):
+        title, da, signed = (*panel, True)[:3]
         ax = fig.add_subplot(nrows, ncols, k + 1)
-        _image(fig, ax, da, cmap=cmap, title=title, **kwargs)
-    fig.tight_layout()
+        _image(
+            fig,
+            ax,
+            da,
+            cmap=cmap or (DIVERGING if signed else SEQUENTIAL),
+            signed=signed,
+            title=title,
+            label=units_label("shift" if signed else "position", da.attrs.get("units")),
+            **kwargs,
+        )
     return fig
 
 
-def plot_rotation_curve(curve, *, figsize=(8, 3), fig=None):
+def plot_rotation_curve(curve, *, figsize=(8, 3.2), fig=None):
     """The curl (or divergence) against the rotation angle for both transpose branches, with
     the chosen angle marked. ``curve``: the Dataset of :attr:`DPC.rotation_curve`."""
-    fig = fig or new_figure(figsize)
+    fig = _figure(fig, figsize)
     ax = fig.add_subplot()
     angles = curve["angle"].values
     marker = "o" if angles.size == 1 else None
@@ -107,10 +81,9 @@ def plot_rotation_curve(curve, *, figsize=(8, 3), fig=None):
         label=f"best: {curve.attrs['rotation_deg']:g} deg"
         + (", transposed" if curve.attrs["transpose"] else ""),
     )
-    ax.set_xlabel("Rotation [degrees]")
-    ax.set_ylabel(f"Mean absolute {curve.attrs['metric']}")
+    ax.set_xlabel("rotation (deg)")
+    ax.set_ylabel(units_label(f"mean |{curve.attrs['metric']}|", curve.attrs.get("units")))
     ax.legend(loc="best")
-    fig.tight_layout()
     return fig
 
 
@@ -118,38 +91,78 @@ def complex_to_rgb(cx, cy, vmax=None):
     """RGB image of the vector field ``cx + i cy``: hue = direction, value = magnitude
     (scaled to ``vmax``, default the 99.5th percentile of the magnitude), full saturation."""
     cx, cy = np.asarray(cx, dtype=float), np.asarray(cy, dtype=float)
-    mag = np.hypot(cx, cy)
-    if vmax is None:
-        vmax = np.nanpercentile(mag, 99.5) if np.isfinite(mag).any() else 1.0
+    return hsv_to_rgb(_hsv(cx, cy, complex_vmax(cx, cy) if vmax is None else vmax))
+
+
+def complex_vmax(cx, cy) -> float:
+    """The default magnitude scale of :func:`complex_to_rgb`: the 99.5th percentile of
+    ``|cx + i cy|`` (1 when it is 0 or undefined)."""
+    mag = np.hypot(np.asarray(cx, dtype=float), np.asarray(cy, dtype=float))
+    vmax = float(np.nanpercentile(mag, 99.5)) if np.isfinite(mag).any() else 1.0
+    return vmax if vmax > 0 else 1.0
+
+
+def _hsv(cx, cy, vmax):
     vmax = vmax if vmax > 0 else 1.0
     hue = (np.arctan2(cy, cx) / (2 * np.pi)) % 1.0
-    hsv = np.stack([hue, np.ones_like(hue), np.clip(np.nan_to_num(mag) / vmax, 0, 1)], axis=-1)
-    return hsv_to_rgb(hsv)
+    mag = np.clip(np.nan_to_num(np.hypot(cx, cy)) / vmax, 0, 1)
+    return np.stack([hue, np.ones_like(hue), mag], axis=-1)
 
 
-def plot_complex(cx, cy, *, cbar=True, vmax=None, title="Corrected CoM", figsize=(6, 6), fig=None):
+def colour_wheel(ax, vmax, units=""):
+    """The legend of :func:`complex_to_rgb` on ``ax``: a wheel of radius ``vmax`` (hue =
+    direction, brightness = magnitude), its axes the x (down, as ``Rx``) and y (across, as
+    ``Ry``) components with ticks at ``-vmax, 0, vmax`` in ``units``."""
+    t = np.linspace(-1, 1, 129)
+    wx, wy = np.meshgrid(t, t, indexing="ij")
+    rgb = hsv_to_rgb(_hsv(wx, wy, 1.0))
+    rgb[np.hypot(wx, wy) > 1] = 1.0
+    ax.imshow(rgb, extent=(-vmax, vmax, vmax, -vmax), interpolation="bilinear")
+    ticks = [-vmax, 0.0, vmax]
+    ax.set_xticks(ticks, [f"{v:.3g}" for v in ticks], fontsize=7)
+    ax.set_yticks(ticks, [f"{v:.3g}" for v in ticks], fontsize=7)
+    ax.set_xlabel(units_label("CoM y", units), fontsize=8)
+    ax.set_ylabel(units_label("CoM x", units), fontsize=8)
+    ax.set_title(units_label(f"|CoM| \u2264 {vmax:.3g}", units), fontsize=8)
+
+
+def plot_complex(
+    cx, cy, *, cbar=True, vmax=None, title="Corrected CoM", figsize=(7.5, 5.5), fig=None
+):
     """Complex-colour image of ``cx + i cy`` (two ``(Rx, Ry)`` DataArrays), with a colour wheel
-    as its legend when ``cbar``; returns the Figure."""
-    fig = fig or new_figure(figsize)
-    ax = fig.add_subplot()
+    (radius: ``vmax``, in the CoM's units) as its legend when ``cbar``; returns the Figure."""
+    fig = _figure(fig, figsize)
+    vmax = complex_vmax(cx.values, cy.values) if vmax is None else float(vmax)
+    if cbar:
+        ax, wheel = fig.subplots(1, 2, width_ratios=[4, 1.3])
+    else:
+        ax = fig.add_subplot()
     ax.imshow(
         complex_to_rgb(cx.values, cy.values, vmax), extent=_extent(cx), interpolation="nearest"
     )
-    _axis_labels(ax, cx)
+    axis_labels(ax, cx)
     ax.set_title(title)
     if cbar:
-        wheel = ax.inset_axes([1.02, 0.0, 0.22, 0.22])
-        t = np.linspace(-1, 1, 101)
-        wx, wy = np.meshgrid(t, t, indexing="ij")
-        rgb = complex_to_rgb(wx, wy, 1.0)
-        rgb[np.hypot(wx, wy) > 1] = 1.0
-        wheel.imshow(rgb, extent=(-1, 1, 1, -1))
-        wheel.set_xlabel("y", fontsize=8)
-        wheel.set_ylabel("x", fontsize=8)
-        wheel.set_xticks([])
-        wheel.set_yticks([])
-    fig.tight_layout()
+        colour_wheel(wheel, vmax, cx.attrs.get("units", ""))
+        wheel.set_box_aspect(1)
     return fig
+
+
+def phase_in_radians(object_phase: xr.DataArray) -> tuple:
+    """``(phase, colour-bar label)``: ``2 pi * object_phase`` labelled ``phase (rad)`` when the
+    calibrations make it quantitative (units ``rad/(2 pi)``: py4DSTEM's phase has no 2π
+    factor), else ``object_phase`` itself in arbitrary units."""
+    if object_phase.attrs.get("units") == "rad/(2 pi)":
+        phase = object_phase * np.float32(2 * np.pi)
+        phase.attrs = {**object_phase.attrs, "units": "rad"}
+        return phase, "phase (rad)"
+    return object_phase, "phase (arb. units: uncalibrated)"
+
+
+def _convergence(ax, errors):
+    ax.semilogy(np.arange(1, len(errors) + 1), errors, marker="." if len(errors) < 40 else None)
+    ax.set_xlabel("update kept")
+    ax.set_ylabel("NMSE")
 
 
 def plot_phase(
@@ -158,50 +171,42 @@ def plot_phase(
     *,
     cbar=True,
     plot_convergence=True,
-    cmap="magma",
-    figsize=(5, 6),
+    cmap=PHASE,
+    figsize=(5.5, 6.5),
     fig=None,
     title=None,
     **kwargs,
 ):
-    """The reconstructed phase (``(Rx, Ry)`` DataArray) and, below it, the error per
-    iteration on a log scale; returns the Figure."""
-    fig = fig or new_figure(figsize)
+    """The reconstructed phase (``(Rx, Ry)`` DataArray, in radians when calibrated: see
+    :func:`phase_in_radians`) and, below it, the error of each kept update on a log scale;
+    returns the Figure."""
+    fig = _figure(fig, figsize)
     show_errors = plot_convergence and errors is not None and len(errors) > 0
     gs = fig.add_gridspec(2 if show_errors else 1, 1, height_ratios=[4, 1] if show_errors else [1])
     ax = fig.add_subplot(gs[0])
-    _image(
-        fig, ax, object_phase, cmap=cmap, cbar=cbar, title="Reconstructed object phase", **kwargs
-    )
+    phase, label = phase_in_radians(object_phase)
+    _image(fig, ax, phase, cmap=cmap, cbar=cbar, title="DPC phase", label=label, **kwargs)
     if show_errors:
-        ax2 = fig.add_subplot(gs[1])
-        ax2.semilogy(np.arange(len(errors)), errors)
-        ax2.set_xlabel("Iteration number")
-        ax2.set_ylabel("NMSE")
-        ax2.yaxis.tick_right()
+        _convergence(fig.add_subplot(gs[1]), errors)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
 def plot_phase_iterations(
-    iterations, errors=None, *, grid=(2, 4), cmap="magma", figsize=None, fig=None
+    iterations, errors=None, *, grid=(2, 4), cmap=PHASE, figsize=None, fig=None
 ):
     """Evenly spaced stored iterations (list of ``(Rx, Ry)`` DataArrays) on a ``grid``."""
     rows, cols = grid
     n = len(iterations)
     picks = np.unique(np.linspace(0, n - 1, min(rows * cols, n)).round().astype(int))
-    fig = fig or new_figure(figsize or (3 * cols, 3 * rows + (1 if errors else 0)))
+    fig = _figure(fig, figsize or (3 * cols, 3 * rows + (1.5 if errors else 0)))
     for k, i in enumerate(picks):
         ax = fig.add_subplot(rows + (1 if errors else 0), cols, k + 1)
-        _image(fig, ax, iterations[i], cmap=cmap, cbar=False, title=f"Iter: {i}")
+        phase, _ = phase_in_radians(iterations[i])
+        _image(fig, ax, phase, cmap=cmap, cbar=False, title=f"update {i + 1}")
     if errors:
-        ax = fig.add_subplot(rows + 1, 1, rows + 1)
-        ax.semilogy(np.arange(len(errors)), errors)
-        ax.set_xlabel("Iteration number")
-        ax.set_ylabel("NMSE")
-    fig.tight_layout()
+        _convergence(fig.add_subplot(rows + 1, 1, rows + 1), errors)
     return fig
 
 
@@ -210,28 +215,29 @@ def plot_phase_iterations(
 _PY4DSTEM_ONLY = ("scalebar", "pixelsize", "pixelunits")  # accepted, ignored: axes are calibrated
 
 
-def _like(values, template: xr.DataArray, name: str) -> xr.DataArray:
-    """``values`` (an ``(Rx, Ry)`` array) on ``template``'s dims and coords, without units."""
+def _like(values, template: xr.DataArray, name: str, units="") -> xr.DataArray:
+    """``values`` (an ``(Rx, Ry)`` array) on ``template``'s dims and coords, with ``units``."""
     return xr.DataArray(
         np.asarray(values),
         dims=template.dims,
         coords=template.coords,
         name=name,
-        attrs={"units": "", "long_name": ""},
+        attrs={"units": units, "long_name": ""},
     )
 
 
 def dpc_com_figure(dpc, all_fields: bool = False, **kwargs) -> Figure:
-    """The corrected CoM ``(com_x, com_y)`` of a preprocessed DPC; with ``all_fields`` the
-    measured (detector pixels) and normalised CoM before them. ``kwargs``: ``figsize``, ``cmap``
-    ... of :func:`plot_com_fields`."""
-    panels = [("Corrected CoM_x", dpc.com_x), ("Corrected CoM_y", dpc.com_y)]
+    """The corrected CoM ``(com_x, com_y)`` of a preprocessed DPC (signed: diverging map
+    centred at 0); with ``all_fields`` the measured CoM (positions on the detector, pixels:
+    sequential map) and the normalised CoM (signed) before them. ``kwargs``: ``figsize``,
+    ``cmap``, ``fig`` ... of :func:`plot_com_fields`."""
+    panels = [("Corrected CoM_x", dpc.com_x, True), ("Corrected CoM_y", dpc.com_y, True)]
     if all_fields:
         panels = [
-            ("CoM_x", dpc.com_measured_x),
-            ("CoM_y", dpc.com_measured_y),
-            ("Normalized CoM_x", dpc.com_normalized_x),
-            ("Normalized CoM_y", dpc.com_normalized_y),
+            ("Measured CoM_x", dpc.com_measured_x, False),
+            ("Measured CoM_y", dpc.com_measured_y, False),
+            ("Normalized CoM_x (descan removed)", dpc.com_normalized_x, True),
+            ("Normalized CoM_y (descan removed)", dpc.com_normalized_y, True),
         ] + panels
     return plot_com_fields(panels, **kwargs)
 
@@ -246,7 +252,7 @@ def dpc_preprocess_figures(dpc, plot_center_of_mass, plot_rotation, kwargs) -> d
     if curve is not None and (
         curve.sizes["angle"] > 1 or np.isfinite(curve["untransposed"].values).any()
     ):
-        figs["rotation"] = plot_rotation_curve(curve, figsize=kwargs.get("figsize", (8, 3)))
+        figs["rotation"] = plot_rotation_curve(curve, figsize=kwargs.get("figsize", (8, 3.2)))
     if plot_center_of_mass in ("default", "all", True):
         figs["center_of_mass"] = dpc_com_figure(dpc, plot_center_of_mass == "all", **kwargs)
     return figs
@@ -254,22 +260,29 @@ def dpc_preprocess_figures(dpc, plot_center_of_mass, plot_rotation, kwargs) -> d
 
 def dpc_complex_figure(dpc, com=None, cbar=True, vmax=None, **kwargs) -> Figure:
     """Complex-colour image of ``com_x + i com_y`` (``com``: a ``(com_x, com_y)`` pair of
-    ``(Rx, Ry)`` arrays instead); py4DSTEM's ``scalebar``, ``pixelsize``, ``pixelunits`` are
-    ignored (the axes are calibrated), the rest go to :func:`plot_complex`."""
+    ``(Rx, Ry)`` arrays instead, in the same units); py4DSTEM's ``scalebar``, ``pixelsize``,
+    ``pixelunits`` are ignored (the axes are calibrated), the rest go to :func:`plot_complex`."""
     if com is None:
         cx, cy = dpc.com_x, dpc.com_y
     else:
         template = dpc.com_x
-        cx, cy = _like(com[0], template, "com_x"), _like(com[1], template, "com_y")
+        units = template.attrs.get("units", "")
+        cx = _like(com[0], template, "com_x", units)
+        cy = _like(com[1], template, "com_y", units)
     for ignored in _PY4DSTEM_ONLY:
         kwargs.pop(ignored, None)
     return plot_complex(cx, cy, cbar=cbar, vmax=vmax, **kwargs)
 
 
+def _phase_title(dpc) -> str:
+    kept = len(dpc.error_iterations)
+    return f"NMSE {dpc.error:.3e} after {kept} update{'s' if kept != 1 else ''} kept"
+
+
 def dpc_phase_figure(
     dpc, fig=None, iterations_grid=None, plot_convergence: bool = True, cbar: bool = True, **kwargs
 ) -> Figure:
-    """``object_phase`` and the error per iteration (``fig``: draw into this Figure); with
+    """``object_phase`` and the error per kept update (``fig``: draw into this Figure); with
     ``iterations_grid=(rows, cols)`` the stored iterations instead (``ValueError`` when
     ``reconstruct(store_iterations=True)`` did not store them)."""
     if iterations_grid is None:
@@ -279,7 +292,7 @@ def dpc_phase_figure(
             cbar=cbar,
             plot_convergence=plot_convergence,
             fig=fig,
-            title=f"Normalized mean squared error: {dpc.error:.3e}",
+            title=_phase_title(dpc),
             **kwargs,
         )
     if not hasattr(dpc, "object_phase_iterations"):
@@ -287,27 +300,29 @@ def dpc_phase_figure(
             "iterations_grid: object iterations were not stored; run "
             "reconstruct(store_iterations=True)"
         )
-    template = dpc.com_x  # any (Rx, Ry) result: the scan coords
-    its = [_like(a, template, "object_phase") for a in dpc.object_phase_iterations]
+    template = dpc.object_phase
+    units = template.attrs["units"]
+    its = [_like(a, template, "object_phase", units) for a in dpc.object_phase_iterations]
     return plot_phase_iterations(
         its, dpc.error_iterations if plot_convergence else None, grid=iterations_grid, fig=fig
     )
 
 
 def dpc_figures(dpc, phase: bool) -> dict:
-    """The figures ``DPC.save_figures`` writes, by file stem: ``dpc_center_of_mass`` (measured,
-    normalised and corrected CoM), ``dpc_rotation``, ``dpc_complex_com`` and, with ``phase``
-    (after ``reconstruct``), ``dpc_phase``."""
+    """The figures ``DPC.save_figures`` writes, by file stem (Agg figures, never pyplot's):
+    ``dpc_center_of_mass`` (measured, normalised and corrected CoM), ``dpc_rotation``,
+    ``dpc_complex_com`` and, with ``phase`` (after ``reconstruct``), ``dpc_phase``."""
     figs = {
-        "dpc_center_of_mass": dpc_com_figure(dpc, True),
-        "dpc_rotation": plot_rotation_curve(dpc.rotation_curve),
-        "dpc_complex_com": plot_complex(dpc.com_x, dpc.com_y),
+        "dpc_center_of_mass": dpc_com_figure(dpc, True, fig=new_figure((9.2, 11.4), False)),
+        "dpc_rotation": plot_rotation_curve(dpc.rotation_curve, fig=new_figure((8, 3.2), False)),
+        "dpc_complex_com": plot_complex(dpc.com_x, dpc.com_y, fig=new_figure((7.5, 5.5), False)),
     }
     if phase:
         figs["dpc_phase"] = plot_phase(
             dpc.object_phase,
             dpc.error_iterations,
-            title=f"Normalized mean squared error: {dpc.error:.3e}",
+            title=_phase_title(dpc),
+            fig=new_figure((5.5, 6.5), False),
         )
     return figs
 
@@ -323,3 +338,25 @@ def save_pngs(figs: dict, out_dir) -> list:
         fig.savefig(path)
         paths.append(path)
     return paths
+
+
+__all__ = [
+    "PHASE",
+    "colour_wheel",
+    "complex_to_rgb",
+    "complex_vmax",
+    "dpc_com_figure",
+    "dpc_complex_figure",
+    "dpc_figures",
+    "dpc_phase_figure",
+    "dpc_preprocess_figures",
+    "new_figure",
+    "phase_in_radians",
+    "plot_com_fields",
+    "plot_complex",
+    "plot_phase",
+    "plot_phase_iterations",
+    "plot_rotation_curve",
+    "save_pngs",
+    "show",
+]
