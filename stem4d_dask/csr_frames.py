@@ -237,9 +237,6 @@ class CSRFrames(ABC):
 
     # --- internals -----------------------------------------------------------------------
 
-    def _indexed(self):
-        return np.ndenumerate(self._blocks)
-
     def _position(self, rx: int, ry: int) -> np.ndarray:
         bounds = [np.cumsum((0, *c)) for c in self._scan_chunks]
         i = int(np.searchsorted(bounds[0], rx, side="right")) - 1

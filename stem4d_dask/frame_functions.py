@@ -229,7 +229,7 @@ class _Arguments:
             )
         return ("value", value)
 
-    def blank(self, data, vectorized):
+    def blank(self, vectorized):
         """Arguments for a call on a blank frame (or a ``(1, 1, ...)`` chunk)."""
         lead = (1, 1) if vectorized else ()
 
@@ -252,7 +252,7 @@ def _output_spec(func, plan, data, template, ragged, vectorized):
     if template is None:
         lead = (1, 1) if vectorized else ()
         frame = np.zeros((*lead, *data.shape[2:]), dtype=data.dtype)
-        args, kwargs = plan.blank(data, vectorized)
+        args, kwargs = plan.blank(vectorized)
         try:
             with np.errstate(all="ignore"):
                 template = func(frame, *args, **kwargs)

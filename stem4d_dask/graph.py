@@ -153,26 +153,26 @@ def _mapped_where_read(
     name: str,
 ) -> da.Array | None:
     """``kernel`` mapped over ``data`` with each chunk read inside the task that maps it (one
-    task per chunk, no block held between a read and its use), when ``data`` comes straight
-    from a reader (:func:`stem4d_dask.lazy.chunk_reader_of`: the array's own chunk reader, so a
-    chunk that cannot be read is named, or NaN in mask mode, as when the array is computed);
-    else None. ``detector``: whole arrays (one block each), handed to every task."""
-    loader = chunk_reader_of(data)
-    if loader is None:
+    task per chunk, no block held between a read and its use: :func:`chunk_layer`), when
+    ``data`` comes straight from a reader (:func:`stem4d_dask.lazy.chunk_reader_of`: the
+    array's own chunk reader, so a chunk that cannot be read is named, or NaN in mask mode,
+    as when the array is computed); else None. ``detector``: whole arrays (one block each),
+    handed to every task."""
+    if chunk_reader_of(data) is None:
         return None
     token = tokenize(name, data.name, [a.name for a in detector], kernel, kwargs, out_sizes, dtype)
     out = f"{name}-{token}"
-    task = functools.partial(_read_and_map, loader=loader, kernel=kernel, kwargs=kwargs)
-    args = [(a.name, *(0,) * a.ndim) for a in detector]
-    starts = [np.cumsum((0, *c)) for c in data.chunks[:2]]
-    tail = (0,) * len(out_sizes)
-    layer: dict[Any, Any] = {}
-    for i, j in np.ndindex(data.numblocks[:2]):
-        rows = slice(starts[0][i], starts[0][i + 1]), slice(starts[1][j], starts[1][j + 1])
-        layer[(out, i, j, *tail)] = (task, (*rows, slice(None), slice(None)), *args)
-    graph = HighLevelGraph.from_collections(out, layer, dependencies=list[Any](detector))
+    task = functools.partial(_apply_kernel, kernel=kernel, kwargs=kwargs)
+    shared = [single_key(a) for a in detector]
+    graph = chunk_layer(out, data, task, shared=shared, tail=len(out_sizes))
     chunks = (*data.chunks[:2], *((n,) for n in out_sizes))
     return da.Array(graph, out, chunks, meta=meta(data._meta, 2 + len(out_sizes), dtype))
+
+
+def _apply_kernel(
+    block: Array, *args: Array, kernel: Callable, kwargs: dict[str, Any], origin: tuple
+) -> Array:
+    return kernel(block, *args, **kwargs)
 
 
 def chunk_layer(
@@ -219,12 +219,6 @@ def _chunk_call(
     origin: tuple[int, int],
 ) -> Any:
     return task(loader(source) if loader else source, *args, origin=origin)
-
-
-def _read_and_map(
-    slices: tuple, *args: Array, loader: Callable, kernel: Callable, kwargs: dict[str, Any]
-) -> Array:
-    return kernel(loader(slices), *args, **kwargs)
 
 
 def _frames_task(

@@ -21,9 +21,8 @@ from .datacube import Q_DIMS, R_DIMS, calibration_attrs
 from .frame_functions import map_frames
 from .graph import frame_blocks
 from .kernels import ragged as kr
-from .kernels.maxima import SUBPIXEL_MODES
+from .kernels.maxima import check_maxima_args
 from .kernels.maxima_chunk import get_maxima_2D_chunk
-from .kernels.maxima_filter import check_filter_args
 from .ragged import RaggedFrames
 
 #: the fields of a peak: positions in detector pixels (the centre of pixel ``i`` at ``i``, ``x``
@@ -143,11 +142,7 @@ def find_peaks(
     may be out of order (``'multicorr'`` sorts again). Nothing is read until the peaks are used.
     """
     datacube, data = frame_blocks(datacube)
-    if not (isinstance(subpixel, str) and subpixel in SUBPIXEL_MODES):
-        raise ValueError(f"subpixel must be one of {SUBPIXEL_MODES}, got {subpixel!r}")
-    if subpixel == "multicorr":
-        real(upsample_factor, "upsample_factor (for subpixel='multicorr')", low=2, strict=True)
-    check_filter_args(relativeToPeak, edgeBoundary, maxNumPeaks)
+    check_maxima_args(subpixel, upsample_factor, relativeToPeak, edgeBoundary, maxNumPeaks)
     # checked here, not first in the tasks (py4DSTEM treats values <= 0 as "off"; a negative
     # smoothing width or spacing is a mistake, refused)
     real(sigma, "sigma", low=0)

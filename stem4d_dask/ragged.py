@@ -14,8 +14,7 @@ import numpy as np
 
 from .csr_frames import CSRFrames, checked_parts, made
 from .graph import chunk_location
-from .io.events_store import loaded_coords, stored_coords
-from .io.ragged_store import json_ready, open_csr, read_csr, write_csr
+from .io.ragged_store import json_ready, loaded_coords, open_csr, read_csr, stored_coords, write_csr
 from .kernels import ragged as kr
 from .kernels.ragged import RaggedBlock
 

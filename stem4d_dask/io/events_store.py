@@ -25,11 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..coords import coord
 from ..graph import chunk_location
 from ..kernels import events as kev
 from ..kernels.counting import EventBlock
-from .ragged_store import json_ready, open_csr, read_csr, write_csr
+from .ragged_store import json_ready, loaded_coords, open_csr, read_csr, stored_coords, write_csr
 
 FORMAT = "stem4d_dask.electron_events"
 FORMAT_VERSION = 1
@@ -124,16 +123,6 @@ def read_events(path) -> dict:
         coords=loaded_coords(meta),
         _n_events=int(meta[COUNT_KEYS[0]]),
     )
-
-
-def stored_coords(coords: dict) -> dict:
-    """``{dim: coord DataArray}`` as JSON: ``{dim: {"values", "units"}}``."""
-    return {d: {"values": c.values.tolist(), "units": c.attrs["units"]} for d, c in coords.items()}
-
-
-def loaded_coords(meta: dict) -> dict:
-    """The coords a store's metadata holds (:func:`stored_coords`), as DataArrays."""
-    return {d: coord(c["values"], d, c["units"]) for d, c in (meta.get("coords") or {}).items()}
 
 
 def _event_parts(block, **spec) -> tuple[np.ndarray, dict]:

@@ -32,6 +32,7 @@ import numpy as np
 import zarr
 from dask.base import tokenize
 
+from ..coords import coord
 from ..graph import delayed_chunks
 from ..progress import compute
 from .storage import completed_at, compressor_codecs
@@ -57,6 +58,16 @@ def json_ready(attrs: Mapping[str, Any], parameter: str = "attrs") -> dict:
             f"{parameter}: every value must be JSON-serialisable to be stored ({err})"
         ) from None
     return out
+
+
+def stored_coords(coords: dict) -> dict:
+    """``{dim: coord DataArray}`` as JSON: ``{dim: {"values", "units"}}``."""
+    return {d: {"values": c.values.tolist(), "units": c.attrs["units"]} for d, c in coords.items()}
+
+
+def loaded_coords(meta: dict) -> dict:
+    """The coords a store's metadata holds (:func:`stored_coords`), as DataArrays."""
+    return {d: coord(c["values"], d, c["units"]) for d, c in (meta.get("coords") or {}).items()}
 
 
 def write_csr(
@@ -195,4 +206,12 @@ def _read_block(group_path, fields, *, make: Make, n_items: int, **spec):
     return make(indptr, values, **spec)
 
 
-__all__ = ["CODECS", "json_ready", "open_csr", "read_csr", "write_csr"]
+__all__ = [
+    "CODECS",
+    "json_ready",
+    "loaded_coords",
+    "open_csr",
+    "read_csr",
+    "stored_coords",
+    "write_csr",
+]

@@ -58,6 +58,8 @@ numpy 1.x, whose FFT always returns complex128).
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import numpy.typing as npt
 
@@ -209,6 +211,33 @@ def _pixel_maxima(
     return to_host(xs), to_host(ys), to_host(ar[xs, ys])
 
 
+def check_maxima_args(
+    subpixel: object,
+    upsample_factor: object,
+    relativeToPeak: int,
+    edgeBoundary: int,
+    maxNumPeaks: int | None,
+) -> None:
+    """Check ``get_maxima_2D``'s mode and filter arguments (every kernel of it, and
+    ``find_peaks``, before anything is built): ``subpixel`` one of :data:`SUBPIXEL_MODES`,
+    ``upsample_factor`` a finite number > 2 for ``'multicorr'``, the filters as
+    :func:`~stem4d_dask.kernels.maxima_filter.check_filter_args`; ``ValueError`` naming the
+    parameter."""
+    if not (isinstance(subpixel, str) and subpixel in SUBPIXEL_MODES):
+        raise ValueError(f"subpixel must be one of {SUBPIXEL_MODES}, got {subpixel!r}")
+    if subpixel == "multicorr" and not (
+        isinstance(upsample_factor, numbers.Real)
+        and not isinstance(upsample_factor, bool)
+        and np.isfinite(float(upsample_factor))
+        and float(upsample_factor) > 2
+    ):
+        raise ValueError(
+            f"upsample_factor must be a finite number > 2 for subpixel='multicorr', got "
+            f"{upsample_factor!r}"
+        )
+    check_filter_args(relativeToPeak, edgeBoundary, maxNumPeaks)
+
+
 def _sorted(maxima: np.ndarray) -> np.ndarray:
     """By descending intensity, ties by descending x then y: py4DSTEM's
     ``np.sort(maxima, order="intensity")[::-1]`` (NaN first, as there), done with a lexsort,
@@ -248,13 +277,7 @@ def get_maxima_2D(
     ``'poly'`` and ``'multicorr'`` the intensity is the bilinear interpolation of the (smoothed)
     ``ar`` at the ``'poly'`` position.
     """
-    if subpixel not in SUBPIXEL_MODES:
-        raise ValueError(f"subpixel must be one of {SUBPIXEL_MODES}, got {subpixel!r}")
-    if subpixel == "multicorr" and not upsample_factor > 2:
-        raise ValueError(
-            f"upsample_factor must be > 2 for subpixel='multicorr', got {upsample_factor!r}"
-        )
-    check_filter_args(relativeToPeak, edgeBoundary, maxNumPeaks)
+    check_maxima_args(subpixel, upsample_factor, relativeToPeak, edgeBoundary, maxNumPeaks)
     if not hasattr(ar, "ndim"):
         ar = np.asarray(ar)
     if ar.ndim != 2:

@@ -43,8 +43,8 @@ import numba
 import numpy as np
 
 from ..backend import Array, ArrayModule, array_module, to_host
-from .maxima import MAXIMA_DTYPE, SUBPIXEL_MODES, _ndimage, refine_multicorr, refine_poly
-from .maxima_filter import check_filter_args, frame_starts, spacing_keep_frames
+from .maxima import MAXIMA_DTYPE, _ndimage, check_maxima_args, refine_multicorr, refine_poly
+from .maxima_filter import frame_starts, spacing_keep_frames
 
 #: dtypes the compiled loops take (native byte order)
 _COMPILED = {np.dtype(t) for t in (np.float32, np.float64)} | {
@@ -71,13 +71,7 @@ def get_maxima_2D_chunk(
     frames in C order of the leading axes, and ``maxima`` (:data:`MAXIMA_DTYPE`, positions in
     pixels) whose rows ``indptr[k]:indptr[k + 1]`` are exactly ``get_maxima_2D(frame_k, ...)``.
     """
-    if subpixel not in SUBPIXEL_MODES:
-        raise ValueError(f"subpixel must be one of {SUBPIXEL_MODES}, got {subpixel!r}")
-    if subpixel == "multicorr" and not upsample_factor > 2:
-        raise ValueError(
-            f"upsample_factor must be > 2 for subpixel='multicorr', got {upsample_factor!r}"
-        )
-    check_filter_args(relativeToPeak, edgeBoundary, maxNumPeaks)
+    check_maxima_args(subpixel, upsample_factor, relativeToPeak, edgeBoundary, maxNumPeaks)
     if not hasattr(block, "ndim"):
         block = np.asarray(block)
     if block.ndim < 2:

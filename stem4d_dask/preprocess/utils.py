@@ -9,6 +9,9 @@ live in ``kernels/maxima.py`` (their differences are listed there). ``bin2D``,
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import numpy as np
 
 from ..backend import array_module, device_module, native, to_host
@@ -45,34 +48,20 @@ def plain_frame(ar, parameter: str = "ar"):
     return ar.compute() if isinstance(ar, da.Array) else ar
 
 
-def get_maxima_2D(
-    ar,
-    subpixel="poly",
-    upsample_factor=16,
-    sigma=0,
-    minAbsoluteIntensity=0,
-    minRelativeIntensity=0,
-    relativeToPeak=0,
-    minSpacing=0,
-    edgeBoundary=1,
-    maxNumPeaks=1,
-    _ar_FT=None,
-):
+@functools.wraps(maxima.get_maxima_2D, assigned=("__name__", "__qualname__"))
+def get_maxima_2D(ar, *args, **kwargs):
     """Local maxima of a 2D array (or frame DataArray), as py4DSTEM's ``get_maxima_2D``: see
-    :func:`stem4d_dask.kernels.maxima.get_maxima_2D` for the parameters and the result."""
-    return maxima.get_maxima_2D(
-        plain_frame(ar),
-        subpixel=subpixel,
-        upsample_factor=upsample_factor,
-        sigma=sigma,
-        minAbsoluteIntensity=minAbsoluteIntensity,
-        minRelativeIntensity=minRelativeIntensity,
-        relativeToPeak=relativeToPeak,
-        minSpacing=minSpacing,
-        edgeBoundary=edgeBoundary,
-        maxNumPeaks=maxNumPeaks,
-        _ar_FT=None if _ar_FT is None else plain_frame(_ar_FT, "_ar_FT"),
-    )
+    :func:`stem4d_dask.kernels.maxima.get_maxima_2D` for the parameters (its signature) and
+    the result; ``ar`` and ``_ar_FT`` may be DataArrays or dask arrays."""
+    if len(args) >= _AR_FT_POSITION:
+        args = (*args[: _AR_FT_POSITION - 1], plain_frame(args[_AR_FT_POSITION - 1], "_ar_FT"))
+    if kwargs.get("_ar_FT") is not None:
+        kwargs["_ar_FT"] = plain_frame(kwargs["_ar_FT"], "_ar_FT")
+    return maxima.get_maxima_2D(plain_frame(ar), *args, **kwargs)
+
+
+# _ar_FT's place among the arguments after ``ar`` (1-based)
+_AR_FT_POSITION = list(inspect.signature(maxima.get_maxima_2D).parameters).index("_ar_FT")
 
 
 def bin2D(array, factor, dtype=np.float64):
